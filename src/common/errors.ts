@@ -1,0 +1,65 @@
+/**
+ * Typed errors with stable codes. Every error the sidecar raises on purpose is an SkrError, so the
+ * HTTP layer can map it to a status without string matching, and the CLI can print `code: message`.
+ */
+export class SkrError extends Error {
+  /** Stable machine-readable code, e.g. `ERR_REPORT_LENGTH`. Never changes once released. */
+  readonly code: string;
+  /** Suggested HTTP status when this error ends a request. */
+  readonly status: number;
+
+  constructor(code: string, message: string, options?: { status?: number; cause?: unknown }) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    this.name = new.target.name;
+    this.code = code;
+    this.status = options?.status ?? 500;
+  }
+}
+
+/** Input that cannot be right: malformed bytes, bad base64, wrong length. → 400 */
+export class InvalidInputError extends SkrError {
+  constructor(code: string, message: string, cause?: unknown) {
+    super(code, message, { status: 400, cause });
+  }
+}
+
+/** A signature, chain or binding that does not verify. */
+export class VerificationError extends SkrError {
+  /** The verification step that failed, e.g. `report-signature`, `ask-signs-vcek`. */
+  readonly step: string;
+  constructor(step: string, message: string, cause?: unknown) {
+    super('ERR_VERIFICATION', message, { status: 403, cause });
+    this.step = step;
+  }
+}
+
+/** The attestation device is missing, unusable, or returned an error. → 500 with the cause */
+export class DeviceError extends SkrError {
+  /** errno name such as ENOENT/ENOTTY, when the failure came from a syscall. */
+  readonly errno?: string;
+  /** SEV firmware error (exitinfo2) when the firmware answered with one. */
+  readonly firmwareError?: bigint;
+  constructor(code: string, message: string, opts?: { errno?: string; firmwareError?: bigint; cause?: unknown }) {
+    super(code, message, { status: 500, cause: opts?.cause });
+    if (opts?.errno !== undefined) this.errno = opts.errno;
+    if (opts?.firmwareError !== undefined) this.firmwareError = opts.firmwareError;
+  }
+}
+
+/** An upstream service (KDS, THIM, MAA, vault) could not be reached or answered badly. → 502 */
+export class UpstreamError extends SkrError {
+  readonly upstream: string;
+  readonly upstreamStatus?: number;
+  constructor(upstream: string, message: string, opts?: { upstreamStatus?: number; code?: string; status?: number; cause?: unknown }) {
+    super(opts?.code ?? 'ERR_UPSTREAM', message, { status: opts?.status ?? 502, cause: opts?.cause });
+    this.upstream = upstream;
+    if (opts?.upstreamStatus !== undefined) this.upstreamStatus = opts.upstreamStatus;
+  }
+}
+
+/** Configuration that cannot work (bad SkrSideCarArgs, unknown product). */
+export class ConfigError extends SkrError {
+  constructor(message: string, cause?: unknown) {
+    super('ERR_CONFIG', message, { status: 500, cause });
+  }
+}

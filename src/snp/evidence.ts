@@ -1,0 +1,40 @@
+/**
+ * The one interface every way of obtaining a hardware report implements: the upstream
+ * `/dev/sev-guest` device, Azure's legacy `/dev/sev`, configfs-tsm, and the simulated platform.
+ * Callers never know which one they hold; tests inject fakes through this same interface.
+ */
+
+/** Entry of the GUID-keyed certificate table returned by SNP_GET_EXT_REPORT or configfs `auxblob`. */
+export interface CertTableEntry {
+  /** Lowercase canonical GUID, e.g. `63da758d-e664-4564-adc5-f4b93be8accd`. */
+  guid: string;
+  /** `vcek` | `ask` | `ark` | `vlek` for the known GUIDs, else `unknown`. */
+  kind: 'vcek' | 'ask' | 'ark' | 'vlek' | 'unknown';
+  /** DER certificate bytes. */
+  data: Buffer;
+}
+
+export interface Evidence {
+  /** The raw 1184-byte ATTESTATION_REPORT. */
+  report: Buffer;
+  /** Certificates the host supplied with an extended report, when there were any. */
+  certTable?: CertTableEntry[];
+}
+
+export interface ReportRequest {
+  /** Exactly 64 bytes of REPORT_DATA. */
+  reportData: Buffer;
+  /** VMPL to request (0–3); default 0. */
+  vmpl?: number;
+  /** Ask for the host's certificate table too (extended report); sources without one ignore it. */
+  extended?: boolean;
+}
+
+export type EvidenceKind = 'configfs-tsm' | 'sev-guest' | 'sev' | 'simulated';
+
+export interface EvidenceSource {
+  readonly kind: EvidenceKind;
+  /** Human-readable location, e.g. `/dev/sev-guest` or `simulated (test AMD chain)`. */
+  readonly description: string;
+  getReport(req: ReportRequest): Promise<Evidence>;
+}

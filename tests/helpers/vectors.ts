@@ -1,0 +1,26 @@
+/**
+ * Access to the real-hardware vectors in ../shared/vectors. They are never copied into the repo;
+ * when the folder is absent (a clone without shared/), vector tests skip with a visible message.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export const VECTORS_DIR = process.env.SKR_VECTORS_DIR ?? path.resolve(__dirname, '..', '..', '..', 'shared', 'vectors');
+export const haveVectors = fs.existsSync(path.join(VECTORS_DIR, 'real-milan', 'snp_report.bin'));
+
+export function vector(rel: string): Buffer {
+  return fs.readFileSync(path.join(VECTORS_DIR, rel));
+}
+
+export function vectorPath(rel: string): string {
+  return path.join(VECTORS_DIR, rel);
+}
+
+/** `describe` that runs only when the vectors exist, and says so loudly when they do not. */
+export const describeVectors: jest.Describe = haveVectors
+  ? describe
+  : ((name: string, fn: () => void) => {
+      describe.skip(`${name} [SKIPPED: no vectors at ${VECTORS_DIR}]`, fn);
+      // eslint-disable-next-line no-console
+      console.warn(`SKIPPING "${name}": real-hardware vectors not found at ${VECTORS_DIR}`);
+    }) as unknown as jest.Describe;
