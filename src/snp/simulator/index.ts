@@ -1,0 +1,23 @@
+/** The simulated SEV-SNP platform: TEST ONLY (its AMD chain is rooted in committed, public keys). */
+export {
+  SimulatedPlatform,
+  SimulatedEvidenceSource,
+  SIMULATED_DESCRIPTION,
+  CERT_TABLE_GUID,
+  type SimulatedPlatformOptions,
+  type IssuedVcek,
+} from './platform';
+export {
+  PRODUCT_INFO,
+  VCEK_OID,
+  type ProductInfo,
+  defaultChipId,
+  defaultTcb,
+  deriveVcekKey,
+  mintAmdRoots,
+  mintVcek,
+  simulatedName,
+  vcekExtensions,
+} from './amd-chain';
+export { DEFAULT_SECURITY_POLICY_BASE64, DEFAULT_SECURITY_POLICY_REGO } from './default-policy';
+export { TEST_ONLY_ROOTS, type CommittedRoots } from './test-only-roots';
