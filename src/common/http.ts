@@ -1,0 +1,192 @@
+/**
+ * Outbound HTTP with bounded retries. Every upstream the sidecar calls (AMD KDS, THIM, the Azure
+ * cache, MAA, IMDS, Key Vault) goes through here so that retry, timeout and error-shape rules are
+ * the same everywhere, and so failures can be counted per upstream.
+ */
+import { UpstreamError } from './errors';
+import type { FetchLike } from '../certs/types';
+
+/** Statuses worth another attempt: the server said "later", or a proxy/gateway hiccup. */
+export const RETRYABLE_STATUSES: ReadonlySet<number> = new Set([408, 429, 500, 502, 503, 504]);
+
+export interface AttemptInfo {
+  upstream: string;
+  /** 1-based attempt number. */
+  attempt: number;
+  /** HTTP status, when a response arrived. */
+  status?: number;
+  /** Short reason for a failed attempt (`timeout`, `ECONNREFUSED`, `status 503`). */
+  reason?: string;
+  /** Whether another attempt follows. */
+  willRetry: boolean;
+  /** Delay before the next attempt, when there is one. */
+  delayMs?: number;
+}
+
+export interface RetryOptions {
+  /** Defaults to the global `fetch`. */
+  fetch?: FetchLike;
+  /** Name of the upstream for errors and metrics, e.g. `amd-kds`. */
+  upstream: string;
+  /** Per-attempt timeout. Default 10 s. */
+  timeoutMs?: number;
+  /** Extra attempts after the first. Default 3. */
+  retries?: number;
+  /** Backoff base: attempt n waits up to base·2^(n-1). Default 250 ms. */
+  baseDelayMs?: number;
+  /** Cap for any single wait, including one asked for by Retry-After. Default 10 s. */
+  maxDelayMs?: number;
+  /** Overall deadline / cancellation from the caller. */
+  signal?: AbortSignal;
+  /** Which statuses to retry; default {@link RETRYABLE_STATUSES}. */
+  retryOn?: (status: number) => boolean;
+  /** Called after every attempt, successful or not. */
+  onAttempt?: (info: AttemptInfo) => void;
+  /** Called after every failed attempt (network error, timeout, retryable status). */
+  onFailure?: (info: AttemptInfo) => void;
+  /** Source of randomness for jitter, in [0, 1). Injectable so tests stay deterministic. */
+  random?: () => number;
+}
+
+/** `GET host/path`: never the query (it can carry client ids), headers or bodies. */
+export function describeRequest(url: string | URL, method = 'GET'): string {
+  try {
+    const u = new URL(String(url));
+    return `${method} ${u.host}${u.pathname}`;
+  } catch {
+    return `${method} <invalid url>`;
+  }
+}
+
+/** Retry-After as milliseconds: delta-seconds or an HTTP date; undefined when absent or unparsable. */
+export function parseRetryAfter(value: string | null, nowMs: number = Date.now()): number | undefined {
+  if (value === null) return undefined;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const at = Date.parse(v);
+  if (Number.isNaN(at)) return undefined;
+  return Math.max(0, at - nowMs);
+}
+
+function failureReason(err: unknown): string {
+  if (err instanceof Error) {
+    if (err.name === 'TimeoutError') return 'timeout';
+    const cause = (err as { cause?: { code?: unknown } }).cause;
+    if (cause && typeof cause.code === 'string') return cause.code;
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    return err.name;
+  }
+  return 'error';
+}
+
+/** Sleep that ends early (rejecting) when the caller's signal aborts. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+async function discardBody(res: Response): Promise<void> {
+  try {
+    await res.body?.cancel();
+  } catch {
+    // The body is unwanted; failing to drain it only costs a socket.
+  }
+}
+
+/**
+ * Fetch with retries on network errors and retryable statuses (exponential backoff with full
+ * jitter; Retry-After honoured up to maxDelayMs). Resolves with the first non-retryable response
+ * (2xx or not: the caller decides); throws UpstreamError when attempts run out or the deadline hits.
+ */
+export async function fetchWithRetry(url: string | URL, init: RequestInit | undefined, opts: RetryOptions): Promise<Response> {
+  const doFetch: FetchLike = opts.fetch ?? ((input, i) => fetch(input, i));
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const retries = Math.max(0, opts.retries ?? 3);
+  const baseDelayMs = opts.baseDelayMs ?? 250;
+  const maxDelayMs = opts.maxDelayMs ?? 10_000;
+  const retryOn = opts.retryOn ?? ((s: number) => RETRYABLE_STATUSES.has(s));
+  const random = opts.random ?? Math.random;
+  const what = describeRequest(url, init?.method ?? 'GET');
+  let lastStatus: number | undefined;
+  let lastReason = 'no attempt made';
+  const deadlineError = () =>
+    new UpstreamError(opts.upstream, `${what}: deadline exceeded`, { code: 'ERR_UPSTREAM_TIMEOUT', status: 504, upstreamStatus: lastStatus });
+
+  for (let attempt = 1; attempt <= retries + 1; attempt++) {
+    if (opts.signal?.aborted) throw deadlineError();
+    const attemptSignal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
+    let res: Response | undefined;
+    let reason: string;
+    try {
+      res = await doFetch(url, { ...init, signal: attemptSignal });
+      lastStatus = res.status;
+      if (!retryOn(res.status)) {
+        opts.onAttempt?.({ upstream: opts.upstream, attempt, status: res.status, willRetry: false });
+        return res;
+      }
+      reason = `status ${res.status}`;
+    } catch (err) {
+      if (opts.signal?.aborted) throw deadlineError();
+      reason = failureReason(err);
+    }
+    lastReason = reason;
+    const willRetry = attempt <= retries;
+    let delayMs: number | undefined;
+    if (willRetry) {
+      const retryAfter = res ? parseRetryAfter(res.headers.get('retry-after')) : undefined;
+      delayMs = retryAfter !== undefined
+        ? Math.min(maxDelayMs, retryAfter)
+        : Math.floor(random() * Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1)));
+    }
+    if (res) await discardBody(res);
+    const info: AttemptInfo = { upstream: opts.upstream, attempt, reason, willRetry, ...(res ? { status: res.status } : {}), ...(delayMs !== undefined ? { delayMs } : {}) };
+    opts.onAttempt?.(info);
+    opts.onFailure?.(info);
+    if (!willRetry) break;
+    try {
+      await sleep(delayMs ?? 0, opts.signal);
+    } catch {
+      throw deadlineError();
+    }
+  }
+  throw new UpstreamError(opts.upstream, `${what} failed after ${retries + 1} attempt(s): ${lastReason}`, {
+    code: lastReason === 'timeout' ? 'ERR_UPSTREAM_TIMEOUT' : 'ERR_UPSTREAM',
+    status: lastReason === 'timeout' ? 504 : 502,
+    upstreamStatus: lastStatus,
+  });
+}
+
+/** Read a response body as bytes, refusing anything over `limit` (a hostile upstream cannot exhaust memory). */
+export async function readBodyLimited(res: Response, limit: number, upstream: string, what: string): Promise<Buffer> {
+  const declared = Number(res.headers.get('content-length'));
+  if (Number.isFinite(declared) && declared > limit) {
+    await discardBody(res);
+    throw new UpstreamError(upstream, `${what}: response of ${declared} bytes exceeds the ${limit}-byte limit`);
+  }
+  if (!res.body) return Buffer.alloc(0);
+  const chunks: Buffer[] = [];
+  let total = 0;
+  const reader = res.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel().catch(() => undefined);
+      throw new UpstreamError(upstream, `${what}: response exceeds the ${limit}-byte limit`);
+    }
+    chunks.push(Buffer.from(value));
+  }
+  return Buffer.concat(chunks);
+}
