@@ -69,15 +69,13 @@ export function parseRetryAfter(value: string | null, nowMs: number = Date.now()
 }
 
 function failureReason(err: unknown): string {
-  if (err instanceof Error) {
-    if (err.name === 'TimeoutError') return 'timeout';
-    const cause = (err as { cause?: { code?: unknown } }).cause;
-    if (cause && typeof cause.code === 'string') return cause.code;
-    const code = (err as { code?: unknown }).code;
-    if (typeof code === 'string') return code;
-    return err.name;
-  }
-  return 'error';
+  // Duck-typed: errors from undici may come from another realm, where `instanceof Error` fails.
+  if (typeof err !== 'object' || err === null) return 'error';
+  const e = err as { name?: unknown; code?: unknown; cause?: { code?: unknown; name?: unknown } };
+  if (e.name === 'TimeoutError' || e.cause?.name === 'TimeoutError') return 'timeout';
+  if (e.cause && typeof e.cause.code === 'string') return e.cause.code;
+  if (typeof e.code === 'string') return e.code;
+  return typeof e.name === 'string' ? e.name : 'error';
 }
 
 /** Sleep that ends early (rejecting) when the caller's signal aborts. */
