@@ -9,6 +9,7 @@ import { dersOfPem, pemOf } from '../../asn1/x509';
 import { decodeBase64Strict } from '../../common/bytes';
 import { InvalidInputError } from '../../common/errors';
 import type { ThimCertificates } from '../../certs/types';
+import { CERT_GUIDS } from '../cert-table';
 import type { CertTableEntry, Evidence, EvidenceSource, ReportRequest } from '../evidence';
 import { buildReport, Len, REPORT_SIZE, ReportFields, SIGNATURE_OFFSET, SIGNED_LENGTH } from '../report';
 import { encodeTcb, Product, TcbParts, tcbToHex } from '../tcb';
@@ -17,13 +18,8 @@ import { DEFAULT_SECURITY_POLICY_BASE64 } from './default-policy';
 import { TEST_ONLY_ARK_KEY_PEM, TEST_ONLY_ASK_KEY_PEM, TEST_ONLY_VCEK_KEY_PEM } from './test-only-keys';
 import { TEST_ONLY_ROOTS } from './test-only-roots';
 
-/** GUIDs of the certificate table (PROTOCOLS §3). */
-export const CERT_TABLE_GUID = {
-  vcek: '63da758d-e664-4564-adc5-f4b93be8accd',
-  ask: '4ab7b379-bbac-4fe4-a02f-05aef327c782',
-  ark: 'c0b406a4-a803-4952-9743-3fb6014cd0ae',
-  vlek: 'a8074bc2-a25a-483e-aae6-39c045a0b8a1',
-} as const;
+/** GUIDs of the certificate table (PROTOCOLS §3), under the name the simulator exported first. */
+export { CERT_GUIDS as CERT_TABLE_GUID } from '../cert-table';
 
 export const SIMULATED_DESCRIPTION = 'simulated SEV-SNP platform (test AMD chain)';
 
@@ -260,9 +256,9 @@ export class SimulatedPlatform {
   /** VCEK, ASK, ARK as an extended report's certificate table carries them (DER). */
   certTable(): CertTableEntry[] {
     return [
-      { guid: CERT_TABLE_GUID.vcek, kind: 'vcek', data: Buffer.from(this.current.der) },
-      { guid: CERT_TABLE_GUID.ask, kind: 'ask', data: Buffer.from(this.askDer) },
-      { guid: CERT_TABLE_GUID.ark, kind: 'ark', data: Buffer.from(this.arkDer) },
+      { guid: CERT_GUIDS.vcek, kind: 'vcek', data: Buffer.from(this.current.der) },
+      { guid: CERT_GUIDS.ask, kind: 'ask', data: Buffer.from(this.askDer) },
+      { guid: CERT_GUIDS.ark, kind: 'ark', data: Buffer.from(this.arkDer) },
     ];
   }
 

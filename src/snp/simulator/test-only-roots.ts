@@ -3,7 +3,8 @@
  * mintAmdRoots() produced from the TEST-ONLY keys in ./test-only-keys.ts. Committed (RSA-PSS signatures
  * are randomised) so the simulated ARK has one stable fingerprint in every process: a local MAA emulator
  * or verifier can pin it. NEVER trust these outside tests and local development.
- * Regenerate only if the keys or mintAmdRoots() change (tests/simulator checks they still agree).
+ * Regenerate only if the keys or mintAmdRoots() change: for each product, pemOf() of mintAmdRoots(product,
+ * ARK key, ASK key) and sha256 of the ARK DER. tests/simulator fails when these drift from the builder.
  */
 import type { Product } from '../tcb';
 
