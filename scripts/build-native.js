@@ -19,8 +19,16 @@ function nodeGypCommand() {
   }
 }
 
+// Build against the local Node headers when they are installed: node-gyp would otherwise try to
+// download them, which fails on machines without internet access.
+function nodedirArgs() {
+  if (process.env.npm_config_nodedir) return [];
+  const prefix = path.join(path.dirname(process.execPath), '..');
+  return fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? [`--nodedir=${path.resolve(prefix)}`] : [];
+}
+
 const [cmd, prefix] = nodeGypCommand();
-const res = spawnSync(cmd, [...prefix, 'rebuild'], { cwd: nativeDir, encoding: 'utf8' });
+const res = spawnSync(cmd, [...prefix, 'rebuild', ...nodedirArgs()], { cwd: nativeDir, encoding: 'utf8' });
 if (res.status === 0) {
   fs.rmSync(logFile, { force: true });
   console.log('skr-sidecar: native SEV-SNP addon built');
