@@ -1,0 +1,55 @@
+import { parseArgs } from 'node:util';
+import { loadServerConfig } from '../../server/config';
+import { startSidecar, type RunningSidecar } from '../../server/sidecar';
+import { CliError, type Out } from '../io';
+
+export const usage =
+  'skr serve [--port N] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR]\n' +
+  '      serve the sidecar API on 127.0.0.1 (env: Port, LogLevel, LogFile, SkrSideCarArgs)';
+
+/** Stop accepting on SIGINT/SIGTERM, let in-flight requests finish, then exit 0. */
+export function exitOnSignals(close: () => Promise<void>, io: Out): void {
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    io.err(`skr: ${sig} received, shutting down`);
+    const force = setTimeout(() => process.exit(0), 10_000);
+    force.unref();
+    close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+}
+
+export async function serveCommand(args: string[], io: Out): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      port: { type: 'string' },
+      simulate: { type: 'boolean' },
+      'security-policy': { type: 'string' },
+      'security-context-dir': { type: 'string' },
+      'log-level': { type: 'string' },
+      'log-file': { type: 'string' },
+      'cert-cache-dir': { type: 'string' },
+    },
+  });
+  if (positionals.length) throw new CliError(`unexpected argument "${positionals[0]}"\nusage: ${usage}`);
+  const config = loadServerConfig({
+    port: values.port,
+    simulate: values.simulate,
+    securityPolicy: values['security-policy'],
+    logLevel: values['log-level'],
+    logFile: values['log-file'],
+    certCacheDir: values['cert-cache-dir'],
+  });
+  const sidecar: RunningSidecar = await startSidecar({ config, securityContextDir: values['security-context-dir'] });
+  io.err(`skr: sidecar ready at ${sidecar.url} (${sidecar.evidence.description})`);
+  exitOnSignals(() => sidecar.close(), io);
+  return -1;
+}

@@ -1,0 +1,64 @@
+/**
+ * The sidecar's express app: routes, body handling and error mapping. It knows nothing about
+ * devices or crypto; it calls an AttestationService.
+ */
+import express, { type Express } from 'express';
+import { reportDataFor } from '../snp/report';
+import type { AttestationService } from './attestation';
+import { errorHandler, HttpError } from './http-errors';
+import type { Logger } from './logger';
+import { jsonBody, runtimeData } from './request';
+
+export const BODY_LIMIT = '1mb';
+
+export interface AppDeps {
+  attestation: AttestationService;
+  logger: Logger;
+  /** False until start-up work (device probe, collateral) is done. */
+  isReady?: () => boolean;
+}
+
+export function createApp(deps: AppDeps): Express {
+  const { attestation, logger } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  // Any Content-Type: parse as text, then JSON ourselves.
+  app.use(express.text({ type: () => true, limit: BODY_LIMIT }));
+
+  app.get('/status', (_req, res) => {
+    if (deps.isReady && !deps.isReady()) {
+      res.status(503).json({ message: 'Status NOT OK' });
+      return;
+    }
+    res.json({ message: 'Status OK' });
+  });
+
+  app.post('/attest/raw', async (req, res) => {
+    const data = runtimeData(jsonBody(req));
+    const report = await attestation.rawReport(reportDataFor(data));
+    res.json({ report: report.toString('hex') });
+  });
+
+  app.post('/attest/combined', async (req, res) => {
+    const data = runtimeData(jsonBody(req));
+    const c = await attestation.combined(reportDataFor(data));
+    res.json({
+      endorsed_tcb: c.chain.tcbm.toString(16).padStart(16, '0'),
+      endorsements: Buffer.from(joinPem(c.chain.vcekPem, c.chain.chainPem), 'utf8').toString('base64'),
+      evidence: c.report.toString('base64'),
+      uvm_endorsements: c.uvmEndorsementsBase64,
+    });
+  });
+
+  app.use((req, _res, next) => {
+    next(new HttpError(404, 'ERR_NOT_FOUND', `no route ${req.method} ${req.path}`));
+  });
+  app.use(errorHandler(logger));
+  return app;
+}
+
+function joinPem(a: string, b: string): string {
+  const first = a.endsWith('\n') ? a : a + '\n';
+  return first + b;
+}

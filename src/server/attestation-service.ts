@@ -1,0 +1,28 @@
+/** The AttestationService the sidecar runs: an EvidenceSource plus the collateral provider. */
+import type { CollateralProvider } from '../certs/provider';
+import type { EvidenceSource } from '../snp/evidence';
+import type { AttestationService, CombinedAttestation } from './attestation';
+
+export interface SidecarAttestationOptions {
+  evidence: EvidenceSource;
+  collateral: CollateralProvider;
+  /** reference-info-base64 from the security context ('' when the platform provides none). */
+  referenceInfoBase64?: string;
+}
+
+export class SidecarAttestation implements AttestationService {
+  constructor(private readonly opts: SidecarAttestationOptions) {}
+
+  async rawReport(reportData: Buffer): Promise<Buffer> {
+    return (await this.opts.evidence.getReport({ reportData })).report;
+  }
+
+  async combined(reportData: Buffer): Promise<CombinedAttestation> {
+    const { evidence, chain } = await this.opts.collateral.getEvidenceWithChain({ reportData });
+    return { report: evidence.report, chain, uvmEndorsementsBase64: this.opts.referenceInfoBase64 ?? '' };
+  }
+
+  describe(): string {
+    return this.opts.evidence.description;
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * Sidecar configuration: the reference's env vars (`Port`, `LogLevel`, `LogFile`, `SkrSideCarArgs`)
+ * overridden by CLI flags. Parsed once at start-up into a frozen, fully-typed object.
+ */
+import { ConfigError } from '../common/errors';
+import { decodeBase64Strict } from '../common/bytes';
+
+export type CertCacheEndpointType = 'AMD' | 'AzCache' | 'LocalTHIM';
+
+/** `SkrSideCarArgs` JSON, exactly the reference's field names. Every part is optional. */
+export interface SkrSideCarArgs {
+  certcache?: {
+    endpoint_type?: CertCacheEndpointType;
+    endpoint?: string;
+    tee_type?: string;
+    api_version?: string;
+    client_id?: string;
+  };
+  identity?: { client_id?: string };
+  maaconfig?: { user_agent?: string };
+}
+
+/** Winston levels, mapped from the reference's logrus names. */
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug' | 'silly';
+
+const REFERENCE_LEVELS: Record<string, LogLevel> = {
+  trace: 'silly',
+  debug: 'debug',
+  info: 'info',
+  warning: 'warn',
+  warn: 'warn',
+  error: 'error',
+  fatal: 'error',
+  panic: 'error',
+  silly: 'silly',
+};
+
+export function parseLogLevel(s: string | undefined, fallback: LogLevel = 'info'): LogLevel {
+  if (s === undefined || s.trim() === '') return fallback;
+  const lvl = REFERENCE_LEVELS[s.trim().toLowerCase()];
+  if (!lvl) throw new ConfigError(`LogLevel "${s}" is not one of trace, debug, info, warning, error, fatal, panic`);
+  return lvl;
+}
+
+export function parsePort(s: string | number | undefined, fallback = 8080): number {
+  if (s === undefined || s === '') return fallback;
+  const n = typeof s === 'number' ? s : Number(String(s).trim());
+  if (!Number.isInteger(n) || n < 0 || n > 65535 || (typeof s === 'string' && !/^\s*\d+\s*$/.test(s))) {
+    throw new ConfigError(`port "${s}" is not a number from 0 to 65535`);
+  }
+  return n;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function optString(o: Record<string, unknown>, key: string, where: string): string | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw new ConfigError(`SkrSideCarArgs.${where}.${key} must be a string`);
+  return v;
+}
+
+/**
+ * Parse `SkrSideCarArgs`: base64 of JSON as the reference takes it; plain JSON is accepted too
+ * because people paste it that way. Empty → {}.
+ */
+export function parseSkrSideCarArgs(raw: string | undefined): SkrSideCarArgs {
+  if (raw === undefined || raw.trim() === '') return {};
+  const text = raw.trim();
+  let json: string;
+  if (text.startsWith('{')) {
+    json = text;
+  } else {
+    const bytes = decodeBase64Strict(text);
+    if (!bytes) throw new ConfigError('SkrSideCarArgs is neither base64 nor JSON');
+    json = bytes.toString('utf8');
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch (e) {
+    throw new ConfigError(`SkrSideCarArgs is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!isObject(parsed)) throw new ConfigError('SkrSideCarArgs must be a JSON object');
+  const out: SkrSideCarArgs = {};
+  if (parsed.certcache !== undefined && parsed.certcache !== null) {
+    if (!isObject(parsed.certcache)) throw new ConfigError('SkrSideCarArgs.certcache must be an object');
+    const c = parsed.certcache;
+    const endpointType = optString(c, 'endpoint_type', 'certcache');
+    if (endpointType !== undefined && !['AMD', 'AzCache', 'LocalTHIM'].includes(endpointType)) {
+      throw new ConfigError(`SkrSideCarArgs.certcache.endpoint_type "${endpointType}" is not AMD, AzCache or LocalTHIM`);
+    }
+    out.certcache = {
+      endpoint_type: endpointType as CertCacheEndpointType | undefined,
+      endpoint: optString(c, 'endpoint', 'certcache'),
+      tee_type: optString(c, 'tee_type', 'certcache'),
+      api_version: optString(c, 'api_version', 'certcache'),
+      client_id: optString(c, 'client_id', 'certcache'),
+    };
+  }
+  if (parsed.identity !== undefined && parsed.identity !== null) {
+    if (!isObject(parsed.identity)) throw new ConfigError('SkrSideCarArgs.identity must be an object');
+    out.identity = { client_id: optString(parsed.identity, 'client_id', 'identity') };
+  }
+  if (parsed.maaconfig !== undefined && parsed.maaconfig !== null) {
+    if (!isObject(parsed.maaconfig)) throw new ConfigError('SkrSideCarArgs.maaconfig must be an object');
+    out.maaconfig = { user_agent: optString(parsed.maaconfig, 'user_agent', 'maaconfig') };
+  }
+  return out;
+}
+
+export interface ServerConfig {
+  /** Always loopback: the sidecar serves only its own container group. */
+  host: '127.0.0.1';
+  port: number;
+  logLevel: LogLevel;
+  logFile?: string;
+  simulate: boolean;
+  securityPolicyFile?: string;
+  args: SkrSideCarArgs;
+  /** Directory for the on-disk collateral cache, when set. */
+  certCacheDir?: string;
+}
+
+export interface ConfigFlags {
+  port?: string;
+  logLevel?: string;
+  logFile?: string;
+  simulate?: boolean;
+  securityPolicy?: string;
+  sidecarArgs?: string;
+  certCacheDir?: string;
+}
+
+/** Flags win over env; env follows the reference's names. */
+export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  const cfg: ServerConfig = {
+    host: '127.0.0.1',
+    port: parsePort(flags.port ?? env.Port),
+    logLevel: parseLogLevel(flags.logLevel ?? env.LogLevel),
+    simulate: flags.simulate === true,
+    args: parseSkrSideCarArgs(flags.sidecarArgs ?? env.SkrSideCarArgs),
+  };
+  const logFile = flags.logFile ?? env.LogFile;
+  if (logFile) cfg.logFile = logFile;
+  if (flags.securityPolicy) cfg.securityPolicyFile = flags.securityPolicy;
+  const cacheDir = flags.certCacheDir ?? env.SKR_CERT_CACHE_DIR;
+  if (cacheDir) cfg.certCacheDir = cacheDir;
+  if (cfg.securityPolicyFile && !cfg.simulate) {
+    throw new ConfigError('--security-policy only applies to the simulated platform: add --simulate');
+  }
+  return Object.freeze(cfg);
+}

@@ -1,0 +1,52 @@
+/**
+ * One place that turns any thrown value into the reference's `{"error": "..."}` body and a status.
+ * Exactly one response per request; a stack trace never leaves the process.
+ */
+import type { ErrorRequestHandler } from 'express';
+import { SkrError } from '../common/errors';
+import { redactString } from './logger';
+import type { Logger } from './logger';
+
+export class HttpError extends SkrError {
+  constructor(status: number, code: string, message: string) {
+    super(code, message, { status });
+  }
+}
+
+export function badRequest(message: string, code = 'ERR_BAD_REQUEST'): HttpError {
+  return new HttpError(400, code, message);
+}
+
+/** Describe an error for the client: message plus, for causes, the first cause's message. */
+function describe(err: SkrError): string {
+  const cause = err.cause instanceof Error ? err.cause.message : undefined;
+  const msg = cause && !err.message.includes(cause) ? `${err.message}: ${cause}` : err.message;
+  return redactString(msg);
+}
+
+export function errorHandler(logger: Logger): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    let status = 500;
+    let message = 'internal error';
+    let code = 'ERR_INTERNAL';
+    const e = err as { type?: string; status?: number; message?: string };
+    if (err instanceof SkrError) {
+      status = err.status;
+      message = describe(err);
+      code = err.code;
+    } else if (e && e.type === 'entity.too.large') {
+      status = 413;
+      code = 'ERR_BODY_TOO_LARGE';
+      message = 'request body is larger than the 1 MiB limit';
+    } else if (e && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+      // body-parser and friends: malformed encodings, aborted requests.
+      status = e.status;
+      code = 'ERR_BAD_REQUEST';
+      message = e.message ? redactString(e.message) : 'bad request';
+    }
+    const level = status >= 500 ? 'error' : 'warn';
+    logger.log(level, 'request failed', { method: req.method, path: req.path, status, code, error: message });
+    if (res.headersSent) return;
+    res.status(status).json({ error: message });
+  };
+}

@@ -1,0 +1,57 @@
+/**
+ * winston logger with a redaction pass: whatever a caller hands it, JWTs, bearer tokens and
+ * key material never reach the output.
+ */
+import winston from 'winston';
+import type { LogLevel } from './config';
+
+const SECRET_KEYS = /^(access_?token|token|authorization|bearer|key|k|d|p|q|dp|dq|qi|key_hsm|private_?key|secret|target|value|ciphertext)$/i;
+const JWT = /\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g;
+const BEARER = /\b(Bearer)\s+[A-Za-z0-9._~+/=-]+/gi;
+
+/** Redact secrets from a string: a JWT keeps its header (alg, kid) and loses payload and signature. */
+export function redactString(s: string): string {
+  return s
+    .replace(JWT, (jwt) => `${jwt.split('.')[0]}.<redacted>`)
+    .replace(BEARER, '$1 <redacted>');
+}
+
+/** Deep copy with secret-named fields replaced and strings scrubbed. */
+export function redact(value: unknown, depth = 0): unknown {
+  if (depth > 8) return '<depth>';
+  if (typeof value === 'string') return redactString(value);
+  if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
+  if (value instanceof Error) return { name: value.name, message: redactString(value.message), code: (value as { code?: unknown }).code };
+  if (Buffer.isBuffer(value)) return `<${value.length} bytes>`;
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = SECRET_KEYS.test(k) ? '<redacted>' : redact(v, depth + 1);
+    return out;
+  }
+  return value;
+}
+
+const redactFormat = winston.format((info) => {
+  const cleaned = redact({ ...info }) as Record<string, unknown>;
+  for (const k of Object.keys(cleaned)) (info as Record<string, unknown>)[k] = cleaned[k];
+  return info;
+});
+
+export type Logger = winston.Logger;
+
+export function createLogger(opts: { level?: LogLevel; file?: string; silent?: boolean; json?: boolean } = {}): Logger {
+  const transports: winston.transport[] = [
+    new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug', 'silly'] }),
+  ];
+  if (opts.file) transports.push(new winston.transports.File({ filename: opts.file }));
+  return winston.createLogger({
+    level: opts.level ?? 'info',
+    silent: opts.silent ?? false,
+    format: winston.format.combine(
+      redactFormat(),
+      winston.format.timestamp(),
+      opts.json === false ? winston.format.simple() : winston.format.json(),
+    ),
+    transports,
+  });
+}

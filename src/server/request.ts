@@ -1,0 +1,41 @@
+/**
+ * Request-body handling shared by every route: the body is parsed as JSON whatever the
+ * Content-Type (the reference does the same), and fields are validated with messages naming them.
+ */
+import type { Request } from 'express';
+import { decodeBase64Strict } from '../common/bytes';
+import { badRequest } from './http-errors';
+
+export type JsonObject = Record<string, unknown>;
+
+export function jsonBody(req: Request): JsonObject {
+  const raw: unknown = req.body;
+  const text = typeof raw === 'string' ? raw : Buffer.isBuffer(raw) ? raw.toString('utf8') : '';
+  if (text.trim() === '') throw badRequest('request body is empty: expected a JSON object');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw badRequest('request body is not valid JSON');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw badRequest('request body must be a JSON object');
+  }
+  return parsed as JsonObject;
+}
+
+export function requiredString(body: JsonObject, field: string): string {
+  const v = body[field];
+  if (v === undefined || v === null) throw badRequest(`${field} is required`, 'ERR_MISSING_FIELD');
+  if (typeof v !== 'string') throw badRequest(`${field} must be a string`, 'ERR_FIELD_TYPE');
+  if (v.trim() === '') throw badRequest(`${field} must not be empty`, 'ERR_FIELD_EMPTY');
+  return v;
+}
+
+/** `runtime_data`: standard or URL-safe base64, nothing else. */
+export function runtimeData(body: JsonObject): Buffer {
+  const s = requiredString(body, 'runtime_data');
+  const bytes = decodeBase64Strict(s.trim());
+  if (!bytes) throw badRequest('runtime_data is not valid base64 (standard or URL-safe alphabet)', 'ERR_RUNTIME_DATA');
+  return bytes;
+}

@@ -1,0 +1,111 @@
+/**
+ * Assembles and starts the sidecar: evidence source (device or explicit simulation), collateral
+ * provider, express app, loopback listener. Used by `skr serve`, `skr local` and the tests alike.
+ */
+import * as fs from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { CollateralProvider } from '../certs/provider';
+import { SecurityContextSource } from '../certs/sources/security-context';
+import { collateralSourceFromArgs } from '../certs/sources/from-args';
+import { readSecurityContext } from '../certs/thim';
+import type { CollateralSource } from '../certs/types';
+import { decodeBase64Strict } from '../common/bytes';
+import { ConfigError } from '../common/errors';
+import { detectEvidenceSource, type DetectOptions } from '../snp/detect';
+import type { EvidenceSource } from '../snp/evidence';
+import { SimulatedPlatform } from '../snp/simulator';
+import { createApp } from './app';
+import { SidecarAttestation } from './attestation-service';
+import type { ServerConfig } from './config';
+import { createLogger, type Logger } from './logger';
+import { writeSecurityContext } from './simulation';
+
+export interface SidecarOptions {
+  config: ServerConfig;
+  logger?: Logger;
+  /** Where to look for devices (tests point this at temp paths). */
+  detect?: DetectOptions;
+  /** Security-context directory: read from on real hosts; written by the simulator in simulate mode. */
+  securityContextDir?: string;
+  /** A ready-made simulated platform (simulate mode only); one is created from the config otherwise. */
+  platform?: SimulatedPlatform;
+  /** reference-info-base64 the simulator publishes (its UVM endorsement). */
+  referenceInfoBase64?: string;
+}
+
+export interface RunningSidecar {
+  url: string;
+  port: number;
+  server: Server;
+  evidence: EvidenceSource;
+  securityContextDir?: string;
+  platform?: SimulatedPlatform;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+/** The simulated policy file may hold the base64 ccePolicy or the Rego text itself. */
+export function readSecurityPolicyFile(file: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read security policy ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  const compact = text.replace(/\s+/g, '');
+  if (compact === '') throw new ConfigError(`security policy ${file} is empty`);
+  return decodeBase64Strict(compact) ? compact : Buffer.from(text, 'utf8').toString('base64');
+}
+
+export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar> {
+  const { config } = opts;
+  const logger = opts.logger ?? createLogger({ level: config.logLevel, file: config.logFile });
+  let evidence: EvidenceSource;
+  let platform: SimulatedPlatform | undefined;
+  let contextDir = opts.securityContextDir;
+  if (config.simulate) {
+    platform =
+      opts.platform ??
+      new SimulatedPlatform(config.securityPolicyFile ? { securityPolicyBase64: readSecurityPolicyFile(config.securityPolicyFile) } : {});
+    contextDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'skr-security-context-'));
+    writeSecurityContext(contextDir, platform, opts.referenceInfoBase64);
+    evidence = platform.evidenceSource();
+    logger.warn('SIMULATION MODE: reports are signed by a test AMD chain that no relying party trusts', { securityContextDir: contextDir });
+  } else {
+    evidence = await detectEvidenceSource(opts.detect);
+  }
+
+  const context = readSecurityContext(contextDir ? { dir: contextDir } : {});
+  const fromArgs = collateralSourceFromArgs(config.args.certcache);
+  const primary: CollateralSource = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir }) : fromArgs;
+  const collateral = new CollateralProvider({
+    evidence,
+    primary,
+    refresh: fromArgs,
+    cache: config.certCacheDir ? { dir: config.certCacheDir } : undefined,
+  });
+  const attestation = new SidecarAttestation({ evidence, collateral, referenceInfoBase64: context.referenceInfoBase64 });
+  const app = createApp({ attestation, logger });
+
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = app.listen(config.port, config.host);
+    s.once('listening', () => resolve(s));
+    s.once('error', (e: NodeJS.ErrnoException) =>
+      reject(new ConfigError(`cannot listen on ${config.host}:${config.port}: ${e.code ?? e.message}`, e)),
+    );
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${config.host}:${port}`;
+  logger.info('sidecar listening', { url, evidence: evidence.description, collateral: primary.name });
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeIdleConnections();
+    }));
+  return { url, port, server, evidence, securityContextDir: contextDir, platform, logger, close };
+}
