@@ -4,9 +4,11 @@
  * the same everywhere, and so failures can be counted per upstream.
  */
 import { UpstreamError } from './errors';
-import type { FetchLike } from '../certs/types';
 
 /** Statuses worth another attempt: the server said "later", or a proxy/gateway hiccup. */
+/** A `fetch`-compatible function, so tests can route outbound HTTP to loopback servers. */
+export type FetchLike = (input: string | URL, init?: RequestInit) => Promise<Response>;
+
 export const RETRYABLE_STATUSES: ReadonlySet<number> = new Set([408, 429, 500, 502, 503, 504]);
 
 export interface AttemptInfo {
