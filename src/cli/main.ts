@@ -56,7 +56,8 @@ export async function main(argv: string[], io: Out = stdio): Promise<number> {
       io.err(`skr ${name}: ${e.code}: ${e.message}`);
       return 1;
     }
-    if (e instanceof TypeError && (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_')) {
       io.err(`skr ${name}: ${e.message}\nusage: ${cmd.usage}`);
       return 2;
     }

@@ -79,7 +79,7 @@ export async function reportVerifyCommand(args: string[], io: Out): Promise<numb
     return 0;
   } catch (e) {
     if (e instanceof VerificationError) {
-      io.err(`FAILED at ${e.step}: ${e.message}`);
+      io.err(`FAILED at ${e.message}`);
       return 1;
     }
     throw e;
