@@ -58,7 +58,7 @@ export async function main(argv: string[], io: Out = stdio): Promise<number> {
     }
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_')) {
-      io.err(`skr ${name}: ${e.message}\nusage: ${cmd.usage}`);
+      io.err(`skr ${name}: ${(e as Error).message}\nusage: ${cmd.usage}`);
       return 2;
     }
     io.err(`skr ${name}: unexpected error: ${(e as Error).message ?? String(e)}`);
