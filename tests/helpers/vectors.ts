@@ -21,6 +21,5 @@ export const describeVectors: jest.Describe = haveVectors
   ? describe
   : ((name: string, fn: () => void) => {
       describe.skip(`${name} [SKIPPED: no vectors at ${VECTORS_DIR}]`, fn);
-      // eslint-disable-next-line no-console
       console.warn(`SKIPPING "${name}": real-hardware vectors not found at ${VECTORS_DIR}`);
     }) as unknown as jest.Describe;
