@@ -21,3 +21,5 @@ export {
 } from './amd-chain';
 export { DEFAULT_SECURITY_POLICY_BASE64, DEFAULT_SECURITY_POLICY_REGO } from './default-policy';
 export { TEST_ONLY_ROOTS, type CommittedRoots } from './test-only-roots';
+export { simulatedUvmEndorsementBase64, TEST_ONLY_UVM_ROOT_SHA256 } from './uvm';
+export { TEST_ONLY_UVM_ROOT_PEM } from './test-only-uvm-signer';
