@@ -16,7 +16,7 @@ import { decodeBase64Strict } from '../common/bytes';
 import { ConfigError } from '../common/errors';
 import { detectEvidenceSource, type DetectOptions } from '../snp/detect';
 import type { EvidenceSource } from '../snp/evidence';
-import { SimulatedPlatform } from '../snp/simulator';
+import { SimulatedPlatform, simulatedUvmEndorsementBase64 } from '../snp/simulator';
 import { createApp } from './app';
 import { SidecarAttestation } from './attestation-service';
 import type { ServerConfig } from './config';
@@ -32,7 +32,7 @@ export interface SidecarOptions {
   securityContextDir?: string;
   /** A ready-made simulated platform (simulate mode only); one is created from the config otherwise. */
   platform?: SimulatedPlatform;
-  /** reference-info-base64 the simulator publishes (its UVM endorsement). */
+  /** reference-info-base64 the simulator publishes; default: its own test-signed UVM endorsement. */
   referenceInfoBase64?: string;
 }
 
@@ -71,7 +71,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       opts.platform ??
       new SimulatedPlatform(config.securityPolicyFile ? { securityPolicyBase64: readSecurityPolicyFile(config.securityPolicyFile) } : {});
     contextDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'skr-security-context-'));
-    writeSecurityContext(contextDir, platform, opts.referenceInfoBase64);
+    writeSecurityContext(contextDir, platform, opts.referenceInfoBase64 ?? simulatedUvmEndorsementBase64(platform.measurement));
     evidence = platform.evidenceSource();
     logger.warn('SIMULATION MODE: reports are signed by a test AMD chain that no relying party trusts', { securityContextDir: contextDir });
   } else {

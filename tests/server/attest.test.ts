@@ -4,6 +4,8 @@ import * as path from 'node:path';
 import { splitPem } from '../../src/certs/pem';
 import { TrustStore } from '../../src/certs/roots';
 import { verifyReport } from '../../src/certs/verify';
+import { verifyUvmEndorsement } from '../../src/cose/uvm-endorsement';
+import { TEST_ONLY_UVM_ROOT_SHA256 } from '../../src/snp/simulator';
 import { parseReport } from '../../src/snp/report';
 import { tcbToHex } from '../../src/snp/tcb';
 import type { RunningSidecar } from '../../src/server/sidecar';
@@ -47,6 +49,9 @@ describe('sidecar attestation endpoints (simulated platform, real HTTP on loopba
     const evidence = parseReport(Buffer.from(combined.json.evidence as string, 'base64'));
     expect(evidence.reportData).toEqual(parsed.reportData);
     verifyReport(Buffer.from(combined.json.evidence as string, 'base64'), chain, trust);
+    // The UVM endorsement is the platform's reference info, endorsing this report's launch measurement.
+    const uvm = verifyUvmEndorsement(combined.json.uvm_endorsements as string, { trustedRootFingerprints: [TEST_ONLY_UVM_ROOT_SHA256] });
+    expect(uvm.launchMeasurement).toBe(evidence.measurement.toString('hex'));
   });
 
   it('the simulated HOST_DATA is sha256 of the security policy it publishes', async () => {
