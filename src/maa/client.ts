@@ -1,0 +1,142 @@
+/**
+ * The SevSnpVm attest call: build the request, POST it with retries (408/429/5xx, Retry-After),
+ * and turn MAA's answer into a JWT or a typed error. Errors carry MAA's status, code and message,
+ * never the request body (evidence) or a token.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { InvalidInputError, UpstreamError } from '../common/errors';
+import { fetchWithRetry, readBodyLimited, type AttemptInfo, type FetchLike } from '../common/http';
+import { MaaRefusedError, parseMaaErrorBody } from './errors';
+import { buildSevSnpVmRequest, serializeSevSnpVmRequest, type SevSnpVmRequestInput } from './request';
+
+export const DEFAULT_MAA_API_VERSION = '2020-10-01';
+/** Name of this upstream in errors and metrics. */
+export const MAA_UPSTREAM = 'maa';
+/** A token is a few KB; anything near this is not an MAA answer. */
+const MAX_RESPONSE_BYTES = 1 << 20;
+const JWS_COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+
+let cachedVersion: string | undefined;
+
+/** `skr-sidecar/<package.json version>`, the User-Agent when SkrSideCarArgs.maaconfig.user_agent is unset. */
+export function defaultUserAgent(): string {
+  if (cachedVersion === undefined) {
+    try {
+      // Same relative path from src/maa (ts-jest) and dist/maa (compiled).
+      const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', '..', 'package.json'), 'utf8')) as { version?: unknown };
+      cachedVersion = typeof pkg.version === 'string' ? pkg.version : '0.0.0';
+    } catch {
+      cachedVersion = '0.0.0';
+    }
+  }
+  return `skr-sidecar/${cachedVersion}`;
+}
+
+function badEndpoint(endpoint: string, why: string): InvalidInputError {
+  return new InvalidInputError('ERR_MAA_ENDPOINT', `MAA endpoint ${JSON.stringify(endpoint.slice(0, 200))}: ${why}`);
+}
+
+/**
+ * `https://host[:port]` for an endpoint given as a bare host, `host:port`, or an https URL with no
+ * path, query or credentials. Plain http is refused: the token authorises key release.
+ */
+export function maaBaseUrl(endpoint: string): string {
+  const e = endpoint.trim();
+  if (e === '') throw badEndpoint(endpoint, 'is empty');
+  const hasScheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(e);
+  let url: URL;
+  try {
+    url = new URL(hasScheme ? e : `https://${e}`);
+  } catch {
+    throw badEndpoint(endpoint, 'is not a host name or URL');
+  }
+  if (url.protocol !== 'https:') throw badEndpoint(endpoint, `scheme ${url.protocol} is not allowed (https only)`);
+  if (url.username !== '' || url.password !== '') throw badEndpoint(endpoint, 'must not carry credentials');
+  if (url.search !== '' || url.hash !== '' || e.includes('?') || e.includes('#')) throw badEndpoint(endpoint, 'must not carry a query or fragment');
+  if (url.pathname !== '/' && url.pathname !== '') throw badEndpoint(endpoint, 'must not carry a path');
+  // A bare "host/" would pass the checks above; refuse anything but host[:port] without a scheme.
+  if (!hasScheme && !/^[^/\s]+$/.test(e)) throw badEndpoint(endpoint, 'must be host or host:port');
+  if (url.hostname === '') throw badEndpoint(endpoint, 'has no host');
+  return url.origin;
+}
+
+export interface MaaClientOptions {
+  fetch?: FetchLike;
+  /** SkrSideCarArgs.maaconfig.user_agent; default `skr-sidecar/<version>`. */
+  userAgent?: string;
+  /** Default 2020-10-01 (the reference); 2022-08-01 is also current. */
+  apiVersion?: string;
+  /** Per-attempt timeout. Default 30 s (MAA validates a chain and a COSE endorsement per call). */
+  timeoutMs?: number;
+  /** Extra attempts after the first. Default 3. */
+  retries?: number;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  /** Observe every attempt (metrics, logs). */
+  onAttempt?: (info: AttemptInfo) => void;
+}
+
+export class MaaClient {
+  private readonly opts: MaaClientOptions;
+  readonly userAgent: string;
+  readonly apiVersion: string;
+
+  constructor(opts: MaaClientOptions = {}) {
+    this.opts = opts;
+    this.userAgent = opts.userAgent?.trim() ? opts.userAgent.trim() : defaultUserAgent();
+    this.apiVersion = opts.apiVersion ?? DEFAULT_MAA_API_VERSION;
+    if (!/^[A-Za-z0-9._-]+$/.test(this.apiVersion)) throw new InvalidInputError('ERR_MAA_API_VERSION', `MAA api-version ${JSON.stringify(this.apiVersion)} is not valid`);
+    if (/[\r\n]/.test(this.userAgent)) throw new InvalidInputError('ERR_MAA_USER_AGENT', 'MAA user agent must be a single line');
+  }
+
+  /** The attest URL for an endpoint (exposed for logs and tests). */
+  attestUrl(endpoint: string): string {
+    return `${maaBaseUrl(endpoint)}/attest/SevSnpVm?api-version=${encodeURIComponent(this.apiVersion)}`;
+  }
+
+  /** Attest the evidence; resolves with MAA's JWT. */
+  async attest(endpoint: string, input: SevSnpVmRequestInput, signal?: AbortSignal): Promise<string> {
+    const url = this.attestUrl(endpoint);
+    const body = serializeSevSnpVmRequest(buildSevSnpVmRequest(input));
+    const res = await fetchWithRetry(
+      url,
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json', 'user-agent': this.userAgent },
+        body,
+      },
+      {
+        upstream: MAA_UPSTREAM,
+        ...(this.opts.fetch ? { fetch: this.opts.fetch } : {}),
+        timeoutMs: this.opts.timeoutMs ?? 30_000,
+        retries: this.opts.retries ?? 3,
+        ...(this.opts.baseDelayMs !== undefined ? { baseDelayMs: this.opts.baseDelayMs } : {}),
+        ...(this.opts.maxDelayMs !== undefined ? { maxDelayMs: this.opts.maxDelayMs } : {}),
+        ...(this.opts.onAttempt ? { onAttempt: this.opts.onAttempt } : {}),
+        ...(signal ? { signal } : {}),
+        retryOn: (s) => s === 408 || s === 429 || s >= 500,
+      },
+    );
+    const text = (await readBodyLimited(res, MAX_RESPONSE_BYTES, MAA_UPSTREAM, 'MAA attest response')).toString('utf8');
+    if (res.status >= 400 && res.status < 500) throw new MaaRefusedError(res.status, parseMaaErrorBody(text));
+    if (res.status < 200 || res.status >= 300) {
+      const d = parseMaaErrorBody(text);
+      const what = [d.code, d.message].filter(Boolean).join(': ');
+      throw new UpstreamError(MAA_UPSTREAM, `MAA answered HTTP ${res.status}${what ? `: ${what}` : ''}`, { upstreamStatus: res.status });
+    }
+    let token: unknown;
+    try {
+      token = (JSON.parse(text) as { token?: unknown } | null)?.token;
+    } catch {
+      throw new UpstreamError(MAA_UPSTREAM, 'MAA attest response is not JSON', { code: 'ERR_MAA_RESPONSE', upstreamStatus: res.status });
+    }
+    if (typeof token !== 'string' || token === '') {
+      throw new UpstreamError(MAA_UPSTREAM, 'MAA attest response has no "token"', { code: 'ERR_MAA_RESPONSE', upstreamStatus: res.status });
+    }
+    if (!JWS_COMPACT.test(token)) {
+      throw new UpstreamError(MAA_UPSTREAM, 'MAA attest response "token" is not a compact JWS', { code: 'ERR_MAA_RESPONSE', upstreamStatus: res.status });
+    }
+    return token;
+  }
+}
