@@ -1,0 +1,183 @@
+/**
+ * IMDS emulator: the two Instance Metadata Service endpoints the sidecar uses, on plain HTTP at
+ * 127.0.0.1 like the real service at 169.254.169.254:
+ *   GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=<r>[&client_id=<id>|&object_id=<id>]
+ *   GET /metadata/THIM/amd/certification
+ * Both need `Metadata: true`; without it IMDS answers 400 quickly, which is also what
+ * @azure/identity's availability probe (no header, no query) relies on.
+ */
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { InvalidInputError } from '../../common/errors';
+import { loadOrCreateIdentityState, loadOrCreateSigningKey } from './state';
+import {
+  issueAccessToken,
+  jwksFor,
+  stsIssuer,
+  type AccessTokenPrincipal,
+  type JsonWebKeySet,
+} from './tokens';
+
+export const IMDS_TOKEN_PATH = '/metadata/identity/oauth2/token';
+export const IMDS_THIM_PATH = '/metadata/THIM/amd/certification';
+
+/** The error bodies IMDS returns (identity endpoint: OAuth-style; other metadata: a bare string). */
+export const IMDS_ERRORS = {
+  metadataHeader: { error: 'invalid_request', error_description: 'Required metadata header not specified' },
+  apiVersion: { error: 'invalid_request', error_description: "Required query variable 'api-version' is missing" },
+  resource: { error: 'invalid_request', error_description: 'Required audience parameter not specified' },
+  identityNotFound: { error: 'invalid_request', error_description: 'Identity not found' },
+  multipleIdentities: {
+    error: 'invalid_request',
+    error_description: 'Only one of client_id, object_id or msi_res_id may be specified',
+  },
+  metadataHeaderPlain: { error: 'Bad request. Required metadata header not specified' },
+  notFound: { error: 'Not found' },
+  methodNotAllowed: { error: 'Method not allowed' },
+} as const;
+
+export interface ImdsEmulatorOptions {
+  /** Port on 127.0.0.1 (default 0: any free port). */
+  port?: number;
+  /** Tenant of the issued tokens (default: persisted in stateDir, else random). */
+  tenantId?: string;
+  /** Identities on this "VM"; the first is the system-assigned one (default: one generated). */
+  principals?: AccessTokenPrincipal[];
+  /** THIM JSON served at /metadata/THIM/amd/certification; 404 when absent. */
+  thim?: () => object;
+  /** RS256 key that signs access tokens (default: persisted in stateDir, else generated). */
+  signingKey?: KeyObject;
+  /** Where the signing key and generated identities persist across runs. */
+  stateDir?: string;
+  /** Clock for token timestamps (tests). */
+  now?: () => Date;
+}
+
+export interface ImdsEmulator {
+  /** `http://127.0.0.1:<port>` */
+  url: string;
+  /** `https://sts.windows.net/<tenant>/`, the `iss` of every token. */
+  issuer: string;
+  tenantId: string;
+  publicKey: KeyObject;
+  jwks: JsonWebKeySet;
+  principals: AccessTokenPrincipal[];
+  defaultPrincipal: AccessTokenPrincipal;
+  close(): Promise<void>;
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}
+
+function validatePrincipals(principals: AccessTokenPrincipal[]): AccessTokenPrincipal[] {
+  if (!principals.length) throw new InvalidInputError('ERR_IMDS_PRINCIPALS', 'IMDS emulator: principals must not be empty');
+  for (const p of principals) {
+    if (!p.clientId || !p.objectId) {
+      throw new InvalidInputError('ERR_IMDS_PRINCIPALS', 'IMDS emulator: every principal needs clientId and objectId');
+    }
+  }
+  return principals.map((p) => ({ clientId: p.clientId, objectId: p.objectId }));
+}
+
+export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise<ImdsEmulator> {
+  const signingKey = opts.signingKey ?? loadOrCreateSigningKey(opts.stateDir);
+  if (signingKey.type !== 'private' || signingKey.asymmetricKeyType !== 'rsa') {
+    throw new InvalidInputError('ERR_IMDS_KEY', 'IMDS emulator: signingKey must be an RSA private key');
+  }
+  const publicKey = createPublicKey(signingKey);
+  const jwks = await jwksFor(publicKey);
+  const signer = { privateKey: signingKey, kid: jwks.keys[0].kid };
+  // Generated tenant/identities persist only when the caller did not fix them.
+  const stored = opts.tenantId && opts.principals ? undefined : loadOrCreateIdentityState(opts.stateDir);
+  const tenantId = opts.tenantId ?? stored!.tenantId;
+  const principals = validatePrincipals(opts.principals ?? stored!.principals);
+  const now = opts.now ?? (() => new Date());
+
+  const lookup = (q: URLSearchParams): AccessTokenPrincipal | 'multiple' | undefined => {
+    const given = ['client_id', 'object_id', 'msi_res_id', 'mi_res_id'].filter((k) => q.get(k));
+    if (given.length > 1) return 'multiple';
+    if (!given.length) return principals[0];
+    const value = q.get(given[0])!.toLowerCase();
+    if (given[0] === 'client_id') return principals.find((p) => p.clientId.toLowerCase() === value);
+    if (given[0] === 'object_id') return principals.find((p) => p.objectId.toLowerCase() === value);
+    return undefined; // the emulated identities have no ARM resource ids
+  };
+
+  const tokenEndpoint = async (q: URLSearchParams, res: http.ServerResponse): Promise<void> => {
+    if (!q.get('api-version')) return send(res, 400, IMDS_ERRORS.apiVersion);
+    const resource = q.get('resource');
+    if (!resource) return send(res, 400, IMDS_ERRORS.resource);
+    const principal = lookup(q);
+    if (principal === 'multiple') return send(res, 400, IMDS_ERRORS.multipleIdentities);
+    if (!principal) return send(res, 400, IMDS_ERRORS.identityNotFound);
+    const issued = await issueAccessToken({ signer, tenantId, principal, resource, now: now() });
+    const lifetime = String(issued.expiresOn - issued.issuedAt);
+    // IMDS sends every number as a string.
+    send(res, 200, {
+      access_token: issued.token,
+      client_id: principal.clientId,
+      expires_in: lifetime,
+      expires_on: String(issued.expiresOn),
+      ext_expires_in: lifetime,
+      not_before: String(issued.issuedAt),
+      resource,
+      token_type: 'Bearer',
+    });
+  };
+
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    const known = url.pathname === IMDS_TOKEN_PATH || url.pathname === IMDS_THIM_PATH;
+    if (!known) return send(res, 404, IMDS_ERRORS.notFound);
+    if (req.method !== 'GET') return send(res, 405, IMDS_ERRORS.methodNotAllowed);
+    const hasHeader = req.headers['metadata'] === 'true';
+    if (url.pathname === IMDS_TOKEN_PATH) {
+      if (!hasHeader) return send(res, 400, IMDS_ERRORS.metadataHeader);
+      return tokenEndpoint(url.searchParams, res);
+    }
+    if (!hasHeader) return send(res, 400, IMDS_ERRORS.metadataHeaderPlain);
+    if (!opts.thim) return send(res, 404, IMDS_ERRORS.notFound);
+    return send(res, 200, opts.thim());
+  };
+
+  const server = http.createServer((req, res) => {
+    // Drain any body: IMDS GETs carry none, and an unread body would stall keep-alive.
+    req.resume();
+    handle(req, res).catch((err: unknown) => {
+      if (!res.headersSent) send(res, 500, { error: 'internal_error', error_description: (err as Error).message });
+      else res.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    issuer: stsIssuer(tenantId),
+    tenantId,
+    publicKey,
+    jwks,
+    principals,
+    defaultPrincipal: principals[0],
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((err) => (err ? reject(err) : resolve()));
+        server.closeAllConnections();
+      }),
+  };
+}
+
