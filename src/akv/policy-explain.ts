@@ -1,0 +1,168 @@
+/**
+ * Human explanation of a release-policy decision: a PASS/FAIL line per condition with the token's value,
+ * plus hints for the mistakes that usually cause a denied release.
+ */
+import {
+  evaluateReleasePolicy, lookupClaim,
+  type ConditionNode, type ConditionResult, type ReleasePolicy,
+} from './policy';
+
+export interface PolicyExplanation {
+  granted: boolean;
+  lines: string[];
+  hints: string[];
+}
+
+const TEE_PREFIX = 'x-ms-isolation-tee.';
+const HOSTDATA = 'x-ms-sevsnpvm-hostdata';
+
+function show(v: unknown): string {
+  if (v === undefined) return '<missing>';
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 120 ? `${s.slice(0, 117)}...` : s;
+}
+
+function leafLine(c: ConditionResult, indent: string): string {
+  return `${indent}${c.pass ? 'PASS' : 'FAIL'}  ${c.path}  ${c.claim} ${c.operator} ${show(c.expected)}  (token: ${show(c.actual)})`;
+}
+
+function treeLines(n: ConditionNode, indent: string, out: string[]): void {
+  if (n.kind === 'claim') {
+    out.push(leafLine(n, indent));
+    return;
+  }
+  out.push(`${indent}${n.pass ? 'PASS' : 'FAIL'}  ${n.path}  ${n.kind} of ${n.children.length}`);
+  for (const c of n.children) treeLines(c, `${indent}  `, out);
+}
+
+function hostParts(s: string): { scheme: string; host: string; port: string; path: string } | undefined {
+  try {
+    const u = new URL(s.trim());
+    return { scheme: u.protocol, host: u.hostname, port: u.port, path: u.pathname.replace(/\/+$/, '') };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Failed leaves that actually decide a failed group (a failed leaf under a passing anyOf does not). */
+function blockingLeaves(n: ConditionNode): ConditionResult[] {
+  if (n.pass) return [];
+  if (n.kind === 'claim') return [n];
+  return n.children.flatMap(blockingLeaves);
+}
+
+/** Why an authority differs from the token issuer, in the user's terms. */
+function authorityHint(authority: string, issuer: string): string | undefined {
+  const a = hostParts(authority);
+  const i = hostParts(issuer);
+  if (a === undefined || i === undefined) return `authority "${authority}" does not match the token issuer "${issuer}"`;
+  if (a.scheme !== i.scheme) return `authority "${authority}" uses ${a.scheme} but the token issuer "${issuer}" uses ${i.scheme}`;
+  if (a.host === i.host && a.port !== i.port) {
+    return `authority "${authority}" differs from the token issuer "${issuer}" only in the port`;
+  }
+  if (a.host === i.host && a.path !== i.path) {
+    return `authority "${authority}" differs from the token issuer "${issuer}" only in the path; MAA issuers are bare origins`;
+  }
+  if (a.host !== i.host) {
+    const al = a.host.split('.');
+    const il = i.host.split('.');
+    // Same service domain (e.g. attest.azure.net), different instance/region labels.
+    const sameSuffix = al.length === il.length && al.length > 2 && al.slice(-3).join('.') === il.slice(-3).join('.');
+    if (sameSuffix) {
+      return `the token was issued by ${i.host} but the policy trusts ${a.host}: the issuer differs only in host/region. ` +
+        'Point the sidecar at the MAA endpoint the policy names (maa_endpoint), or add that authority to the policy';
+    }
+    return `the token issuer "${issuer}" is not the policy authority "${authority}"`;
+  }
+  return undefined;
+}
+
+function containerVsCvmHint(c: ConditionResult, claims: Record<string, unknown>): string | undefined {
+  if (c.present) return undefined;
+  if (c.claim.startsWith(TEE_PREFIX)) {
+    const top = c.claim.slice(TEE_PREFIX.length);
+    const r = lookupClaim(claims, top);
+    if (r.present) {
+      return `claim "${c.claim}" is absent but "${top}" is at the top level of the token (${show(r.value)}): ` +
+        'container (ACI) tokens carry the SEV-SNP claims at the top level; drop the "x-ms-isolation-tee." prefix';
+    }
+  } else {
+    const nested = `${TEE_PREFIX}${c.claim}`;
+    const r = lookupClaim(claims, nested);
+    if (r.present) {
+      return `claim "${c.claim}" is absent but "${nested}" exists (${show(r.value)}): confidential-VM tokens nest the ` +
+        `SEV-SNP claims under x-ms-isolation-tee; use "${nested}"`;
+    }
+  }
+  return undefined;
+}
+
+function valueHints(c: ConditionResult, claims: Record<string, unknown>): string[] {
+  const hints: string[] = [];
+  const nestHint = containerVsCvmHint(c, claims);
+  if (nestHint) hints.push(nestHint);
+  if (!c.present && !nestHint && c.operator !== 'exists') {
+    const root = c.claim.split('.')[0].toLowerCase();
+    const similar = Object.keys(claims).find((k) => k.toLowerCase() === root && k !== c.claim.split('.')[0]);
+    if (similar !== undefined) hints.push(`claim "${c.claim}" is absent; claim names are case-sensitive and the token has "${similar}"`);
+  }
+  if (!c.present) return hints;
+  const expected = typeof c.expected === 'string' ? c.expected : undefined;
+  const actual = c.actual;
+  if (c.claim.endsWith(HOSTDATA) && c.operator === 'equals') {
+    hints.push(`hostdata mismatch: the token carries ${show(actual)} (sha256 of the deployed ccePolicy) but the policy expects ` +
+      `${show(c.expected)}; the policy was probably built from an outdated ccePolicy. Re-run \`skr policy digest\` on the ` +
+      'deployed ccePolicy and update the key\'s release policy');
+  } else if (c.operator === 'equals' && expected !== undefined && typeof actual === 'string' &&
+      expected.toLowerCase() === actual.toLowerCase()) {
+    hints.push(`${c.claim}: ${show(c.expected)} and the token's ${show(actual)} differ only in letter case; comparisons are case-sensitive`);
+  } else if (c.operator === 'equals' && expected !== undefined && typeof actual === 'boolean' &&
+      expected.toLowerCase() === String(actual)) {
+    hints.push(`${c.claim}: booleans compare as "true"/"false" in lower case; write ${show(String(actual))}`);
+  }
+  if (c.claim.endsWith('x-ms-compliance-status') && typeof actual === 'string') {
+    if (c.expected === 'azure-compliant-cvm' && actual === 'azure-compliant-uvm') {
+      hints.push('"azure-compliant-cvm" is the confidential-VM status; container groups attest as "azure-compliant-uvm"');
+    } else if (c.expected === 'azure-compliant-uvm' && actual === 'azure-compliant-cvm') {
+      hints.push('"azure-compliant-uvm" is the container-group status; confidential VMs attest as "azure-compliant-cvm"');
+    }
+  }
+  if (['less', 'lessOrEquals', 'greater', 'greaterOrEquals'].includes(c.operator) &&
+      typeof actual !== 'number' && !(typeof actual === 'string' && /^[+-]?\d/.test(actual.trim()))) {
+    hints.push(`${c.claim}: ${c.operator} compares numbers, but the token holds ${show(actual)}`);
+  }
+  return hints;
+}
+
+/**
+ * Evaluate and explain. `lines` is a table of every authority and condition; `hints` name likely
+ * causes for a denial (empty when granted).
+ */
+export function explainPolicy(policy: ReleasePolicy, claims: Record<string, unknown>): PolicyExplanation {
+  const ev = evaluateReleasePolicy(policy, claims);
+  const safeClaims = typeof claims === 'object' && claims !== null && !Array.isArray(claims) ? claims : {};
+  const lines: string[] = [`token issuer: ${ev.tokenIssuer ?? '<missing iss claim>'}`];
+  for (const [i, a] of ev.authorities.entries()) {
+    lines.push(`authority anyOf[${i}] ${a.authority}: ${a.issuerMatches ? 'issuer matches' : 'issuer differs'}` +
+      `, conditions ${a.tree.pass ? 'PASS' : 'FAIL'} => ${a.granted ? 'GRANTED' : 'not granted'}`);
+    for (const c of a.tree.children) treeLines(c, '  ', lines);
+  }
+  const winner = ev.authorities.findIndex((a) => a.granted);
+  lines.push(ev.granted ? `result: GRANTED by anyOf[${winner}]` : 'result: DENIED');
+
+  const hints: string[] = [];
+  if (!ev.granted) {
+    const matching = ev.authorities.filter((a) => a.issuerMatches);
+    if (ev.tokenIssuer === undefined) {
+      hints.push('the token has no "iss" claim, so no authority can match');
+    } else if (matching.length === 0) {
+      for (const a of ev.authorities) {
+        const h = authorityHint(a.authority, ev.tokenIssuer);
+        if (h) hints.push(h);
+      }
+    }
+    const relevant = matching.length > 0 ? matching : ev.authorities;
+    for (const a of relevant) for (const c of blockingLeaves(a.tree)) hints.push(...valueHints(c, safeClaims));
+  }
+  return { granted: ev.granted, lines, hints: [...new Set(hints)] };
+}

@@ -1,0 +1,170 @@
+import { parseReleasePolicy, type ReleasePolicy } from '../../src/akv/policy';
+import { explainPolicy } from '../../src/akv/policy-explain';
+
+const MAA = 'https://sharedeus2.eus2.attest.azure.net';
+const HOSTDATA = '73973b78d70cc68353426de188db5dfc57e5b766e399935fb73a61127ea26d20';
+const OLD_HOSTDATA = '11'.repeat(32);
+
+function containerClaims(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    iss: MAA,
+    'x-ms-attestation-type': 'sevsnpvm',
+    'x-ms-compliance-status': 'azure-compliant-uvm',
+    'x-ms-sevsnpvm-hostdata': HOSTDATA,
+    'x-ms-sevsnpvm-is-debuggable': false,
+    'x-ms-sevsnpvm-vmpl': 0,
+    ...over,
+  };
+}
+
+const cvmClaims = {
+  iss: MAA,
+  'x-ms-attestation-type': 'azurevm',
+  'x-ms-isolation-tee': {
+    'x-ms-attestation-type': 'sevsnpvm',
+    'x-ms-compliance-status': 'azure-compliant-cvm',
+    'x-ms-sevsnpvm-is-debuggable': false,
+  },
+};
+
+function policy(conditions: unknown[], authority = MAA): ReleasePolicy {
+  return parseReleasePolicy({ version: '1.0.0', anyOf: [{ authority, allOf: conditions }] });
+}
+
+const containerPolicy = policy([
+  { claim: 'x-ms-sevsnpvm-hostdata', equals: HOSTDATA },
+  { claim: 'x-ms-compliance-status', equals: 'azure-compliant-uvm' },
+  { claim: 'x-ms-sevsnpvm-is-debuggable', equals: 'false' },
+  { claim: 'x-ms-sevsnpvm-vmpl', equals: '0' },
+]);
+
+describe('explainPolicy', () => {
+  it('prints a PASS line per condition with the token value and no hints when granted', () => {
+    const ex = explainPolicy(containerPolicy, containerClaims());
+    expect(ex.granted).toBe(true);
+    expect(ex.hints).toEqual([]);
+    expect(ex.lines[0]).toBe(`token issuer: ${MAA}`);
+    expect(ex.lines).toContain(`authority anyOf[0] ${MAA}: issuer matches, conditions PASS => GRANTED`);
+    expect(ex.lines).toContain('  PASS  anyOf[0].allOf[2]  x-ms-sevsnpvm-is-debuggable equals "false"  (token: false)');
+    expect(ex.lines).toContain('  PASS  anyOf[0].allOf[3]  x-ms-sevsnpvm-vmpl equals "0"  (token: 0)');
+    expect(ex.lines[ex.lines.length - 1]).toBe('result: GRANTED by anyOf[0]');
+  });
+
+  it('shows failures with the actual value, missing claims and nested groups', () => {
+    const p = policy([
+      { claim: 'x-ms-sevsnpvm-vmpl', equals: '0' },
+      { anyOf: [{ claim: 'nope', exists: true }, { claim: 'x-ms-sevsnpvm-is-debuggable', equals: true }] },
+    ]);
+    const ex = explainPolicy(p, containerClaims());
+    expect(ex.granted).toBe(false);
+    expect(ex.lines).toEqual([
+      `token issuer: ${MAA}`,
+      `authority anyOf[0] ${MAA}: issuer matches, conditions FAIL => not granted`,
+      '  PASS  anyOf[0].allOf[0]  x-ms-sevsnpvm-vmpl equals "0"  (token: 0)',
+      '  FAIL  anyOf[0].allOf[1]  anyOf of 2',
+      '    FAIL  anyOf[0].allOf[1].anyOf[0]  nope exists true  (token: <missing>)',
+      '    FAIL  anyOf[0].allOf[1].anyOf[1]  x-ms-sevsnpvm-is-debuggable equals true  (token: false)',
+      'result: DENIED',
+    ]);
+  });
+
+  it('hints at the x-ms-isolation-tee prefix when a CVM-style policy meets a container token', () => {
+    const p = policy([
+      { claim: 'x-ms-isolation-tee.x-ms-attestation-type', equals: 'sevsnpvm' },
+      { claim: 'x-ms-isolation-tee.x-ms-compliance-status', equals: 'azure-compliant-cvm' },
+    ]);
+    const ex = explainPolicy(p, containerClaims());
+    expect(ex.granted).toBe(false);
+    expect(ex.hints).toHaveLength(2);
+    expect(ex.hints[0]).toMatch(/"x-ms-isolation-tee\.x-ms-attestation-type" is absent but "x-ms-attestation-type" is at the top level/);
+    expect(ex.hints[0]).toMatch(/drop the "x-ms-isolation-tee\." prefix/);
+    expect(ex.hints[1]).toMatch(/x-ms-compliance-status/);
+  });
+
+  it('hints at the nested form when a container-style policy meets a confidential-VM token', () => {
+    const p = policy([{ claim: 'x-ms-sevsnpvm-is-debuggable', equals: 'false' }]);
+    const ex = explainPolicy(p, cvmClaims);
+    expect(ex.granted).toBe(false);
+    expect(ex.hints).toEqual([expect.stringMatching(/use "x-ms-isolation-tee\.x-ms-sevsnpvm-is-debuggable"/)]);
+  });
+
+  it('explains cvm vs uvm compliance status values', () => {
+    const ex = explainPolicy(policy([{ claim: 'x-ms-compliance-status', equals: 'azure-compliant-cvm' }]), containerClaims());
+    expect(ex.hints).toEqual([expect.stringMatching(/container groups attest as "azure-compliant-uvm"/)]);
+  });
+
+  it('hints that an outdated hostdata needs `skr policy digest` on the deployed ccePolicy', () => {
+    const p = policy([{ claim: 'x-ms-sevsnpvm-hostdata', equals: OLD_HOSTDATA }, { claim: 'x-ms-sevsnpvm-vmpl', equals: '0' }]);
+    const ex = explainPolicy(p, containerClaims());
+    expect(ex.granted).toBe(false);
+    expect(ex.hints).toHaveLength(1);
+    expect(ex.hints[0]).toContain('hostdata mismatch');
+    expect(ex.hints[0]).toContain(HOSTDATA);
+    expect(ex.hints[0]).toContain(OLD_HOSTDATA);
+    expect(ex.hints[0]).toContain('skr policy digest');
+  });
+
+  it('says when the issuer differs only in host/region', () => {
+    const ex = explainPolicy(policy([{ claim: 'x-ms-sevsnpvm-vmpl', equals: '0' }], 'https://shareduks.uks.attest.azure.net/'),
+      containerClaims());
+    expect(ex.granted).toBe(false);
+    expect(ex.lines[1]).toMatch(/issuer differs, conditions PASS => not granted/);
+    expect(ex.hints).toEqual([expect.stringMatching(
+      /issued by sharedeus2\.eus2\.attest\.azure\.net but the policy trusts shareduks\.uks\.attest\.azure\.net: the issuer differs only in host\/region/)]);
+  });
+
+  it('a trailing slash on the authority is not a mismatch; port, path and unrelated issuers are named', () => {
+    expect(explainPolicy(policy([{ claim: 'x-ms-sevsnpvm-vmpl', equals: '0' }], `${MAA}/`), containerClaims()).granted).toBe(true);
+    const port = explainPolicy(policy([{ claim: 'x-ms-sevsnpvm-vmpl', equals: '0' }], `${MAA}:8443`), containerClaims());
+    expect(port.hints).toEqual([expect.stringMatching(/only in the port/)]);
+    const path = explainPolicy(policy([{ claim: 'x-ms-sevsnpvm-vmpl', equals: '0' }], `${MAA}/tenant`), containerClaims());
+    expect(path.hints).toEqual([expect.stringMatching(/only in the path/)]);
+    const other = explainPolicy(policy([{ claim: 'x-ms-sevsnpvm-vmpl', equals: '0' }], 'https://maa.example.org'), containerClaims());
+    expect(other.hints).toEqual([`the token issuer "${MAA}" is not the policy authority "https://maa.example.org"`]);
+    const http = explainPolicy(policy([{ claim: 'x-ms-sevsnpvm-vmpl', equals: '0' }]), containerClaims({ iss: 'http://sharedeus2.eus2.attest.azure.net' }));
+    expect(http.hints).toEqual([expect.stringMatching(/uses https: but the token issuer .* uses http:/)]);
+  });
+
+  it('says when the token has no iss', () => {
+    const claims = containerClaims();
+    delete claims.iss;
+    const ex = explainPolicy(containerPolicy, claims);
+    expect(ex.lines[0]).toBe('token issuer: <missing iss claim>');
+    expect(ex.hints[0]).toMatch(/no "iss" claim/);
+  });
+
+  it('points out case-only differences in values and claim names', () => {
+    const ex = explainPolicy(policy([
+      { claim: 'x-ms-attestation-type', equals: 'SEVSNPVM' },
+      { claim: 'X-MS-SEVSNPVM-VMPL', equals: '0' },
+      { claim: 'x-ms-sevsnpvm-is-debuggable', equals: 'False' },
+    ]), containerClaims());
+    expect(ex.hints).toEqual([
+      expect.stringMatching(/differ only in letter case/),
+      expect.stringMatching(/claim names are case-sensitive and the token has "x-ms-sevsnpvm-vmpl"/),
+      expect.stringMatching(/booleans compare as "true"\/"false" in lower case; write "false"/),
+    ]);
+  });
+
+  it('gives no hints for failed leaves that a passing anyOf makes irrelevant, and only for the issuer\'s authority', () => {
+    const p = parseReleasePolicy({
+      version: '1.0.0',
+      anyOf: [
+        { authority: 'https://other.attest.azure.net', allOf: [{ claim: 'x-ms-sevsnpvm-hostdata', equals: OLD_HOSTDATA }] },
+        { authority: MAA, allOf: [
+          { anyOf: [{ claim: 'x-ms-sevsnpvm-hostdata', equals: OLD_HOSTDATA }, { claim: 'x-ms-sevsnpvm-vmpl', equals: 0 }] },
+          { claim: 'x-ms-sevsnpvm-vmpl', less: 0 },
+        ] },
+      ],
+    });
+    const ex = explainPolicy(p, containerClaims());
+    expect(ex.granted).toBe(false);
+    expect(ex.hints).toEqual([]);
+    expect(ex.lines).toContain('  FAIL  anyOf[1].allOf[1]  x-ms-sevsnpvm-vmpl less 0  (token: 0)');
+  });
+
+  it('flags ordering operators applied to non-numeric claims', () => {
+    const ex = explainPolicy(policy([{ claim: 'x-ms-attestation-type', greater: 1 }]), containerClaims());
+    expect(ex.hints).toEqual([expect.stringMatching(/greater compares numbers, but the token holds "sevsnpvm"/)]);
+  });
+});
