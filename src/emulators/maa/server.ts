@@ -1,0 +1,220 @@
+/**
+ * Local Microsoft Azure Attestation emulator for the SevSnpVm (confidential container) flow, on
+ * loopback HTTPS with a certificate from the local CA:
+ *   POST /attest/SevSnpVm?api-version=2020-10-01|2022-08-01  → {"token": "<RS256 JWT>"}
+ *   GET  /certs                                              → JWKS (kid, n, e, x5c)
+ *   GET  /.well-known/openid-configuration                   → issuer, jwks_uri, ...
+ * Evidence is verified as the real service does (see verify-evidence.ts); refusals are 400 in MAA's
+ * error shape with the failed check named first in the message.
+ *
+ * UVM endorsements: like real MAA, a request without `Endorsements` still gets a token, but without
+ * `x-ms-compliance-status` (and without `x-ms-sevsnpvm-uvm-endorsement`), so release policies that require
+ * `azure-compliant-uvm` refuse it. An endorsement that is sent must verify and match MEASUREMENT, or the
+ * whole request is refused: the emulator never silently ignores bad evidence.
+ * Emulator choices where MAA's behaviour is not public: the request's nonce is echoed as claim `nonce`
+ * (decimal string); binary runtime data yields no `x-ms-runtime`; error codes are `InvalidParameter`
+ * (evidence, malformed requests), `UnsupportedApiVersion`, `NotFound`, `MethodNotAllowed`.
+ */
+import { randomBytes } from 'node:crypto';
+import * as https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SignJWT } from 'jose';
+import type { IssuedCertificate } from '../../asn1/x509';
+import { TrustStore } from '../../certs/roots';
+import { InvalidInputError } from '../../common/errors';
+import { MICROSOFT_UVM_ROOT_SHA256, normaliseFingerprint } from '../../cose/uvm-endorsement';
+import { parseSevSnpVmRequest, ParsedSevSnpVmRequest } from '../../maa/request';
+import { loopbackServerTls } from '../ca';
+import { claimsFromReport, SEVSNPVM_CLAIM_NAMES } from './claims';
+import { DEFAULT_SEVSNPVM_POLICY, policyHash } from './policy';
+import { MaaEmulatorRefusal, MAA_UNSUPPORTED_API_VERSION } from './refusal';
+import { createSigningKey, loadOrCreateSigningKey, MaaSigningKey } from './signing-key';
+import { verifySevSnpVmEvidence } from './verify-evidence';
+
+export const SUPPORTED_API_VERSIONS: readonly string[] = ['2020-10-01', '2022-08-01'];
+/** MAA tokens live 8 hours. */
+export const TOKEN_LIFETIME_SECONDS = 8 * 3600;
+/** Far above any real request (report + three certificates + one endorsement, base64 twice ≈ 40 KiB). */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+export interface MaaEmulatorOptions {
+  /** Local CA that issues the emulator's TLS certificate. */
+  ca: IssuedCertificate;
+  /** Default 0 (any free port); always 127.0.0.1. */
+  port?: number;
+  /** Extra ARKs (PEM) trusted besides AMD's pinned ones, e.g. the simulator's test ARK. */
+  trustedArkPem?: string[];
+  /** Extra UVM signing roots (SHA-256 of the DER) trusted besides Microsoft's, e.g. the simulator's. */
+  trustedUvmRootFingerprints?: string[];
+  /** Persist the RS256 signing key here (0600) so tokens verify across restarts. */
+  stateDir?: string;
+  now?: () => Date;
+}
+
+export interface MaaEmulator {
+  /** https://127.0.0.1:<port> */
+  url: string;
+  /** 127.0.0.1:<port>, as the sidecar's requests carry it. */
+  endpoint: string;
+  /** The tokens' `iss` (= url). */
+  issuer: string;
+  /** The JWKS /certs serves. */
+  jwks: { keys: MaaSigningKey['jwk'][] };
+  signingKey: Pick<MaaSigningKey, 'kid' | 'publicKey' | 'certPem'>;
+  close(): Promise<void>;
+}
+
+type Json = Record<string, unknown>;
+
+function send(res: ServerResponse, status: number, body: Json): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, status: number, code: string, message: string): void {
+  send(res, status, { error: { code, message } });
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new MaaEmulatorRefusal('request-format', `request body exceeds ${MAX_BODY_BYTES} bytes`, { status: 413 }));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * JSON.parse turns a u64 nonce above 2^53 into an inexact double; quote the top-level literal first so
+ * the request parser receives it exactly. (Base64 fields cannot contain `"nonce":`.)
+ */
+function parseBody(raw: Buffer): unknown {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+  } catch (e) {
+    throw new MaaEmulatorRefusal('request-format', 'request body is not UTF-8', { cause: e });
+  }
+  const literals = text.match(/"nonce"\s*:\s*\d+/g);
+  if (literals?.length === 1) text = text.replace(/("nonce"\s*:\s*)(\d+)/, '$1"$2"');
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new MaaEmulatorRefusal('request-format', `request body is not JSON: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmulator> {
+  const now = opts.now ?? (() => new Date());
+  const key = opts.stateDir !== undefined ? loadOrCreateSigningKey(opts.stateDir, now()) : createSigningKey(now());
+  const amdTrust = new TrustStore({ extraRootsPem: opts.trustedArkPem ?? [] });
+  const uvmRoots = [...new Set([MICROSOFT_UVM_ROOT_SHA256, ...(opts.trustedUvmRootFingerprints ?? []).map(normaliseFingerprint)])];
+  const hash = policyHash(DEFAULT_SEVSNPVM_POLICY);
+  const jwks = { keys: [key.jwk] };
+  let origin = '';
+
+  async function attest(req: IncomingMessage, url: URL, res: ServerResponse): Promise<void> {
+    const apiVersion = url.searchParams.get('api-version');
+    if (apiVersion === null || !SUPPORTED_API_VERSIONS.includes(apiVersion)) {
+      throw new MaaEmulatorRefusal(
+        'api-version',
+        `api-version ${apiVersion === null ? 'is missing' : `"${apiVersion}" is not supported`}; supported: ${SUPPORTED_API_VERSIONS.join(', ')}`,
+        { maaCode: MAA_UNSUPPORTED_API_VERSION },
+      );
+    }
+    const body = parseBody(await readBody(req));
+    let parsed: ParsedSevSnpVmRequest;
+    try {
+      parsed = parseSevSnpVmRequest(body);
+    } catch (e) {
+      if (e instanceof InvalidInputError) throw new MaaEmulatorRefusal('request-format', e.message, { cause: e });
+      throw e;
+    }
+    const at = now();
+    const { verified, uvm } = verifySevSnpVmEvidence(parsed, { amd: amdTrust, uvmRootFingerprints: uvmRoots, now: at });
+    const claims = claimsFromReport(verified.report, {
+      product: verified.product,
+      // x-ms-runtime carries JSON runtime data only; binary runtime data is bound through REPORT_DATA alone.
+      ...(parsed.runtimeDataType === 'JSON' ? { runtime: parsed.runtimeJson } : {}),
+      ...(uvm ? { uvmEndorsement: { launchMeasurement: uvm.launchMeasurement, guestSvn: uvm.guestSvn } } : {}),
+      ...(parsed.nonce !== undefined ? { nonce: parsed.nonce } : {}),
+      policyHash: hash,
+    });
+    const iat = Math.floor(at.getTime() / 1000);
+    const token = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'RS256', jku: `${origin}/certs`, kid: key.kid, typ: 'JWT' })
+      .setIssuer(origin)
+      .setIssuedAt(iat)
+      .setNotBefore(iat)
+      .setExpirationTime(iat + TOKEN_LIFETIME_SECONDS)
+      .setJti(randomBytes(32).toString('hex'))
+      .sign(key.privateKey);
+    send(res, 200, { token });
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', origin);
+    // Azure routes are case-insensitive.
+    const route = url.pathname.replace(/\/+$/, '').toLowerCase();
+    const method = req.method ?? 'GET';
+    try {
+      if (route === '/attest/sevsnpvm') {
+        if (method !== 'POST') return sendError(res, 405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}; use POST`);
+        return await attest(req, url, res);
+      }
+      if (route === '/certs' || route === '/.well-known/openid-configuration') {
+        if (method !== 'GET' && method !== 'HEAD') return sendError(res, 405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}; use GET`);
+        if (route === '/certs') return send(res, 200, jwks);
+        return send(res, 200, {
+          issuer: origin,
+          jwks_uri: `${origin}/certs`,
+          response_types_supported: ['token', 'none'],
+          id_token_signing_alg_values_supported: ['RS256'],
+          revocation_endpoint: `${origin}/revocations`,
+          claims_supported: ['iss', 'iat', 'nbf', 'exp', 'jti', ...SEVSNPVM_CLAIM_NAMES],
+        });
+      }
+      return sendError(res, 404, 'NotFound', `no route ${method} ${url.pathname}`);
+    } catch (e) {
+      if (e instanceof MaaEmulatorRefusal) return send(res, e.status, e.body());
+      return sendError(res, 500, 'InternalServerError', `MAA emulator failed: ${(e as Error).message}`);
+    }
+  }
+
+  const server = https.createServer(loopbackServerTls(opts.ca), (req, res) => {
+    void handle(req, res);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  origin = `https://127.0.0.1:${port}`;
+
+  return {
+    url: origin,
+    endpoint: `127.0.0.1:${port}`,
+    issuer: origin,
+    jwks,
+    signingKey: { kid: key.kid, publicKey: key.publicKey, certPem: key.certPem },
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((err) => (err ? reject(err) : resolve()));
+        server.closeAllConnections();
+      }),
+  };
+}
