@@ -9,6 +9,7 @@ import * as decode from './commands/report-decode';
 import * as verify from './commands/report-verify';
 import * as serve from './commands/serve';
 import * as local from './commands/local';
+import * as explain from './commands/policy-explain';
 
 type Command = { usage: string; run: (args: string[], io: Out) => Promise<number> };
 
@@ -18,6 +19,7 @@ const COMMANDS: Record<string, Command> = {
   'report decode': { usage: decode.usage, run: decode.reportDecodeCommand },
   'report verify': { usage: verify.usage, run: verify.reportVerifyCommand },
   'policy digest': { usage: digest.usage, run: digest.policyDigestCommand },
+  'policy explain': { usage: explain.usage, run: explain.policyExplainCommand },
 };
 
 export function helpText(): string {
