@@ -1,0 +1,50 @@
+/**
+ * Errors in Key Vault's wire shape: `{"error": {"code", "message", "innererror"?}}`. The Azure SDK
+ * turns these into RestError with `code`/`message`, so callers see what they would see in Azure.
+ */
+export interface VaultInnerError {
+  code: string;
+  [extra: string]: unknown;
+}
+
+export class VaultHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly innererror?: VaultInnerError,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'VaultHttpError';
+  }
+
+  body(): { error: { code: string; message: string; innererror?: VaultInnerError } } {
+    return { error: { code: this.code, message: this.message, ...(this.innererror ? { innererror: this.innererror } : {}) } };
+  }
+}
+
+export const badParameter = (message: string): VaultHttpError => new VaultHttpError(400, 'BadParameter', message);
+
+export const keyNotFound = (name: string, kind: 'vault' | 'hsm'): VaultHttpError =>
+  new VaultHttpError(
+    404,
+    'KeyNotFound',
+    `A key with (name/id) ${name} was not found in this ${kind === 'hsm' ? 'HSM' : 'key vault'}. If you recently deleted this key ` +
+      'you may be able to recover it using the correct recovery command. For help resolving this issue, please see ' +
+      'https://go.microsoft.com/fwlink/?linkid=2125182',
+  );
+
+/** What the service answers when the target token's signature, issuer or lifetime cannot be checked. */
+export const attestationNotVerified = (detail: string): VaultHttpError =>
+  new VaultHttpError(403, 'Forbidden', 'Target environment attestation statement cannot be verified.', {
+    code: 'AccessDenied',
+    detail,
+  });
+
+/** The service's policy-denied answer, plus the conditions that failed (an emulator addition). */
+export const releaseDenied = (failedConditions: unknown[]): VaultHttpError =>
+  new VaultHttpError(403, 'Forbidden', 'Target environment attestation does not meet key release requirements.', {
+    code: 'AccessDenied',
+    failedConditions,
+  });
