@@ -1,0 +1,213 @@
+import { createHash, createHmac, generateKeyPairSync, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createReleaseSigner, signReleaseJws, verifyReleaseJws, type ReleaseJwsSigner } from '../../src/akv/jws';
+import {
+  authorityKeyIdentifier,
+  basicConstraints,
+  buildCertificate,
+  createLocalCa,
+  keyUsage,
+  subjectKeyIdentifier,
+  subjectNameOf,
+  type IssuedCertificate,
+} from '../../src/asn1/x509';
+import { loadOrCreateLocalCa } from '../../src/emulators/ca';
+
+const DAY = 86_400_000;
+const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-jws-'));
+afterAll(() => fs.rmSync(stateDir, { recursive: true, force: true }));
+
+const ca = loadOrCreateLocalCa(stateDir);
+const signer = createReleaseSigner(ca, { dns: ['myvault.vault.azure.net', 'localhost'], ip: ['127.0.0.1'] });
+const trust = { extraCaPem: [ca.certPem] };
+const payload = {
+  request: { 'api-version': '7.4', enc: 'RSA_AES_KEY_WRAP_256', kid: 'https://myvault.vault.azure.net/keys/k' },
+  response: { key: { key: { kid: 'https://myvault.vault.azure.net/keys/k/1', kty: 'oct-HSM', key_ops: [], key_hsm: 'eyJ9' } } },
+};
+
+const b64u = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+const step = (s: string) => expect.objectContaining({ code: 'ERR_VERIFICATION', status: 403, step: s });
+
+/** Build a compact JWS with an arbitrary header, signed RS256 with `key` (or not at all). */
+function forge(header: Record<string, unknown>, body: unknown, key?: KeyObject): string {
+  const input = `${b64u(header)}.${b64u(body)}`;
+  const sig = key ? sign('sha256', Buffer.from(input), key).toString('base64url') : '';
+  return `${input}.${sig}`;
+}
+
+function x5cHeader(s: ReleaseJwsSigner): Record<string, unknown> {
+  return { alg: 'RS256', x5c: s.x5cDer.map((d) => d.toString('base64')) };
+}
+
+/** A CA certificate issued by `parent` (intermediate), or a leaf-like non-CA certificate when ca=false. */
+function issueCa(parent: IssuedCertificate, cn: string, isCa = true): IssuedCertificate {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const der = buildCertificate({
+    subject: [['CN', cn]],
+    issuer: subjectNameOf(parent.der),
+    serialNumber: 77n,
+    notBefore: new Date(Date.now() - DAY),
+    notAfter: new Date(Date.now() + 30 * DAY),
+    subjectPublicKey: publicKey,
+    issuerPrivateKey: parent.privateKey,
+    signatureAlgorithm: 'ecdsa-sha256',
+    extensions: [
+      isCa ? basicConstraints(true, 0) : basicConstraints(false),
+      keyUsage(isCa ? ['keyCertSign', 'cRLSign'] : ['digitalSignature']),
+      subjectKeyIdentifier(publicKey),
+      authorityKeyIdentifier(parent.publicKey),
+    ],
+  });
+  return { der, certPem: '', keyPem: '', privateKey, publicKey };
+}
+
+describe('signReleaseJws', () => {
+  it('produces an RS256 compact JWS with x5c (standard base64, leaf first), x5t and x5t#S256', () => {
+    const jws = signReleaseJws(payload, signer);
+    const [h, p] = jws.split('.');
+    const header = JSON.parse(Buffer.from(h, 'base64url').toString());
+    expect(header).toEqual({
+      alg: 'RS256',
+      x5c: [signer.x5cDer[0].toString('base64'), ca.der.toString('base64')],
+      x5t: createHash('sha1').update(signer.x5cDer[0]).digest('base64url'),
+      'x5t#S256': createHash('sha256').update(signer.x5cDer[0]).digest('base64url'),
+    });
+    expect(JSON.parse(Buffer.from(p, 'base64url').toString())).toEqual(payload);
+  });
+
+  it('refuses a non-RSA signing key', () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    expect(() => signReleaseJws(payload, { privateKey: ec, x5cDer: signer.x5cDer })).toThrow(expect.objectContaining({ code: 'ERR_JWS_SIGNER' }));
+  });
+});
+
+describe('verifyReleaseJws', () => {
+  const jws = signReleaseJws(payload, signer);
+
+  it('accepts a JWS chained to the local CA for the IP host and the DNS host', () => {
+    expect(verifyReleaseJws(jws, { vaultHost: '127.0.0.1', ...trust })).toEqual(payload);
+    expect(verifyReleaseJws(jws, { vaultHost: 'myvault.vault.azure.net', ...trust })).toEqual(payload);
+    expect(verifyReleaseJws(jws, { vaultHost: 'MyVault.Vault.Azure.NET', ...trust })).toEqual(payload);
+    expect(verifyReleaseJws(jws, { vaultHost: 'localhost', extraCaPem: [createLocalCa().certPem + ca.certPem] })).toEqual(payload);
+  });
+
+  it('accepts headers without x5t (real Managed HSM responses carry only x5t#S256)', () => {
+    const header = { ...x5cHeader(signer), 'x5t#S256': createHash('sha256').update(signer.x5cDer[0]).digest('base64url') };
+    expect(verifyReleaseJws(forge(header, payload, signer.privateKey), { vaultHost: '127.0.0.1', ...trust })).toEqual(payload);
+  });
+
+  it('refuses a name the leaf does not carry', () => {
+    for (const host of ['othervault.vault.azure.net', 'vault.azure.net', '127.0.0.2', '::1', '[::1]']) {
+      expect(() => verifyReleaseJws(jws, { vaultHost: host, ...trust })).toThrow(step('jws-host'));
+    }
+  });
+
+  it('refuses a tampered payload and a tampered signature', () => {
+    const [h, , s] = jws.split('.');
+    const evil = `${h}.${b64u({ ...payload, request: { ...payload.request, kid: 'x' } })}.${s}`;
+    expect(() => verifyReleaseJws(evil, { vaultHost: '127.0.0.1', ...trust })).toThrow(step('jws-signature'));
+    const sig = Buffer.from(s, 'base64url');
+    sig[10] ^= 1;
+    expect(() => verifyReleaseJws(`${jws.slice(0, jws.lastIndexOf('.'))}.${sig.toString('base64url')}`, { vaultHost: '127.0.0.1', ...trust })).toThrow(
+      step('jws-signature'),
+    );
+  });
+
+  it('refuses alg none, HS256 and PS256', () => {
+    const none = forge({ ...x5cHeader(signer), alg: 'none' }, payload);
+    expect(() => verifyReleaseJws(none, { vaultHost: '127.0.0.1', ...trust })).toThrow(step('jws-format'));
+    const hsInput = `${b64u({ ...x5cHeader(signer), alg: 'HS256' })}.${b64u(payload)}`;
+    const hs = `${hsInput}.${createHmac('sha256', signer.x5cDer[0]).update(hsInput).digest('base64url')}`;
+    expect(() => verifyReleaseJws(hs, { vaultHost: '127.0.0.1', ...trust })).toThrow(step('jws-format'));
+    expect(() => verifyReleaseJws(forge({ ...x5cHeader(signer), alg: 'PS256' }, payload, signer.privateKey), { vaultHost: '127.0.0.1', ...trust })).toThrow(
+      step('jws-format'),
+    );
+  });
+
+  it('refuses a chain to an untrusted root, even when x5c carries that root', () => {
+    expect(() => verifyReleaseJws(jws, { vaultHost: '127.0.0.1' })).toThrow(step('jws-chain'));
+    const rogueCa = createLocalCa({ commonName: 'skr-sidecar local CA' }); // same name as ours, different key
+    const rogue = createReleaseSigner(rogueCa, { ip: ['127.0.0.1'] });
+    expect(() => verifyReleaseJws(signReleaseJws(payload, rogue), { vaultHost: '127.0.0.1', ...trust })).toThrow(step('jws-chain'));
+  });
+
+  it('refuses an expired leaf and a leaf that is not yet valid', () => {
+    const expired = createReleaseSigner(ca, { ip: ['127.0.0.1'] }, { notBefore: new Date(Date.now() - 10 * DAY), notAfter: new Date(Date.now() - DAY) });
+    expect(() => verifyReleaseJws(signReleaseJws(payload, expired), { vaultHost: '127.0.0.1', ...trust })).toThrow(step('jws-chain'));
+    const future = createReleaseSigner(ca, { ip: ['127.0.0.1'] }, { notBefore: new Date(Date.now() + DAY), notAfter: new Date(Date.now() + 10 * DAY) });
+    expect(() => verifyReleaseJws(signReleaseJws(payload, future), { vaultHost: '127.0.0.1', ...trust })).toThrow(step('jws-chain'));
+    expect(() => verifyReleaseJws(jws, { vaultHost: '127.0.0.1', ...trust, now: new Date(Date.now() + 400 * DAY) })).toThrow(step('jws-chain'));
+  });
+
+  describe('with an intermediate CA', () => {
+    const intermediate = issueCa(ca, 'release intermediate');
+    const leaf = createReleaseSigner(intermediate, { dns: ['myhsm.managedhsm.azure.net'] });
+    const opts = { vaultHost: 'myhsm.managedhsm.azure.net', ...trust };
+
+    it('accepts leaf → intermediate, with or without the trusted root appended', () => {
+      expect(verifyReleaseJws(signReleaseJws(payload, leaf), opts)).toEqual(payload);
+      expect(verifyReleaseJws(signReleaseJws(payload, { ...leaf, x5cDer: [...leaf.x5cDer, ca.der] }), opts)).toEqual(payload);
+    });
+
+    it('refuses a missing intermediate', () => {
+      expect(() => verifyReleaseJws(signReleaseJws(payload, { ...leaf, x5cDer: [leaf.x5cDer[0]] }), opts)).toThrow(step('jws-chain'));
+    });
+
+    it('refuses an issuer that is not a CA', () => {
+      const notCa = issueCa(ca, 'not a ca', false);
+      const below = createReleaseSigner(notCa, { dns: ['myhsm.managedhsm.azure.net'] });
+      expect(() => verifyReleaseJws(signReleaseJws(payload, below), opts)).toThrow(step('jws-chain'));
+    });
+
+    it('refuses x5c entries out of order', () => {
+      const swapped = { ...leaf, x5cDer: [leaf.x5cDer[0], ca.der, leaf.x5cDer[1]] };
+      expect(() => verifyReleaseJws(signReleaseJws(payload, swapped), opts)).toThrow(step('jws-chain'));
+    });
+  });
+
+  it('refuses a signature that does not come from x5c[0] and thumbprints that do not match x5c[0]', () => {
+    const other = createReleaseSigner(ca, { ip: ['127.0.0.1'] });
+    const mixed = forge(x5cHeader(other), payload, signer.privateKey);
+    expect(() => verifyReleaseJws(mixed, { vaultHost: '127.0.0.1', ...trust })).toThrow(step('jws-signature'));
+    for (const name of ['x5t', 'x5t#S256']) {
+      const bad = forge({ ...x5cHeader(signer), [name]: 'AAAA' }, payload, signer.privateKey);
+      expect(() => verifyReleaseJws(bad, { vaultHost: '127.0.0.1', ...trust })).toThrow(step('jws-format'));
+    }
+  });
+
+  it('refuses an RS256 header over a non-RSA leaf', () => {
+    const ecLeaf = issueCa(ca, 'ec leaf', false);
+    const bad = forge({ alg: 'RS256', x5c: [ecLeaf.der.toString('base64')] }, payload, signer.privateKey);
+    expect(() => verifyReleaseJws(bad, { vaultHost: '127.0.0.1', ...trust })).toThrow(step('jws-signature'));
+  });
+
+  it('refuses malformed JWS', () => {
+    const [h, p, s] = jws.split('.');
+    const cases = [
+      '',
+      `${h}.${p}`,
+      `${h}.${p}.${s}.x`,
+      `${h}=.${p}.${s}`,
+      `${b64u('{not json')}.${p}.${s}`,
+      `${b64u([1])}.${p}.${s}`,
+      `${h}.${b64u('"a string"')}.${s}`,
+      `${h}.${p}.`,
+      forge({ alg: 'RS256' }, payload, signer.privateKey),
+      forge({ alg: 'RS256', x5c: [] }, payload, signer.privateKey),
+      forge({ alg: 'RS256', x5c: ['not base64!'] }, payload, signer.privateKey),
+      forge({ alg: 'RS256', x5c: [Buffer.from('not a cert').toString('base64')] }, payload, signer.privateKey),
+      forge({ alg: 'RS256', x5c: new Array(11).fill(signer.x5cDer[0].toString('base64')) }, payload, signer.privateKey),
+      forge({ ...x5cHeader(signer), crit: ['exp'], exp: 1 }, payload, signer.privateKey),
+    ];
+    for (const c of cases) expect(() => verifyReleaseJws(c, { vaultHost: '127.0.0.1', ...trust })).toThrow(step('jws-format'));
+  });
+
+  it('issues signing certificates whose SAN carries exactly the requested names', () => {
+    const cert = new X509Certificate(signer.certPem);
+    expect(cert.subjectAltName).toBe('DNS:myvault.vault.azure.net, DNS:localhost, IP Address:127.0.0.1');
+    expect(cert.publicKey.asymmetricKeyDetails?.modulusLength).toBe(2048);
+    expect(cert.verify(ca.publicKey)).toBe(true);
+  });
+});
