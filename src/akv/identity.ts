@@ -1,0 +1,195 @@
+/**
+ * Bearer tokens for Key Vault / Managed HSM. Three sources, in this order:
+ *   1. the request's own `access_token` (returned as is, nothing else consulted);
+ *   2. workload identity (AKS) when AZURE_FEDERATED_TOKEN_FILE is set: @azure/identity's
+ *      WorkloadIdentityCredential with AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_AUTHORITY_HOST;
+ *   3. otherwise managed identity through @azure/identity's ManagedIdentityCredential
+ *      (system-assigned, or user-assigned by `SkrSideCarArgs.identity.client_id`).
+ * Tokens are cached by @azure/identity / msal-node and never logged here.
+ *
+ * Reaching an IMDS emulator (`imdsEndpoint`), and why not through environment variables:
+ * in @azure/identity 4.13.1 (msal-node 5.6) the IMDS URL comes from AZURE_POD_IDENTITY_AUTHORITY_HOST
+ * (http:// allowed; IDENTITY_ENDPOINT/MSI_ENDPOINT select the App Service, Arc, Cloud Shell, ML or
+ * Service Fabric sources instead, which speak other protocols). msal reads it when the *first*
+ * token request of the process selects its managed identity source and keeps that source — URL and
+ * the first credential's network client — in a static for the life of the process. Setting the
+ * variable around a call would therefore leak it to the whole process during the await and still
+ * pin every later credential to the first endpoint. Instead every ManagedIdentityCredential made
+ * here gets one shared HTTP client that, per call, rewrites `http://169.254.169.254/metadata/...`
+ * to the endpoint of the TokenProvider making the call (carried in an AsyncLocalStorage around
+ * getToken). process.env is never written. The availability probe (only when `sendProbeRequest`,
+ * off for a directly constructed credential) would go through the same client.
+ * Consequences: all managed-identity tokens in the process must come through TokenProvider (a
+ * ManagedIdentityCredential created elsewhere first would own msal's static source), and msal's
+ * managed-identity token cache is process-wide, keyed by (identity, resource) — not by endpoint.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { ManagedIdentityCredential, WorkloadIdentityCredential, type TokenCredential } from '@azure/identity';
+import type { HttpClient } from '@azure/core-rest-pipeline';
+import { ConfigError, InvalidInputError, UpstreamError } from '../common/errors';
+import type { FetchLike } from '../common/http';
+import { createHttpsFetch } from '../common/https-fetch';
+import { createSdkHttpClient } from './sdk-http-client';
+
+export const VAULT_RESOURCE = 'https://vault.azure.net';
+export const MANAGED_HSM_RESOURCE = 'https://managedhsm.azure.net';
+export type VaultResource = typeof VAULT_RESOURCE | typeof MANAGED_HSM_RESOURCE;
+
+/** The real IMDS origin that msal-node's IMDS source always calls. */
+export const IMDS_ORIGIN = 'http://169.254.169.254';
+
+/** Host name (lower case, no port, no trailing dot) of "host", "host:port" or an https URL. */
+function hostnameOf(host: string): string {
+  if (typeof host !== 'string' || !host.trim()) throw new InvalidInputError('ERR_VAULT_HOST', 'vault host is empty');
+  let url: URL;
+  try {
+    url = new URL(host.includes('://') ? host : `https://${host}`);
+  } catch {
+    throw new InvalidInputError('ERR_VAULT_HOST', `vault host ${JSON.stringify(host)} is not a host name`);
+  }
+  if (!host.includes('://') && (url.pathname !== '/' || url.search || url.hash || url.username)) {
+    throw new InvalidInputError('ERR_VAULT_HOST', `vault host ${JSON.stringify(host)} must be a bare host[:port]`);
+  }
+  return url.hostname.toLowerCase().replace(/\.$/, '');
+}
+
+/** Azure cloud DNS suffixes under which `<name>.managedhsm.<suffix>` is a Managed HSM pool. */
+export const MANAGED_HSM_CLOUD_SUFFIXES: readonly string[] = ['azure.net', 'azure.cn', 'usgovcloudapi.net', 'microsoftazure.de'];
+
+/**
+ * Token audience for a vault endpoint: `<name>.managedhsm.<cloud suffix>` (public, China, US Gov,
+ * Germany) is a Managed HSM; every other host (including loopback emulators) a vault.
+ */
+export function resourceForVaultHost(host: string): VaultResource {
+  const name = hostnameOf(host);
+  const hsm = MANAGED_HSM_CLOUD_SUFFIXES.some((suffix) => {
+    const tail = `.managedhsm.${suffix}`;
+    return name.endsWith(tail) && name.length > tail.length;
+  });
+  return hsm ? MANAGED_HSM_RESOURCE : VAULT_RESOURCE;
+}
+
+function isVaultResource(r: unknown): r is VaultResource {
+  return r === VAULT_RESOURCE || r === MANAGED_HSM_RESOURCE;
+}
+
+// --- IMDS routing -------------------------------------------------------------------------------
+
+const imdsRoute = new AsyncLocalStorage<string | undefined>();
+let sharedImdsClient: HttpClient | undefined;
+
+/** `url` with the IMDS origin replaced by `endpointOrigin` (other URLs, or no endpoint: unchanged). */
+export function rerouteImdsUrl(url: string, endpointOrigin: string | undefined): string {
+  if (!endpointOrigin) return url;
+  const u = new URL(url);
+  if (u.origin !== IMDS_ORIGIN || !u.pathname.startsWith('/metadata/')) return url;
+  return `${endpointOrigin}${u.pathname}${u.search}`;
+}
+
+/** The one HTTP client every managed identity credential here uses (see the header comment). */
+function imdsHttpClient(): HttpClient {
+  if (!sharedImdsClient) {
+    // No keep-alive: tokens are fetched about once an hour, and idle sockets would pin the process.
+    const inner = createHttpsFetch({ keepAlive: false });
+    const routed: FetchLike = (input, init) => inner(rerouteImdsUrl(String(input), imdsRoute.getStore()), init);
+    sharedImdsClient = createSdkHttpClient(routed);
+  }
+  return sharedImdsClient;
+}
+
+/** Origin of an IMDS endpoint given as `http://host:port` (no path, query or credentials). */
+function imdsOrigin(endpoint: string): string {
+  let u: URL;
+  try {
+    u = new URL(endpoint);
+  } catch {
+    throw new ConfigError(`imdsEndpoint ${JSON.stringify(endpoint)} is not a URL`);
+  }
+  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.pathname !== '/' || u.search || u.hash || u.username || u.password) {
+    throw new ConfigError(`imdsEndpoint must be http(s)://host[:port] without a path, got ${JSON.stringify(endpoint)}`);
+  }
+  return u.origin;
+}
+
+// --- TokenProvider ------------------------------------------------------------------------------
+
+export type IdentityMode = 'managed-identity' | 'workload-identity';
+
+export interface TokenProviderOptions {
+  /** User-assigned managed identity client id (`SkrSideCarArgs.identity.client_id`); empty: system-assigned. */
+  clientId?: string;
+  /** Environment to read workload identity settings from (default process.env, read at construction). */
+  env?: NodeJS.ProcessEnv;
+  /** IMDS base URL, e.g. the emulator's `http://127.0.0.1:<port>` (default: the real 169.254.169.254). */
+  imdsEndpoint?: string;
+  /** Extra CAs trusted for the workload identity authority (a private or local test authority). */
+  extraCaPem?: string[];
+}
+
+export class TokenProvider {
+  readonly mode: IdentityMode;
+  private readonly credential: TokenCredential;
+  private readonly imdsOrigin?: string;
+
+  constructor(opts: TokenProviderOptions = {}) {
+    const env = opts.env ?? process.env;
+    const clientId = opts.clientId?.trim() || undefined;
+    try {
+      if (env.AZURE_FEDERATED_TOKEN_FILE) {
+        this.mode = 'workload-identity';
+        this.credential = TokenProvider.workloadCredential(env, clientId, opts.extraCaPem);
+      } else {
+        this.mode = 'managed-identity';
+        if (opts.imdsEndpoint) this.imdsOrigin = imdsOrigin(opts.imdsEndpoint);
+        this.credential = new ManagedIdentityCredential({
+          ...(clientId ? { clientId } : {}),
+          httpClient: imdsHttpClient(),
+        });
+      }
+    } catch (err) {
+      if (err instanceof ConfigError) throw err;
+      throw new ConfigError(`identity: ${(err as Error).message}`, err);
+    }
+  }
+
+  private static workloadCredential(env: NodeJS.ProcessEnv, clientId: string | undefined, extraCaPem?: string[]): TokenCredential {
+    // Same precedence as @azure/identity's own AKS path: an explicit client id, then AZURE_CLIENT_ID.
+    const id = clientId ?? (env.AZURE_CLIENT_ID || undefined);
+    if (!id) throw new ConfigError('workload identity: AZURE_FEDERATED_TOKEN_FILE is set but no client id (AZURE_CLIENT_ID)');
+    if (!env.AZURE_TENANT_ID) throw new ConfigError('workload identity: AZURE_FEDERATED_TOKEN_FILE is set but AZURE_TENANT_ID is not');
+    return new WorkloadIdentityCredential({
+      clientId: id,
+      tenantId: env.AZURE_TENANT_ID,
+      tokenFilePath: env.AZURE_FEDERATED_TOKEN_FILE,
+      ...(env.AZURE_AUTHORITY_HOST ? { authorityHost: env.AZURE_AUTHORITY_HOST } : {}),
+      // As @azure/identity does for AKS: trust the configured authority instead of asking
+      // login.microsoftonline.com for instance metadata first.
+      disableInstanceDiscovery: true,
+      httpClient: createSdkHttpClient(createHttpsFetch({ keepAlive: false, extraCaPem })),
+    });
+  }
+
+  /**
+   * A bearer token for `resource`. A non-empty `override` (the request's `access_token`) is returned
+   * unchanged without touching any identity. Failures: UpstreamError 'ERR_IDENTITY_TOKEN' (502).
+   */
+  async getToken(resource: VaultResource, override?: string, signal?: AbortSignal): Promise<string> {
+    if (typeof override === 'string' && override.length > 0) return override;
+    if (!isVaultResource(resource)) {
+      throw new InvalidInputError('ERR_TOKEN_RESOURCE', `token resource must be ${VAULT_RESOURCE} or ${MANAGED_HSM_RESOURCE}`);
+    }
+    const scope = `${resource}/.default`;
+    try {
+      const token = await imdsRoute.run(this.imdsOrigin, () =>
+        this.credential.getToken(scope, signal ? { abortSignal: signal } : {}),
+      );
+      if (!token?.token) throw new Error('no token in the response');
+      return token.token;
+    } catch (err) {
+      throw new UpstreamError(this.mode, `could not get a ${this.mode} token for ${resource}: ${(err as Error).message}`, {
+        code: 'ERR_IDENTITY_TOKEN',
+        cause: err,
+      });
+    }
+  }
+}
