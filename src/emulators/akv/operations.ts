@@ -99,7 +99,7 @@ function newVersion(
   ctx: VaultContext,
   previous: StoredKey | undefined,
   body: Record<string, unknown>,
-  km: KeyMaterial,
+  material: () => KeyMaterial,
   keyOpsIn: unknown,
 ): StoredKeyVersion {
   const attrsIn = body.attributes ?? {};
@@ -124,6 +124,8 @@ function newVersion(
   const nbf = optionalInt(attrsIn.nbf, 'attributes.nbf');
   const exp = optionalInt(attrsIn.exp, 'attributes.exp');
   const tags = parseTags(body.tags);
+  // Generate or import only once the request is known to be acceptable (RSA generation is slow).
+  const km = material();
   return {
     version: newVersionId(),
     kty: km.kty,
@@ -152,14 +154,14 @@ function store(ctx: VaultContext, name: string, v: StoredKeyVersion): Record<str
 /** `POST /keys/{name}/create` */
 export function createKey(ctx: VaultContext, name: string, body: Record<string, unknown>): Record<string, unknown> {
   checkName(name);
-  const km = generateKeyMaterial(body.kty, { keySize: body.key_size, crv: body.crv, publicExponent: body.public_exponent }, ctx.flavour);
+  const km = () => generateKeyMaterial(body.kty, { keySize: body.key_size, crv: body.crv, publicExponent: body.public_exponent }, ctx.flavour);
   return store(ctx, name, newVersion(ctx, ctx.store.get(name), body, km, body.key_ops));
 }
 
 /** `PUT /keys/{name}` */
 export function importKey(ctx: VaultContext, name: string, body: Record<string, unknown>): Record<string, unknown> {
   checkName(name);
-  const km = importKeyMaterial(body.key, body.Hsm, ctx.flavour);
+  const km = () => importKeyMaterial(body.key, body.Hsm, ctx.flavour);
   const jwkOps = isObject(body.key) ? body.key.key_ops : undefined;
   return store(ctx, name, newVersion(ctx, ctx.store.get(name), body, km, jwkOps));
 }
