@@ -57,8 +57,13 @@ export interface ParsedSevSnpVmRequest {
 
 const U64_MAX = (1n << 64n) - 1n;
 
+/**
+ * URL-safe base64 WITH padding, as the reference sidecar sends it (Go's base64.URLEncoding): the
+ * one form known to be accepted by the real service. The parser accepts both.
+ */
 function b64u(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64url');
+  const s = Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64url');
+  return s + '='.repeat((4 - (s.length % 4)) % 4);
 }
 
 function bad(path: string, message: string, cause?: unknown): InvalidInputError {

@@ -4,7 +4,10 @@ import { parseReport } from '../../src/snp/report';
 import { describeVectors, vector } from '../helpers/vectors';
 import { RUNTIME_DATA, RUNTIME_JSON, simulatedInput, simulatedPlatform } from './fixtures';
 
-const B64URL_NOPAD = /^[A-Za-z0-9_-]+$/;
+const B64URL_NOPAD = /^[A-Za-z0-9_-]+={0,2}$/; // padded, as the reference sends it
+
+/** The reference pads base64url (Go's URLEncoding); so do we. */
+const padded = (s: string): string => s + '='.repeat((4 - (s.length % 4)) % 4);
 
 function unb64url(s: unknown): Buffer {
   expect(typeof s).toBe('string');
@@ -21,7 +24,7 @@ describe('buildSevSnpVmRequest', () => {
     expect(text).toMatch(/,"nonce":18364758544493064720}$/);
     const body = JSON.parse(text) as Record<string, unknown>;
     expect(Object.keys(body).sort()).toEqual(['nonce', 'report', 'runtimeData']);
-    expect(body.runtimeData).toEqual({ data: RUNTIME_DATA.toString('base64url'), dataType: 'JSON' });
+    expect(body.runtimeData).toEqual({ data: padded(RUNTIME_DATA.toString('base64url')), dataType: 'JSON' });
     expect(JSON.parse(unb64url((body.runtimeData as { data: string }).data).toString('utf8'))).toEqual(RUNTIME_JSON);
 
     // report → JSON { SnpReport, VcekCertChain, Endorsements }
