@@ -126,6 +126,26 @@ describe('api-version and error shapes', () => {
     expect(o.body?.key.kty).toBe('oct-HSM');
   });
 
+  test('PUT import and GET versions over raw HTTP', async () => {
+    const k = Buffer.alloc(16, 7).toString('base64url');
+    const first = await call(`${vault.url}/keys/raw-import?${API}`, { method: 'PUT', body: { key: { kty: 'oct-HSM', k }, tags: { t: '1' } } });
+    expect(first.status).toBe(200);
+    expect(first.body?.key).toEqual({ kid: expect.any(String), kty: 'oct-HSM', key_ops: ['encrypt', 'decrypt', 'wrapKey', 'unwrapKey'] });
+    expect(first.body?.tags).toEqual({ t: '1' });
+    expect(first.body?.attributes).toMatchObject({ enabled: true, exportable: false, recoveryLevel: 'Recoverable+Purgeable' });
+    const second = await call(`${vault.url}/keys/raw-import?${API}`, { method: 'PUT', body: { key: { kty: 'oct', k }, Hsm: true } });
+    expect(second.body?.key.kty).toBe('oct-HSM');
+    const list = await call(`${vault.url}/keys/raw-import/versions?${API}`);
+    expect(list.status).toBe(200);
+    expect(list.body?.nextLink).toBeNull();
+    expect(list.body?.value.map((v: { kid: string }) => v.kid)).toEqual([second.body?.key.kid, first.body?.key.kid]);
+    const software = await call(`${vault.url}/keys/raw-import?${API}`, { method: 'PUT', body: { key: { kty: 'oct', k } } });
+    expect(software.status).toBe(400);
+    const badLength = await call(`${vault.url}/keys/raw-import?${API}`, { method: 'PUT', body: { key: { kty: 'oct-HSM', k: 'AAAA' } } });
+    expect(badLength.status).toBe(400);
+    expect(badLength.body?.error.code).toBe('BadParameter');
+  });
+
   test('SKR consistency rules on create', async () => {
     const noPolicy = await call(`${vault.url}/keys/bad/create?${API}`, { method: 'POST', body: { kty: 'RSA-HSM', attributes: { exportable: true } } });
     expect(noPolicy.status).toBe(400);
