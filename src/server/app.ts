@@ -7,7 +7,7 @@ import { reportDataFor } from '../snp/report';
 import type { AttestationService } from './attestation';
 import { errorHandler, HttpError } from './http-errors';
 import type { Logger } from './logger';
-import { jsonBody, runtimeData } from './request';
+import { jsonBody, requireJson, requiredString, runtimeData } from './request';
 
 export const BODY_LIMIT = '1mb';
 
@@ -49,6 +49,14 @@ export function createApp(deps: AppDeps): Express {
       evidence: c.report.toString('base64'),
       uvm_endorsements: c.uvmEndorsementsBase64,
     });
+  });
+
+  app.post('/attest/maa', async (req, res) => {
+    const body = jsonBody(req);
+    const endpoint = requiredString(body, 'maa_endpoint');
+    const data = runtimeData(body);
+    requireJson(data, 'runtime_data');
+    res.json({ token: await attestation.maaToken(endpoint.trim(), data) });
   });
 
   app.use((req, _res, next) => {

@@ -16,6 +16,11 @@ export interface AttestationService {
   rawReport(reportData: Buffer): Promise<Buffer>;
   /** Report plus the AMD chain matching its REPORTED_TCB and the UVM endorsement. */
   combined(reportData: Buffer): Promise<CombinedAttestation>;
+  /**
+   * An MAA token for fresh evidence binding `runtimeData` (REPORT_DATA = sha256(runtimeData)).
+   * `maaEndpoint` is a bare host, host:port or https URL.
+   */
+  maaToken(maaEndpoint: string, runtimeData: Buffer, signal?: AbortSignal): Promise<string>;
   /** One-line description of where evidence comes from, for /status and logs. */
   describe(): string;
 }

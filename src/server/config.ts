@@ -2,6 +2,7 @@
  * Sidecar configuration: the reference's env vars (`Port`, `LogLevel`, `LogFile`, `SkrSideCarArgs`)
  * overridden by CLI flags. Parsed once at start-up into a frozen, fully-typed object.
  */
+import * as fs from 'node:fs';
 import { ConfigError } from '../common/errors';
 import { decodeBase64Strict } from '../common/bytes';
 
@@ -122,6 +123,8 @@ export interface ServerConfig {
   args: SkrSideCarArgs;
   /** Directory for the on-disk collateral cache, when set. */
   certCacheDir?: string;
+  /** Extra CA certificates (PEM) trusted for outbound HTTPS on top of the system roots. */
+  extraCaPem: string[];
 }
 
 export interface ConfigFlags {
@@ -132,6 +135,21 @@ export interface ConfigFlags {
   securityPolicy?: string;
   sidecarArgs?: string;
   certCacheDir?: string;
+  /** Files holding extra CA certificates (PEM). */
+  extraCaFiles?: string[];
+}
+
+function readCaFiles(files: string[]): string[] {
+  return files.map((f) => {
+    let text: string;
+    try {
+      text = fs.readFileSync(f, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`cannot read CA file ${f}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+    if (!text.includes('-----BEGIN CERTIFICATE-----')) throw new ConfigError(`CA file ${f} holds no PEM certificate`);
+    return text;
+  });
 }
 
 /** Flags win over env; env follows the reference's names. */
@@ -142,6 +160,7 @@ export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = pr
     logLevel: parseLogLevel(flags.logLevel ?? env.LogLevel),
     simulate: flags.simulate === true,
     args: parseSkrSideCarArgs(flags.sidecarArgs ?? env.SkrSideCarArgs),
+    extraCaPem: readCaFiles(flags.extraCaFiles ?? (env.SKR_EXTRA_CA_FILE ? [env.SKR_EXTRA_CA_FILE] : [])),
   };
   const logFile = flags.logFile ?? env.LogFile;
   if (logFile) cfg.logFile = logFile;

@@ -39,3 +39,12 @@ export function runtimeData(body: JsonObject): Buffer {
   if (!bytes) throw badRequest('runtime_data is not valid base64 (standard or URL-safe alphabet)', 'ERR_RUNTIME_DATA');
   return bytes;
 }
+
+/** MAA takes runtime data as JSON (it becomes the token's `x-ms-runtime`): refuse anything else up front. */
+export function requireJson(bytes: Buffer, field: string): void {
+  try {
+    JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch {
+    throw badRequest(`${field} must be base64 of JSON text for MAA attestation`, 'ERR_RUNTIME_DATA');
+  }
+}

@@ -17,6 +17,8 @@ import { ConfigError } from '../common/errors';
 import { detectEvidenceSource, type DetectOptions } from '../snp/detect';
 import type { EvidenceSource } from '../snp/evidence';
 import { SimulatedPlatform, simulatedUvmEndorsementBase64 } from '../snp/simulator';
+import { createHttpsFetch } from '../common/https-fetch';
+import { MaaClient } from '../maa/client';
 import { createApp } from './app';
 import { SidecarAttestation } from './attestation-service';
 import type { ServerConfig } from './config';
@@ -87,7 +89,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     refresh: fromArgs,
     cache: config.certCacheDir ? { dir: config.certCacheDir } : undefined,
   });
-  const attestation = new SidecarAttestation({ evidence, collateral, referenceInfoBase64: context.referenceInfoBase64 });
+  const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
+  const maa = new MaaClient({ fetch: outbound, userAgent: config.args.maaconfig?.user_agent });
+  const attestation = new SidecarAttestation({ evidence, collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
   const app = createApp({ attestation, logger });
 
   const server = await new Promise<Server>((resolve, reject) => {
@@ -104,7 +108,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= new Promise<void>((resolve) => {
-      server.close(() => resolve());
+      server.close(() => {
+        outbound.destroy();
+        resolve();
+      });
       server.closeIdleConnections();
     }));
   return { url, port, server, evidence, securityContextDir: contextDir, platform, logger, close };

@@ -4,7 +4,7 @@ import { startSidecar, type RunningSidecar } from '../../server/sidecar';
 import { CliError, type Out } from '../io';
 
 export const usage =
-  'skr serve [--port N] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR]\n' +
+  'skr serve [--port N] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR] [--extra-ca PEM]...\n' +
   '      serve the sidecar API on 127.0.0.1 (env: Port, LogLevel, LogFile, SkrSideCarArgs)';
 
 /** Stop accepting on SIGINT/SIGTERM, let in-flight requests finish, then exit 0. */
@@ -37,6 +37,7 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
       'log-level': { type: 'string' },
       'log-file': { type: 'string' },
       'cert-cache-dir': { type: 'string' },
+      'extra-ca': { type: 'string', multiple: true },
     },
   });
   if (positionals.length) throw new CliError(`unexpected argument "${positionals[0]}"\nusage: ${usage}`);
@@ -47,6 +48,7 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
     logLevel: values['log-level'],
     logFile: values['log-file'],
     certCacheDir: values['cert-cache-dir'],
+    extraCaFiles: values['extra-ca'],
   });
   const sidecar: RunningSidecar = await startSidecar({ config, securityContextDir: values['security-context-dir'] });
   io.err(`skr: sidecar ready at ${sidecar.url} (${sidecar.evidence.description})`);
