@@ -4,8 +4,8 @@
  */
 import express, { type Express } from 'express';
 import { reportDataFor } from '../snp/report';
-import type { AttestationService } from './attestation';
-import { errorHandler, HttpError } from './http-errors';
+import type { AttestationService, KeyReleaseService } from './attestation';
+import { badRequest, errorHandler, HttpError } from './http-errors';
 import type { Logger } from './logger';
 import { jsonBody, requireJson, requiredString, runtimeData } from './request';
 
@@ -13,6 +13,7 @@ export const BODY_LIMIT = '1mb';
 
 export interface AppDeps {
   attestation: AttestationService;
+  release: KeyReleaseService;
   logger: Logger;
   /** False until start-up work (device probe, collateral) is done. */
   isReady?: () => boolean;
@@ -57,6 +58,18 @@ export function createApp(deps: AppDeps): Express {
     const data = runtimeData(body);
     requireJson(data, 'runtime_data');
     res.json({ token: await attestation.maaToken(endpoint.trim(), data) });
+  });
+
+  app.post('/key/release', async (req, res) => {
+    const body = jsonBody(req);
+    const maaEndpoint = requiredString(body, 'maa_endpoint').trim();
+    const akvEndpoint = requiredString(body, 'akv_endpoint').trim();
+    const kid = requiredString(body, 'kid').trim();
+    const token = body.access_token;
+    if (token !== undefined && token !== null && typeof token !== 'string') throw badRequest('access_token must be a string', 'ERR_FIELD_TYPE');
+    const accessToken = typeof token === 'string' && token.trim() !== '' ? token.trim() : undefined;
+    const released = await deps.release.release({ maaEndpoint, akvEndpoint, kid, ...(accessToken ? { accessToken } : {}) });
+    res.json({ key: JSON.stringify(released.jwk) });
   });
 
   app.use((req, _res, next) => {

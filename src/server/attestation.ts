@@ -24,3 +24,8 @@ export interface AttestationService {
   /** One-line description of where evidence comes from, for /status and logs. */
   describe(): string;
 }
+
+/** What POST /key/release needs. */
+export interface KeyReleaseService {
+  release(req: { maaEndpoint: string; akvEndpoint: string; kid: string; accessToken?: string }, signal?: AbortSignal): Promise<{ jwk: object; keyId: string }>;
+}

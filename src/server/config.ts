@@ -125,6 +125,12 @@ export interface ServerConfig {
   certCacheDir?: string;
   /** Extra CA certificates (PEM) trusted for outbound HTTPS on top of the system roots. */
   extraCaPem: string[];
+  /** IMDS origin for managed-identity tokens (default the real 169.254.169.254; `skr local` sets its emulator). */
+  imdsEndpoint?: string;
+  /** host:port vault endpoints to treat as Managed HSM although their names do not say so (local emulators). */
+  managedHsmEndpoints: string[];
+  /** host:port loopback vault emulators, whose challenge names Azure's resource on another domain. */
+  loopbackVaultEndpoints: string[];
 }
 
 export interface ConfigFlags {
@@ -160,6 +166,8 @@ export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = pr
     logLevel: parseLogLevel(flags.logLevel ?? env.LogLevel),
     simulate: flags.simulate === true,
     args: parseSkrSideCarArgs(flags.sidecarArgs ?? env.SkrSideCarArgs),
+    managedHsmEndpoints: [],
+    loopbackVaultEndpoints: [],
     extraCaPem: readCaFiles(flags.extraCaFiles ?? (env.SKR_EXTRA_CA_FILE ? [env.SKR_EXTRA_CA_FILE] : [])),
   };
   const logFile = flags.logFile ?? env.LogFile;

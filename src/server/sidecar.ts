@@ -19,6 +19,8 @@ import type { EvidenceSource } from '../snp/evidence';
 import { SimulatedPlatform, simulatedUvmEndorsementBase64 } from '../snp/simulator';
 import { createHttpsFetch } from '../common/https-fetch';
 import { MaaClient } from '../maa/client';
+import { TokenProvider } from '../akv/identity';
+import { KeyReleaseClient } from '../akv/release';
 import { createApp } from './app';
 import { SidecarAttestation } from './attestation-service';
 import type { ServerConfig } from './config';
@@ -92,7 +94,20 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
   const maa = new MaaClient({ fetch: outbound, userAgent: config.args.maaconfig?.user_agent });
   const attestation = new SidecarAttestation({ evidence, collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
-  const app = createApp({ attestation, logger });
+  const tokens = new TokenProvider({
+    clientId: config.args.identity?.client_id,
+    ...(config.imdsEndpoint ? { imdsEndpoint: config.imdsEndpoint } : {}),
+    extraCaPem: config.extraCaPem,
+  });
+  const release = new KeyReleaseClient({
+    attest: (endpoint, runtimeData, signal) => attestation.maaToken(endpoint, runtimeData, signal),
+    tokens,
+    fetch: outbound,
+    extraCaPem: config.extraCaPem,
+    managedHsmEndpoints: config.managedHsmEndpoints,
+    relaxedChallengeEndpoints: config.loopbackVaultEndpoints,
+  });
+  const app = createApp({ attestation, release, logger });
 
   const server = await new Promise<Server>((resolve, reject) => {
     const s = app.listen(config.port, config.host);

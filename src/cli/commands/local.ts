@@ -2,40 +2,42 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadServerConfig } from '../../server/config';
-import { startSidecar } from '../../server/sidecar';
+import { parseLogLevel, parsePort } from '../../server/config';
+import { startLocalStack, type LocalState } from '../local-stack';
 import { CliError, type Out } from '../io';
 import { exitOnSignals } from './serve';
 
+export type { LocalState } from '../local-stack';
+
 export const usage =
-  'skr local [--port 8080] [--state-dir DIR] [--state-file FILE]\n' +
-  '      run the whole stack on loopback: the sidecar on a simulated SEV-SNP platform (test AMD chain) and the local emulators';
+  'skr local [--port 8080] [--state-dir DIR] [--state-file FILE] [--log-level L]\n' +
+  '      run the whole stack on loopback: the sidecar on a simulated SEV-SNP platform (test AMD chain) with IMDS, MAA,\n' +
+  '      Key Vault and Managed HSM emulators';
 
-export const DEFAULT_STATE_DIR = path.join(os.homedir(), '.skr-local');
+export const DEFAULT_STATE_DIR = process.env.SKR_LOCAL_STATE_DIR ?? path.join(os.homedir(), '.skr-local');
+export const STATE_FILE_NAME = 'state.json';
 
-/** What `skr local` writes to its state file: how other tools (and people) reach the stack. */
-export interface LocalState {
-  sidecarUrl: string;
-  securityContextDir: string;
-  maaEndpoint?: string;
-  vaultEndpoint?: string;
-  hsmEndpoint?: string;
-  imdsUrl?: string;
-  caCertPath?: string;
-  pid: number;
-}
-
-export function summary(s: LocalState): string[] {
+export function summary(s: LocalState, stateFile: string): string[] {
   const u = s.sidecarUrl;
+  const runtime = Buffer.from('{"purpose":"demo"}').toString('base64');
   return [
-    'skr local: stack ready (SIMULATED SEV-SNP platform: reports chain to a TEST AMD root, not AMD\'s)',
-    `  sidecar              ${u}`,
-    `  security context     ${s.securityContextDir}`,
+    'skr local: stack ready on 127.0.0.1 (SIMULATED SEV-SNP platform: reports chain to a TEST AMD root, not AMD\'s)',
+    '',
+    `  sidecar            ${u}`,
+    `  MAA emulator       https://${s.maaEndpoint}   (maa_endpoint: ${s.maaEndpoint})`,
+    `  Key Vault          https://${s.vaultEndpoint}   (akv_endpoint: ${s.vaultEndpoint})`,
+    `  Managed HSM        https://${s.hsmEndpoint}   (akv_endpoint: ${s.hsmEndpoint})`,
+    `  IMDS               ${s.imdsUrl}`,
+    `  local CA           ${s.caCertPath}   (curl --cacert, NODE_EXTRA_CA_CERTS)`,
+    `  security context   ${s.securityContextDir}`,
+    `  HOST_DATA          ${s.hostData}   (sha256 of the simulated ccePolicy)`,
+    `  state file         ${stateFile}`,
     '',
     'try:',
     `  curl -s ${u}/status`,
-    `  curl -s -X POST ${u}/attest/raw -d '{"runtime_data":"'$(echo -n hello | base64)'"}'`,
-    `  curl -s -X POST ${u}/attest/combined -d '{"runtime_data":"aGVsbG8="}'`,
+    `  curl -s -X POST ${u}/attest/raw -d '{"runtime_data":"${runtime}"}'`,
+    `  curl -s -X POST ${u}/attest/maa -d '{"maa_endpoint":"${s.maaEndpoint}","runtime_data":"${runtime}"}'`,
+    `  npx skr demo        # imports a key bound to this platform and releases it through the sidecar`,
     '',
     'Ctrl-C stops everything.',
   ];
@@ -49,16 +51,20 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   });
   if (positionals.length) throw new CliError(`unexpected argument "${positionals[0]}"\nusage: ${usage}`);
   const stateDir = path.resolve(values['state-dir'] ?? DEFAULT_STATE_DIR);
-  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const stateFile = path.resolve(values['state-file'] ?? path.join(stateDir, 'state.json'));
-  const config = loadServerConfig({ port: values.port ?? '8080', simulate: true, logLevel: values['log-level'] ?? 'warning' }, {});
-  const sidecar = await startSidecar({ config, securityContextDir: path.join(stateDir, 'security-context') });
-  const state: LocalState = { sidecarUrl: sidecar.url, securityContextDir: sidecar.securityContextDir ?? '', pid: process.pid };
-  fs.writeFileSync(stateFile, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
-  for (const l of summary(state)) io.out(l);
-  io.out(`state file: ${stateFile}`);
+  const stateFile = path.resolve(values['state-file'] ?? path.join(stateDir, STATE_FILE_NAME));
+  io.err(`skr local: starting (state in ${stateDir}) ...`);
+  const stack = await startLocalStack({
+    stateDir,
+    port: parsePort(values.port ?? '8080'),
+    logLevel: parseLogLevel(values['log-level'] ?? 'warning'),
+  });
+  fs.mkdirSync(path.dirname(stateFile), { recursive: true });
+  const tmp = `${stateFile}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(stack.state, null, 2) + '\n', { mode: 0o600 });
+  fs.renameSync(tmp, stateFile);
+  for (const l of summary(stack.state, stateFile)) io.out(l);
   exitOnSignals(async () => {
-    await sidecar.close();
+    await stack.close();
     fs.rmSync(stateFile, { force: true });
   }, io);
   return -1;

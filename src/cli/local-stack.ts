@@ -1,0 +1,105 @@
+/**
+ * Wiring for `skr local`: the simulated platform, the IMDS, MAA, Key Vault and Managed HSM
+ * emulators, and the sidecar pointed at them, all on 127.0.0.1. The sidecar runs the production
+ * code paths; only its endpoints, CA and identity origin differ from a real deployment.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { loadOrCreateLocalCa } from '../emulators/ca';
+import { startImdsEmulator, type ImdsEmulator } from '../emulators/imds';
+import { startMaaEmulator, type MaaEmulator } from '../emulators/maa';
+import { startVaultEmulator, type VaultEmulator } from '../emulators/akv';
+import { loadServerConfig, type LogLevel } from '../server/config';
+import { createLogger, type Logger } from '../server/logger';
+import { startSidecar, type RunningSidecar } from '../server/sidecar';
+import { SimulatedPlatform, TEST_ONLY_UVM_ROOT_SHA256 } from '../snp/simulator';
+
+/** What `skr local` writes to its state file: how other tools (and people) reach the stack. */
+export interface LocalState {
+  sidecarUrl: string;
+  maaEndpoint: string;
+  vaultEndpoint: string;
+  hsmEndpoint: string;
+  imdsUrl: string;
+  caCertPath: string;
+  securityContextDir: string;
+  /** sha256 of the simulated security policy: what a release policy pins as x-ms-sevsnpvm-hostdata. */
+  hostData: string;
+  pid: number;
+}
+
+export interface LocalStackOptions {
+  stateDir: string;
+  port?: number;
+  logLevel?: LogLevel;
+  logger?: Logger;
+}
+
+export interface LocalStack {
+  state: LocalState;
+  platform: SimulatedPlatform;
+  sidecar: RunningSidecar;
+  maa: MaaEmulator;
+  imds: ImdsEmulator;
+  vault: VaultEmulator;
+  hsm: VaultEmulator;
+  close(): Promise<void>;
+}
+
+export async function startLocalStack(opts: LocalStackOptions): Promise<LocalStack> {
+  const dir = path.resolve(opts.stateDir);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const logger = opts.logger ?? createLogger({ level: opts.logLevel ?? 'warn' });
+  const ca = loadOrCreateLocalCa(dir);
+  const platform = new SimulatedPlatform();
+  const started: { close(): Promise<void> }[] = [];
+  try {
+    const imds = await startImdsEmulator({ stateDir: path.join(dir, 'imds'), thim: () => platform.thimCertificates() });
+    started.push(imds);
+    const maa = await startMaaEmulator({
+      ca,
+      stateDir: path.join(dir, 'maa'),
+      trustedArkPem: [platform.arkPem],
+      trustedUvmRootFingerprints: [TEST_ONLY_UVM_ROOT_SHA256],
+    });
+    started.push(maa);
+    const accessTokens = { publicKey: imds.publicKey, issuer: imds.issuer };
+    const vault = await startVaultEmulator({ flavour: 'vault', ca, stateDir: path.join(dir, 'vault'), accessTokens });
+    started.push(vault);
+    const hsm = await startVaultEmulator({ flavour: 'hsm', ca, stateDir: path.join(dir, 'hsm'), accessTokens });
+    started.push(hsm);
+
+    const base = loadServerConfig({ port: String(opts.port ?? 8080), simulate: true }, {});
+    const config = {
+      ...base,
+      logLevel: opts.logLevel ?? base.logLevel,
+      extraCaPem: [ca.certPem],
+      imdsEndpoint: imds.url,
+      managedHsmEndpoints: [hsm.endpoint],
+      loopbackVaultEndpoints: [vault.endpoint, hsm.endpoint],
+      // Chain refreshes go to the IMDS emulator's THIM, as they would to the host's on ACI.
+      args: { certcache: { endpoint_type: 'LocalTHIM' as const, endpoint: `${imds.url}/metadata/THIM/amd/certification` } },
+    };
+    const sidecar = await startSidecar({ config, platform, logger, securityContextDir: path.join(dir, 'security-context') });
+    started.push(sidecar);
+
+    const state: LocalState = {
+      sidecarUrl: sidecar.url,
+      maaEndpoint: maa.endpoint,
+      vaultEndpoint: vault.endpoint,
+      hsmEndpoint: hsm.endpoint,
+      imdsUrl: imds.url,
+      caCertPath: ca.certPath,
+      securityContextDir: sidecar.securityContextDir ?? '',
+      hostData: platform.hostData.toString('hex'),
+      pid: process.pid,
+    };
+    const close = async () => {
+      for (const s of started.reverse()) await s.close().catch(() => undefined);
+    };
+    return { state, platform, sidecar, maa, imds, vault, hsm, close };
+  } catch (e) {
+    for (const s of started.reverse()) await s.close().catch(() => undefined);
+    throw e;
+  }
+}
