@@ -17,6 +17,7 @@ import { verifyReleaseJws } from './jws';
 import { decodeKeyHsm } from './key-hsm';
 import { decodeReleasePolicy, evaluateReleasePolicy, failedConditions } from './policy';
 import { createSdkHttpClient } from './sdk-http-client';
+import { staticTokenCredential } from './credentials';
 import { isReleaseEnc, unwrapKeyMaterial, type ReleaseEnc } from './wrap';
 import { createWrappingKey, type WrappingKey } from './wrapping-key';
 
@@ -115,10 +116,6 @@ function vaultErrorBody(e: RestErrorLike): { code?: string; message?: string; in
   };
 }
 
-function staticCredential(token: string): TokenCredential {
-  return { getToken: async () => ({ token, expiresOnTimestamp: Date.now() + 5 * 60_000 }) };
-}
-
 export class KeyReleaseClient {
   constructor(private readonly opts: KeyReleaseClientOptions) {}
 
@@ -150,7 +147,7 @@ export class KeyReleaseClient {
     // The SDK's KeyClient.releaseKey carries everything this call needs; it runs the 401 challenge
     // flow and its own retry policy. A fresh client per request keeps one caller's token out of
     // another's: the SDK caches the credential's token inside the client.
-    const client = this.keyClient(url, staticCredential(accessToken));
+    const client = this.keyClient(url, staticTokenCredential(accessToken));
     let jws: string;
     try {
       const result = await client.releaseKey(name, maaToken, {

@@ -10,12 +10,16 @@ import * as verify from './commands/report-verify';
 import * as serve from './commands/serve';
 import * as local from './commands/local';
 import * as explain from './commands/policy-explain';
+import * as importKey from './commands/import-key';
+import * as demo from './commands/demo';
 
 type Command = { usage: string; run: (args: string[], io: Out) => Promise<number> };
 
 const COMMANDS: Record<string, Command> = {
   serve: { usage: serve.usage, run: serve.serveCommand },
   local: { usage: local.usage, run: local.localCommand },
+  'import-key': { usage: importKey.usage, run: importKey.importKeyCommand },
+  demo: { usage: demo.usage, run: demo.demoCommand },
   'report decode': { usage: decode.usage, run: decode.reportDecodeCommand },
   'report verify': { usage: verify.usage, run: verify.reportVerifyCommand },
   'policy digest': { usage: digest.usage, run: digest.policyDigestCommand },
