@@ -1,0 +1,157 @@
+/**
+ * Issue 4's end-to-end contract, on the real local stack (sidecar + IMDS/MAA/Key Vault/Managed HSM
+ * emulators on loopback): keys are imported with the official KeyClient and released through
+ * POST /key/release.
+ */
+import { createHash, createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { providerCredential } from '../../src/akv/credentials';
+import { TokenProvider } from '../../src/akv/identity';
+import { importReleasableKey, sdkJwkFor, type ImportKty } from '../../src/akv/import-key';
+import { buildReleasePolicy } from '../../src/akv/policy';
+import { createHttpsFetch } from '../../src/common/https-fetch';
+import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
+import { createLogger } from '../../src/server/logger';
+import { postJson } from '../helpers/sidecar';
+
+describe('POST /key/release on the local stack', () => {
+  let stack: LocalStack;
+  let fetch: ReturnType<typeof createHttpsFetch>;
+  let credential: ReturnType<typeof providerCredential>;
+
+  beforeAll(async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-release-'));
+    stack = await startLocalStack({ stateDir: dir, port: 0, logger: createLogger({ silent: true }) });
+    const ca = fs.readFileSync(stack.state.caCertPath, 'utf8');
+    fetch = createHttpsFetch({ extraCaPem: [ca], keepAlive: false });
+    credential = providerCredential(new TokenProvider({ imdsEndpoint: stack.state.imdsUrl }));
+  }, 60_000);
+  afterAll(async () => {
+    fetch.destroy();
+    await stack.close();
+  });
+
+  const policy = (hostData: string) =>
+    buildReleasePolicy({
+      authority: `https://${stack.state.maaEndpoint}`,
+      anyOfGroups: [[
+        { claim: 'x-ms-sevsnpvm-hostdata', equals: hostData },
+        { claim: 'x-ms-compliance-status', equals: 'azure-compliant-uvm' },
+        { claim: 'x-ms-sevsnpvm-is-debuggable', equals: 'false' },
+      ]],
+    });
+
+  async function importKey(name: string, kty: ImportKty, material: Buffer | KeyObject, opts: { hostData?: string; vault?: string } = {}) {
+    return importReleasableKey({
+      vaultEndpoint: opts.vault ?? stack.state.vaultEndpoint,
+      name,
+      jwk: sdkJwkFor(kty, material),
+      policy: policy(opts.hostData ?? stack.state.hostData),
+      credential,
+      fetch,
+      relaxedChallenge: true,
+    });
+  }
+
+  const release = (kid: string, extra: Record<string, unknown> = {}) =>
+    postJson(`${stack.sidecar.url}/key/release`, { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: stack.state.vaultEndpoint, kid, ...extra });
+
+  it('releases an imported oct-HSM key: k is exactly the imported bytes', async () => {
+    const bytes = randomBytes(32);
+    const imported = await importKey('oct-known', 'oct-HSM', bytes);
+    const res = await release('oct-known');
+    expect(res.status).toBe(200);
+    expect(typeof res.json.key).toBe('string');
+    const jwk = JSON.parse(res.json.key as string) as Record<string, unknown>;
+    expect(jwk.kty).toBe('oct');
+    expect(Buffer.from(jwk.k as string, 'base64url')).toEqual(bytes);
+    expect(jwk.kid).toBe(imported.keyId);
+    // name/version form too
+    const byVersion = await release(`oct-known/${imported.version}`);
+    expect(byVersion.status).toBe(200);
+  });
+
+  it('releases RSA-HSM and EC-HSM keys with private parts matching the imported keys', async () => {
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    await importKey('rsa-known', 'RSA-HSM', rsa);
+    const r = await release('rsa-known');
+    expect(r.status).toBe(200);
+    const rj = JSON.parse(r.json.key as string) as Record<string, string>;
+    const want = rsa.export({ format: 'jwk' });
+    for (const k of ['n', 'e', 'd', 'p', 'q', 'dp', 'dq', 'qi'] as const) expect(rj[k]).toBe(want[k]);
+    expect(createPrivateKey({ key: rj as unknown as import('node:crypto').JsonWebKey, format: 'jwk' }).export({ type: 'pkcs8', format: 'der' }))
+      .toEqual(rsa.export({ type: 'pkcs8', format: 'der' }));
+
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey;
+    await importKey('ec-known', 'EC-HSM', ec);
+    const e = await release('ec-known');
+    expect(e.status).toBe(200);
+    const ej = JSON.parse(e.json.key as string) as Record<string, string>;
+    const ewant = ec.export({ format: 'jwk' });
+    expect(ej.kty).toBe('EC');
+    expect(ej.crv).toBe('P-384');
+    expect([ej.x, ej.y, ej.d]).toEqual([ewant.x, ewant.y, ewant.d]);
+  });
+
+  it('releases from the Managed HSM flavour (the HSM audience is requested)', async () => {
+    const bytes = randomBytes(16);
+    await importKey('hsm-oct', 'oct-HSM', bytes, { vault: stack.state.hsmEndpoint });
+    const res = await release('hsm-oct', { akv_endpoint: stack.state.hsmEndpoint });
+    expect(res.status).toBe(200);
+    expect(Buffer.from((JSON.parse(res.json.key as string) as { k: string }).k, 'base64url')).toEqual(bytes);
+  });
+
+  it('refuses a key pinned to another HOST_DATA with 403 naming x-ms-sevsnpvm-hostdata', async () => {
+    const other = createHash('sha256').update('another policy').digest('hex');
+    await importKey('other-hostdata', 'oct-HSM', randomBytes(32), { hostData: other });
+    const res = await release('other-hostdata');
+    expect(res.status).toBe(403);
+    expect(res.json.error).toMatch(/x-ms-sevsnpvm-hostdata/);
+    expect(res.json.error).toContain(stack.state.hostData);
+  });
+
+  it('refuses a principal without the release permission with 403 naming authorization', async () => {
+    await importKey('no-permission', 'oct-HSM', randomBytes(32));
+    const oid = stack.imds.defaultPrincipal.objectId;
+    stack.vault.revokeRelease(oid);
+    try {
+      const res = await release('no-permission');
+      expect(res.status).toBe(403);
+      expect(res.json.error).toMatch(/authoriz|permission|role/i);
+      expect(res.json.error).toMatch(/release/i);
+    } finally {
+      stack.vault.grantRelease(oid);
+    }
+    expect((await release('no-permission')).status).toBe(200);
+  });
+
+  it('uses the request access_token instead of the managed identity', async () => {
+    await importKey('override', 'oct-HSM', randomBytes(32));
+    const res = await release('override', { access_token: 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln' });
+    expect(res.status).toBe(403);
+    expect(res.json.error).toMatch(/identity|access token/i);
+    expect(res.json.error).not.toMatch(/eyJzdWIiOiJ4In0/);
+  });
+
+  it.each([
+    ['no kid', { kid: undefined }, /kid is required/],
+    ['a kid with a path', { kid: '../secrets' }, /kid/],
+    ['an http vault', { akv_endpoint: 'http://example.vault.azure.net' }, /https/],
+    ['a vault URL with a path', { akv_endpoint: 'https://x.vault.azure.net/keys' }, /bare host/],
+    ['a non-string access_token', { access_token: 5 }, /access_token must be a string/],
+  ])('refuses %s with 400', async (_n, extra, msg) => {
+    const body: Record<string, unknown> = { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: stack.state.vaultEndpoint, kid: 'k', ...extra };
+    for (const [k, v] of Object.entries(body)) if (v === undefined) delete body[k];
+    const res = await postJson(`${stack.sidecar.url}/key/release`, body);
+    expect(res.status).toBe(400);
+    expect(res.json.error).toMatch(msg);
+  });
+
+  it('refuses an unknown key with 403 saying so', async () => {
+    const res = await release('does-not-exist');
+    expect(res.status).toBe(403);
+    expect(res.json.error).toMatch(/no key "does-not-exist"/);
+  });
+});
