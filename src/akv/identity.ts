@@ -24,7 +24,7 @@
  * managed-identity token cache is process-wide, keyed by (identity, resource) — not by endpoint.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { ManagedIdentityCredential, WorkloadIdentityCredential, type TokenCredential } from '@azure/identity';
+import { ManagedIdentityCredential, WorkloadIdentityCredential, type AccessToken, type TokenCredential } from '@azure/identity';
 import type { HttpClient } from '@azure/core-rest-pipeline';
 import { ConfigError, InvalidInputError, UpstreamError } from '../common/errors';
 import type { FetchLike } from '../common/http';
@@ -175,6 +175,15 @@ export class TokenProvider {
    */
   async getToken(resource: VaultResource, override?: string, signal?: AbortSignal): Promise<string> {
     if (typeof override === 'string' && override.length > 0) return override;
+    return (await this.getAccessToken(resource, signal)).token;
+  }
+
+  /**
+   * The identity's token for `resource` with its expiry, for SDK clients that cache it until near
+   * expiry. @azure/identity (msal-node) caches it too and only calls IMDS / the authority again
+   * within 5 minutes of expiry, so repeated calls cost no round trip.
+   */
+  async getAccessToken(resource: VaultResource, signal?: AbortSignal): Promise<AccessToken> {
     if (!isVaultResource(resource)) {
       throw new InvalidInputError('ERR_TOKEN_RESOURCE', `token resource must be ${VAULT_RESOURCE} or ${MANAGED_HSM_RESOURCE}`);
     }
@@ -184,7 +193,7 @@ export class TokenProvider {
         this.credential.getToken(scope, signal ? { abortSignal: signal } : {}),
       );
       if (!token?.token) throw new Error('no token in the response');
-      return token.token;
+      return token;
     } catch (err) {
       throw new UpstreamError(this.mode, `could not get a ${this.mode} token for ${resource}: ${(err as Error).message}`, {
         code: 'ERR_IDENTITY_TOKEN',

@@ -3,10 +3,14 @@
  *   ephemeral RSA wrapping key → MAA token carrying its public JWKS → vault `release` with an
  *   identity token → verify the JWS (signature, x5c chain, vault host) → decode `key_hsm` →
  *   unwrap (RSA-OAEP + AES-KWP) → JWK. Key buffers are wiped as soon as the JWK exists.
+ *
+ * What is not redone per request (issue 7): wrapping keys come pre-generated from a pool; an MAA
+ * token is reused together with its wrapping key while valid (per MAA endpoint, with a margin
+ * before exp); the identity token and the vault's auth challenge are cached in one KeyClient per
+ * vault. Released keys are never cached, and a caller's own access_token never outlives its request.
  */
 import type { JsonWebKey } from 'node:crypto';
-import type { TokenCredential } from '@azure/core-auth';
-import { KeyClient, type KeyExportEncryptionAlgorithm } from '@azure/keyvault-keys';
+import type { KeyClient, KeyExportEncryptionAlgorithm } from '@azure/keyvault-keys';
 import { decodeJwt } from 'jose';
 import { InvalidInputError, SkrError, UpstreamError } from '../common/errors';
 import type { FetchLike } from '../common/http';
@@ -16,10 +20,11 @@ import { releasedKeyToJwk } from './jwk';
 import { verifyReleaseJws } from './jws';
 import { decodeKeyHsm } from './key-hsm';
 import { decodeReleasePolicy, evaluateReleasePolicy, failedConditions } from './policy';
-import { createSdkHttpClient } from './sdk-http-client';
-import { staticTokenCredential } from './credentials';
+import { MaaTokenCache, type MaaTokenCacheOptions, type TokenLookup } from '../maa/token-cache';
+import { VaultClients } from './vault-clients';
 import { isReleaseEnc, unwrapKeyMaterial, type ReleaseEnc } from './wrap';
-import { createWrappingKey, type WrappingKey } from './wrapping-key';
+import { createWrappingKeyAsync, type WrappingKey } from './wrapping-key';
+import type { WrappingKeyPool } from './wrapping-key-pool';
 
 export const DEFAULT_RELEASE_ENC: ReleaseEnc = 'CKM_RSA_AES_KEY_WRAP';
 
@@ -53,8 +58,12 @@ export interface KeyReleaseClientOptions {
   managedHsmEndpoints?: string[];
   /** host:port endpoints whose 401 challenge names a resource on another domain (loopback emulators only). */
   relaxedChallengeEndpoints?: string[];
-  /** Supplies a wrapping key; default a fresh RSA-2048 key per release. */
-  wrappingKey?: () => WrappingKey;
+  /** Supplies a wrapping key; default: from `wrappingKeyPool`, else a fresh RSA-2048 key. */
+  wrappingKey?: () => WrappingKey | Promise<WrappingKey>;
+  /** Pre-generated wrapping keys (the sidecar starts one at start-up). */
+  wrappingKeyPool?: WrappingKeyPool;
+  /** Reuse of an MAA token with its wrapping key: default on with a 5 min margin; `{ enabled: false }` turns it off. */
+  maaTokenReuse?: MaaTokenCacheOptions | MaaTokenCache<WrappingKey>;
 }
 
 /** The vault refused the release (or the identity): 403 with a precise reason. */
@@ -116,21 +125,40 @@ function vaultErrorBody(e: RestErrorLike): { code?: string; message?: string; in
   };
 }
 
+/** Vault answers that say the target token itself was not accepted: a cached token must not be offered again. */
+const TOKEN_REFUSALS = new Set([400, 403]);
+
 export class KeyReleaseClient {
-  constructor(private readonly opts: KeyReleaseClientOptions) {}
+  /** MAA tokens with the wrapping keys they bind, by MAA origin. */
+  readonly maaTokens: MaaTokenCache<WrappingKey>;
+  private readonly vaults: VaultClients;
+
+  constructor(private readonly opts: KeyReleaseClientOptions) {
+    this.maaTokens = opts.maaTokenReuse instanceof MaaTokenCache ? opts.maaTokenReuse : new MaaTokenCache<WrappingKey>(opts.maaTokenReuse);
+    this.vaults = new VaultClients(opts.tokens, { fetch: opts.fetch, relaxedChallengeEndpoints: opts.relaxedChallengeEndpoints });
+  }
 
   private resourceFor(url: URL): VaultResource {
     if (this.opts.managedHsmEndpoints?.includes(url.host)) return MANAGED_HSM_RESOURCE;
     return resourceForVaultHost(url.host);
   }
 
-  private keyClient(url: URL, credential: TokenCredential): KeyClient {
-    return new KeyClient(url.origin, credential, {
-      httpClient: createSdkHttpClient(this.opts.fetch),
-      serviceVersion: '7.4',
-      disableChallengeResourceVerification: this.opts.relaxedChallengeEndpoints?.includes(url.host) ?? false,
-      retryOptions: { maxRetries: 2, retryDelayInMs: 200, maxRetryDelayInMs: 2000 },
-    });
+  private takeWrappingKey(): Promise<WrappingKey> {
+    if (this.opts.wrappingKey) return Promise.resolve(this.opts.wrappingKey());
+    if (this.opts.wrappingKeyPool) return this.opts.wrappingKeyPool.take();
+    return createWrappingKeyAsync();
+  }
+
+  /** A token for `maaEndpoint` and the wrapping key it binds: reused while valid, else a new key attested now. */
+  private attested(maaEndpoint: string, signal?: AbortSignal): Promise<TokenLookup<WrappingKey>> {
+    return this.maaTokens.get(
+      maaEndpoint,
+      async (s) => {
+        const wrapping = await this.takeWrappingKey();
+        return { token: await this.opts.attest(maaEndpoint, wrapping.runtimeData, s), binding: wrapping };
+      },
+      signal,
+    );
   }
 
   async release(req: KeyReleaseRequest, signal?: AbortSignal): Promise<ReleasedKey> {
@@ -140,14 +168,23 @@ export class KeyReleaseClient {
     if (!isReleaseEnc(enc)) throw new InvalidInputError('ERR_RELEASE_ENC', `enc "${String(enc)}" is not supported`);
     const resource = this.resourceFor(url);
 
-    const wrapping = (this.opts.wrappingKey ?? createWrappingKey)();
-    const maaToken = await this.opts.attest(req.maaEndpoint, wrapping.runtimeData, signal);
-    const accessToken = await this.opts.tokens.getToken(resource, req.accessToken, signal);
-
     // The SDK's KeyClient.releaseKey carries everything this call needs; it runs the 401 challenge
-    // flow and its own retry policy. A fresh client per request keeps one caller's token out of
-    // another's: the SDK caches the credential's token inside the client.
-    const client = this.keyClient(url, staticTokenCredential(accessToken));
+    // flow and its own retry policy. See vault-clients.ts for which client holds which token.
+    let client: KeyClient;
+    let lookup: TokenLookup<WrappingKey>;
+    if (req.accessToken) {
+      client = this.vaults.forCallerToken(url, req.accessToken);
+      lookup = await this.attested(req.maaEndpoint, signal);
+    } else {
+      const identity = this.vaults.forIdentity(url, resource);
+      client = identity.client;
+      // On a vault's first use, get the identity token while MAA works (and fail early if there is none).
+      [lookup] = await Promise.all([
+        this.attested(req.maaEndpoint, signal),
+        identity.fresh ? this.opts.tokens.getAccessToken(resource, signal) : undefined,
+      ]);
+    }
+    const { token: maaToken, binding: wrapping } = lookup;
     let jws: string;
     try {
       const result = await client.releaseKey(name, maaToken, {
@@ -157,6 +194,9 @@ export class KeyReleaseClient {
       });
       jws = result.value;
     } catch (e) {
+      if (e instanceof SkrError) throw e; // our identity layer failed inside the SDK pipeline
+      const status = (e as RestErrorLike).statusCode;
+      if (status !== undefined && TOKEN_REFUSALS.has(status)) this.maaTokens.invalidate(req.maaEndpoint, maaToken);
       throw await this.explainFailure(e as RestErrorLike, client, name, version, maaToken, url);
     }
 
