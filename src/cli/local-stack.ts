@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { ReleaseTuning } from '../akv/release-tuning';
 import { loadOrCreateLocalCa } from '../emulators/ca';
 import { startImdsEmulator, type ImdsEmulator } from '../emulators/imds';
 import { startMaaEmulator, type MaaEmulator } from '../emulators/maa';
@@ -33,6 +34,8 @@ export interface LocalStackOptions {
   port?: number;
   logLevel?: LogLevel;
   logger?: Logger;
+  /** Wrapping-key pool and MAA token reuse of the sidecar (default: its defaults / env). */
+  release?: ReleaseTuning;
 }
 
 export interface LocalStack {
@@ -80,7 +83,13 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       // Chain refreshes go to the IMDS emulator's THIM, as they would to the host's on ACI.
       args: { certcache: { endpoint_type: 'LocalTHIM' as const, endpoint: `${imds.url}/metadata/THIM/amd/certification` } },
     };
-    const sidecar = await startSidecar({ config, platform, logger, securityContextDir: path.join(dir, 'security-context') });
+    const sidecar = await startSidecar({
+      config,
+      platform,
+      logger,
+      securityContextDir: path.join(dir, 'security-context'),
+      ...(opts.release ? { release: opts.release } : {}),
+    });
     started.push(sidecar);
 
     const state: LocalState = {

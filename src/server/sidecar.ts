@@ -21,6 +21,7 @@ import { createHttpsFetch } from '../common/https-fetch';
 import { MaaClient } from '../maa/client';
 import { TokenProvider } from '../akv/identity';
 import { KeyReleaseClient } from '../akv/release';
+import { releaseTuningFromEnv, startReleaseFastPath, type ReleaseTuning } from '../akv/release-tuning';
 import { createApp } from './app';
 import { SidecarAttestation } from './attestation-service';
 import type { ServerConfig } from './config';
@@ -38,6 +39,8 @@ export interface SidecarOptions {
   platform?: SimulatedPlatform;
   /** reference-info-base64 the simulator publishes; default: its own test-signed UVM endorsement. */
   referenceInfoBase64?: string;
+  /** Wrapping-key pool and MAA token reuse; default from SKR_WRAPPING_KEY_POOL_SIZE / SKR_MAA_TOKEN_REUSE(_MARGIN_SECONDS). */
+  release?: ReleaseTuning;
 }
 
 export interface RunningSidecar {
@@ -99,7 +102,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     ...(config.imdsEndpoint ? { imdsEndpoint: config.imdsEndpoint } : {}),
     extraCaPem: config.extraCaPem,
   });
+  const fastPath = startReleaseFastPath(opts.release ?? releaseTuningFromEnv(process.env));
   const release = new KeyReleaseClient({
+    wrappingKeyPool: fastPath.wrappingKeyPool,
+    maaTokenReuse: fastPath.maaTokenReuse,
     attest: (endpoint, runtimeData, signal) => attestation.maaToken(endpoint, runtimeData, signal),
     tokens,
     fetch: outbound,
@@ -123,6 +129,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= new Promise<void>((resolve) => {
+      fastPath.close();
       server.close(() => {
         outbound.destroy();
         resolve();
