@@ -1,18 +1,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { main } from '../../src/cli/main';
-import type { Out } from '../../src/cli/io';
+import { runCli } from '../helpers/cli';
 import { SimulatedPlatform } from '../../src/snp/simulator';
 import { describeVectors, vector, vectorPath } from '../helpers/vectors';
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: Out = { out: (l) => out.push(l), err: (l) => err.push(l) };
-  const code = await main(argv, io);
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+const run = runCli;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-cli-'));
 const write = (name: string, data: string | Buffer) => {

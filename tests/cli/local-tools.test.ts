@@ -2,19 +2,12 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { main } from '../../src/cli/main';
-import type { Out } from '../../src/cli/io';
+import { runCli } from '../helpers/cli';
 import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
 import { createLogger } from '../../src/server/logger';
 import { postJson } from '../helpers/sidecar';
 
-async function run(...argv: string[]) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: Out = { out: (l) => out.push(l), err: (l) => err.push(l) };
-  const code = await main(argv, io);
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+const run = runCli;
 
 describe('skr import-key and skr demo on the local stack', () => {
   let stack: LocalStack;
