@@ -80,6 +80,9 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       imdsEndpoint: imds.url,
       managedHsmEndpoints: [hsm.endpoint],
       loopbackVaultEndpoints: [vault.endpoint, hsm.endpoint],
+      // Exactly these emulators, by host and port: not all of loopback.
+      allowedMaa: [...base.allowedMaa, maa.endpoint],
+      allowedAkv: [...base.allowedAkv, vault.endpoint, hsm.endpoint],
       // Chain refreshes go to the IMDS emulator's THIM, as they would to the host's on ACI.
       args: { certcache: { endpoint_type: 'LocalTHIM' as const, endpoint: `${imds.url}/metadata/THIM/amd/certification` } },
     };

@@ -1,13 +1,26 @@
 /**
  * The sidecar's express app: routes, body handling and error mapping. It knows nothing about
- * devices or crypto; it calls an AttestationService.
+ * devices or crypto; it calls an AttestationService and a KeyReleaseService.
+ *
+ * Order of work for the upstream-facing routes: validate the body (400) → allowlists (403) → a
+ * release slot (429) → the work itself, under one deadline (504) that every upstream call shares.
+ * Nothing leaves the box for an endpoint that is not allowlisted.
  */
-import express, { type Express } from 'express';
+import express, { type Express, type Request, type Response } from 'express';
+import { vaultBaseUrl } from '../akv/release';
+import { SkrError } from '../common/errors';
+import { maaBaseUrl } from '../maa/client';
 import { reportDataFor } from '../snp/report';
+import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, type KidAllowlist } from './allowlist';
 import type { AttestationService, KeyReleaseService } from './attestation';
-import { badRequest, errorHandler, HttpError } from './http-errors';
+import { callerGuard } from './guard';
+import { badRequest, errorHandler, HttpError, statusOf } from './http-errors';
+import { Semaphore } from './limits';
 import type { Logger } from './logger';
+import { PROMETHEUS_CONTENT_TYPE } from './metrics';
+import { runWithContext, SidecarMetrics, UpstreamHealth, type RequestContext } from './observe';
 import { jsonBody, requireJson, requiredString, runtimeData } from './request';
+import { DEFAULT_LIMITS } from './config';
 
 export const BODY_LIMIT = '1mb';
 
@@ -17,13 +30,96 @@ export interface AppDeps {
   logger: Logger;
   /** False until start-up work (device probe, collateral) is done. */
   isReady?: () => boolean;
+  /** True once shutdown began: answers carry `Connection: close`. */
+  isClosing?: () => boolean;
+  maaAllowlist?: EndpointAllowlist;
+  akvAllowlist?: EndpointAllowlist;
+  kidAllowlist?: KidAllowlist;
+  apiSecret?: string;
+  /** Deadline for one request's upstream work. */
+  deadlineMs?: number;
+  /** Slots for /attest/maa and /key/release; beyond them 429. */
+  releaseSlots?: Semaphore;
+  maxJsonDepth?: number;
+  metrics?: SidecarMetrics;
+  health?: UpstreamHealth;
+}
+
+/** Routes by name, for metric labels (never the raw path: a scanner must not mint new series). */
+const ROUTES = new Set(['GET /status', 'GET /metrics', 'POST /attest/raw', 'POST /attest/combined', 'POST /attest/maa', 'POST /key/release']);
+
+function routeLabel(req: Request): string {
+  const r = `${req.method} ${req.path}`;
+  return ROUTES.has(r) ? r : 'other';
+}
+
+export function outcomeOf(status: number): string {
+  if (status < 400) return 'ok';
+  if (status === 403 || status === 401) return 'refused';
+  if (status === 429) return 'overloaded';
+  if (status < 500) return 'bad_request';
+  if (status === 504) return 'timeout';
+  return status === 502 ? 'upstream_error' : 'error';
+}
+
+export class DeadlineError extends SkrError {
+  constructor(ms: number) {
+    super('ERR_DEADLINE', `request deadline of ${ms / 1000} s exceeded (SKR_REQUEST_DEADLINE_SECONDS)`, { status: 504 });
+  }
+}
+
+/**
+ * Run `fn` with an AbortSignal that fires at the deadline. When it fires the request answers 504 at
+ * once, whatever the layer below is doing (the signal also cancels its upstream calls).
+ */
+async function withDeadline<T>(ms: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const err = new DeadlineError(ms);
+      ac.abort(err);
+      reject(err);
+    }, ms);
+  });
+  try {
+    return await Promise.race([fn(ac.signal), expired]);
+  } catch (e) {
+    if (ac.signal.aborted) throw ac.signal.reason;
+    throw e;
+  } finally {
+    clearTimeout(timer);
+    expired.catch(() => undefined);
+  }
 }
 
 export function createApp(deps: AppDeps): Express {
   const { attestation, logger } = deps;
+  const metrics = deps.metrics ?? new SidecarMetrics();
+  const health = deps.health ?? new UpstreamHealth();
+  const maaAllow = deps.maaAllowlist ?? new EndpointAllowlist('maa', DEFAULT_MAA_ALLOWLIST);
+  const akvAllow = deps.akvAllowlist ?? new EndpointAllowlist('akv', DEFAULT_AKV_ALLOWLIST);
+  const deadlineMs = deps.deadlineMs ?? DEFAULT_LIMITS.requestDeadlineMs;
+  const slots = deps.releaseSlots ?? new Semaphore(DEFAULT_LIMITS.maxInFlightReleases, 0, 'key releases and MAA attestations');
+  const maxDepth = deps.maxJsonDepth ?? DEFAULT_LIMITS.maxJsonDepth;
+  const body = (req: Request) => jsonBody(req, maxDepth);
+
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  app.set('query parser', false);
+
+  app.use((req, res, next) => {
+    const t0 = performance.now();
+    res.once('finish', () => {
+      const labels = { route: routeLabel(req), outcome: outcomeOf(res.statusCode) };
+      metrics.requests.inc({ ...labels, status: String(res.statusCode) });
+      metrics.requestSeconds.observe(labels, (performance.now() - t0) / 1000);
+    });
+    if (deps.isClosing?.()) res.set('connection', 'close');
+    next();
+  });
+  app.use(callerGuard({ apiSecret: deps.apiSecret, onRefused: (reason) => metrics.refusals.inc({ reason }) }));
   // Any Content-Type: parse as text, then JSON ourselves.
   app.use(express.text({ type: () => true, limit: BODY_LIMIT }));
 
@@ -32,18 +128,24 @@ export function createApp(deps: AppDeps): Express {
       res.status(503).json({ message: 'Status NOT OK' });
       return;
     }
-    res.json({ message: 'Status OK' });
+    const upstreams = health.snapshot();
+    // "message" is what reference clients read; details appear once an upstream has been used.
+    res.json(Object.keys(upstreams).length ? { message: 'Status OK', details: { evidence: attestation.describe(), upstreams } } : { message: 'Status OK' });
+  });
+
+  app.get('/metrics', (_req, res) => {
+    res.set('content-type', PROMETHEUS_CONTENT_TYPE).send(metrics.registry.render());
   });
 
   app.post('/attest/raw', async (req, res) => {
-    const data = runtimeData(jsonBody(req));
-    const report = await attestation.rawReport(reportDataFor(data));
+    const data = runtimeData(body(req));
+    const report = await withDeadline(deadlineMs, () => attestation.rawReport(reportDataFor(data)));
     res.json({ report: report.toString('hex') });
   });
 
   app.post('/attest/combined', async (req, res) => {
-    const data = runtimeData(jsonBody(req));
-    const c = await attestation.combined(reportDataFor(data));
+    const data = runtimeData(body(req));
+    const c = await withDeadline(deadlineMs, () => attestation.combined(reportDataFor(data)));
     res.json({
       endorsed_tcb: c.chain.tcbm.toString(16).padStart(16, '0'),
       endorsements: Buffer.from(joinPem(c.chain.vcekPem, c.chain.chainPem), 'utf8').toString('base64'),
@@ -52,28 +154,91 @@ export function createApp(deps: AppDeps): Express {
     });
   });
 
+  const refuse = (e: unknown, reason: string): never => {
+    metrics.refusals.inc({ reason });
+    throw e;
+  };
+
   app.post('/attest/maa', async (req, res) => {
-    const body = jsonBody(req);
-    const endpoint = requiredString(body, 'maa_endpoint');
-    const data = runtimeData(body);
+    const b = body(req);
+    const endpoint = requiredString(b, 'maa_endpoint').trim();
+    const data = runtimeData(b);
     requireJson(data, 'runtime_data');
-    res.json({ token: await attestation.maaToken(endpoint.trim(), data) });
+    maaBaseUrl(endpoint); // 400 for anything that is not an https host
+    try {
+      maaAllow.check(endpoint);
+    } catch (e) {
+      refuse(e, 'maa_endpoint');
+    }
+    const token = await slots.run(() => withDeadline(deadlineMs, (signal) => attestation.maaToken(endpoint, data, signal)));
+    res.json({ token });
   });
 
   app.post('/key/release', async (req, res) => {
-    const body = jsonBody(req);
-    const maaEndpoint = requiredString(body, 'maa_endpoint').trim();
-    const akvEndpoint = requiredString(body, 'akv_endpoint').trim();
-    const kid = requiredString(body, 'kid').trim();
-    const token = body.access_token;
+    const b = body(req);
+    const maaEndpoint = requiredString(b, 'maa_endpoint').trim();
+    const akvEndpoint = requiredString(b, 'akv_endpoint').trim();
+    const kid = requiredString(b, 'kid').trim();
+    const token = b.access_token;
     if (token !== undefined && token !== null && typeof token !== 'string') throw badRequest('access_token must be a string', 'ERR_FIELD_TYPE');
     const accessToken = typeof token === 'string' && token.trim() !== '' ? token.trim() : undefined;
-    const released = await deps.release.release({ maaEndpoint, akvEndpoint, kid, ...(accessToken ? { accessToken } : {}) });
-    res.json({ key: JSON.stringify(released.jwk) });
+    const authority = maaBaseUrl(maaEndpoint);
+    const vaultHost = vaultBaseUrl(akvEndpoint).host;
+    await audited(res, { kid, vaultHost, authority }, async () => {
+      try {
+        maaAllow.check(maaEndpoint);
+      } catch (e) {
+        refuse(e, 'maa_endpoint');
+      }
+      try {
+        akvAllow.check(akvEndpoint);
+      } catch (e) {
+        refuse(e, 'akv_endpoint');
+      }
+      try {
+        deps.kidAllowlist?.check(kid);
+      } catch (e) {
+        refuse(e, 'kid');
+      }
+      const released = await slots.run(() =>
+        withDeadline(deadlineMs, (signal) => deps.release.release({ maaEndpoint, akvEndpoint, kid, ...(accessToken ? { accessToken } : {}) }, signal)),
+      );
+      res.json({ key: JSON.stringify(released.jwk) });
+    });
   });
 
+  /** One audit line per release, whatever its outcome: who asked for which key where, never the key or a token. */
+  async function audited(res: Response, what: { kid: string; vaultHost: string; authority: string }, fn: () => Promise<void>): Promise<void> {
+    const ctx: RequestContext = { upstreamRequestIds: [] };
+    const t0 = performance.now();
+    let status = 200;
+    let code: string | undefined;
+    try {
+      await runWithContext(ctx, fn);
+      status = res.statusCode;
+    } catch (e) {
+      status = statusOf(e);
+      code = e instanceof SkrError ? e.code : 'ERR_INTERNAL';
+      throw e;
+    } finally {
+      const outcome = outcomeOf(status);
+      metrics.releases.inc({ outcome });
+      logger.info('audit: key release', {
+        audit: 'key-release',
+        kid: what.kid,
+        vault: what.vaultHost,
+        authority: what.authority,
+        outcome,
+        status,
+        ...(code ? { code } : {}),
+        durationMs: Math.round(performance.now() - t0),
+        upstreamRequestIds: ctx.upstreamRequestIds,
+      });
+    }
+  }
+
   app.use((req, _res, next) => {
-    next(new HttpError(404, 'ERR_NOT_FOUND', `no route ${req.method} ${req.path}`));
+    next(new HttpError(404, 'ERR_NOT_FOUND', `no route ${req.method} ${req.path.slice(0, 200)}`));
   });
   app.use(errorHandler(logger));
   return app;

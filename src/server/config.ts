@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import { ConfigError } from '../common/errors';
 import { decodeBase64Strict } from '../common/bytes';
+import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, KidAllowlist } from './allowlist';
 
 export type CertCacheEndpointType = 'AMD' | 'AzCache' | 'LocalTHIM';
 
@@ -19,6 +20,11 @@ export interface SkrSideCarArgs {
   };
   identity?: { client_id?: string };
   maaconfig?: { user_agent?: string };
+  /**
+   * Our addition (the reference has none): hosts `maa_endpoint` / `akv_endpoint` may name, and the
+   * keys that may be released. Each list, when given, replaces the default (see allowlist.ts).
+   */
+  allowlist?: { maa?: string[]; akv?: string[]; kid?: string[] };
 }
 
 /** Winston levels, mapped from the reference's logrus names. */
@@ -109,8 +115,46 @@ export function parseSkrSideCarArgs(raw: string | undefined): SkrSideCarArgs {
     if (!isObject(parsed.maaconfig)) throw new ConfigError('SkrSideCarArgs.maaconfig must be an object');
     out.maaconfig = { user_agent: optString(parsed.maaconfig, 'user_agent', 'maaconfig') };
   }
+  if (parsed.allowlist !== undefined && parsed.allowlist !== null) {
+    if (!isObject(parsed.allowlist)) throw new ConfigError('SkrSideCarArgs.allowlist must be an object');
+    const a = parsed.allowlist;
+    out.allowlist = {};
+    for (const k of ['maa', 'akv', 'kid'] as const) {
+      const v = a[k];
+      if (v === undefined || v === null) continue;
+      if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new ConfigError(`SkrSideCarArgs.allowlist.${k} must be an array of strings`);
+      out.allowlist[k] = v as string[];
+    }
+  }
   return out;
 }
+
+/** Bounds on what one caller can make the sidecar do. */
+export interface ServerLimits {
+  /** Deadline for one request, covering every upstream call it makes. */
+  requestDeadlineMs: number;
+  /** /key/release and /attest/maa requests running at once; more get 429. */
+  maxInFlightReleases: number;
+  /** Report requests waiting for the (serialised) device; more get 429. */
+  maxQueuedReports: number;
+  /** Nesting depth of request JSON. */
+  maxJsonDepth: number;
+  /** Time for a client to send its request headers / whole request (node's server timeouts). */
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  /** On SIGTERM, how long in-flight requests may still run before their sockets are closed. */
+  shutdownGraceMs: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
+  requestDeadlineMs: 60_000,
+  maxInFlightReleases: 16,
+  maxQueuedReports: 64,
+  maxJsonDepth: 32,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  shutdownGraceMs: 10_000,
+});
 
 export interface ServerConfig {
   /** Always loopback: the sidecar serves only its own container group. */
@@ -131,6 +175,13 @@ export interface ServerConfig {
   managedHsmEndpoints: string[];
   /** host:port loopback vault emulators, whose challenge names Azure's resource on another domain. */
   loopbackVaultEndpoints: string[];
+  /** Allowed maa_endpoint / akv_endpoint patterns and, when set, allowed kids. */
+  allowedMaa: string[];
+  allowedAkv: string[];
+  allowedKids?: string[];
+  /** When set, every route but /status needs `Authorization: Bearer <apiSecret>`. */
+  apiSecret?: string;
+  limits: ServerLimits;
 }
 
 export interface ConfigFlags {
@@ -143,6 +194,46 @@ export interface ConfigFlags {
   certCacheDir?: string;
   /** Files holding extra CA certificates (PEM). */
   extraCaFiles?: string[];
+  /** Per-request deadline in seconds. */
+  requestDeadline?: string;
+}
+
+/** Comma/whitespace separated list from an env var; undefined when unset or blank. */
+export function parseList(raw: string | undefined): string[] | undefined {
+  if (raw === undefined || raw.trim() === '') return undefined;
+  return raw.split(/[,\s]+/).filter(Boolean);
+}
+
+function checkAllowlists(cfg: { allowedMaa: string[]; allowedAkv: string[]; allowedKids?: string[] }): void {
+  try {
+    new EndpointAllowlist('maa', cfg.allowedMaa);
+    new EndpointAllowlist('akv', cfg.allowedAkv);
+    if (cfg.allowedKids) new KidAllowlist(cfg.allowedKids);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+}
+
+function readSecret(env: NodeJS.ProcessEnv): string | undefined {
+  let secret = env.SKR_API_SECRET;
+  if (!secret && env.SKR_API_SECRET_FILE) {
+    try {
+      secret = fs.readFileSync(env.SKR_API_SECRET_FILE, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`cannot read SKR_API_SECRET_FILE ${env.SKR_API_SECRET_FILE}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+  }
+  if (secret === undefined || secret.trim() === '') return undefined;
+  const s = secret.trim();
+  if (s.length < 16 || /\s/.test(s)) throw new ConfigError('SKR_API_SECRET must be at least 16 characters without whitespace');
+  return s;
+}
+
+export function parseDeadlineSeconds(s: string | undefined, fallbackMs: number): number {
+  if (s === undefined || s.trim() === '') return fallbackMs;
+  const n = Number(s.trim());
+  if (!Number.isFinite(n) || n <= 0 || n > 3600) throw new ConfigError(`request deadline "${s}" is not a number of seconds from 0 to 3600`);
+  return Math.round(n * 1000);
 }
 
 function readCaFiles(files: string[]): string[] {
@@ -169,7 +260,19 @@ export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = pr
     managedHsmEndpoints: [],
     loopbackVaultEndpoints: [],
     extraCaPem: readCaFiles(flags.extraCaFiles ?? (env.SKR_EXTRA_CA_FILE ? [env.SKR_EXTRA_CA_FILE] : [])),
+    allowedMaa: [],
+    allowedAkv: [],
+    limits: { ...DEFAULT_LIMITS },
   };
+  const lists = cfg.args.allowlist ?? {};
+  cfg.allowedMaa = parseList(env.SKR_ALLOWED_MAA) ?? lists.maa ?? [...DEFAULT_MAA_ALLOWLIST];
+  cfg.allowedAkv = parseList(env.SKR_ALLOWED_AKV) ?? lists.akv ?? [...DEFAULT_AKV_ALLOWLIST];
+  const kids = parseList(env.SKR_ALLOWED_KIDS) ?? lists.kid;
+  if (kids) cfg.allowedKids = kids;
+  checkAllowlists(cfg);
+  const secret = readSecret(env);
+  if (secret) cfg.apiSecret = secret;
+  cfg.limits.requestDeadlineMs = parseDeadlineSeconds(flags.requestDeadline ?? env.SKR_REQUEST_DEADLINE_SECONDS, DEFAULT_LIMITS.requestDeadlineMs);
   const logFile = flags.logFile ?? env.LogFile;
   if (logFile) cfg.logFile = logFile;
   if (flags.securityPolicy) cfg.securityPolicyFile = flags.securityPolicy;

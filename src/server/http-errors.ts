@@ -4,13 +4,23 @@
  */
 import type { ErrorRequestHandler } from 'express';
 import { SkrError } from '../common/errors';
+import { OverloadedError } from './limits';
 import { redactString } from './logger';
 import type { Logger } from './logger';
 
 export class HttpError extends SkrError {
-  constructor(status: number, code: string, message: string) {
+  constructor(status: number, code: string, message: string, readonly headers?: Record<string, string>) {
     super(code, message, { status });
   }
+}
+
+/** HTTP status of whatever ended a request (the same mapping the error handler uses). */
+export function statusOf(err: unknown): number {
+  if (err instanceof SkrError) return err.status;
+  const e = err as { type?: string; status?: number } | null;
+  if (e?.type === 'entity.too.large') return 413;
+  if (e && typeof e.status === 'number' && e.status >= 400 && e.status < 500) return e.status;
+  return 500;
 }
 
 export function badRequest(message: string, code = 'ERR_BAD_REQUEST'): HttpError {
@@ -46,7 +56,13 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     }
     const level = status >= 500 ? 'error' : 'warn';
     logger.log(level, 'request failed', { method: req.method, path: req.path, status, code, error: message });
-    if (res.headersSent) return;
+    if (res.headersSent) {
+      // The answer has started: the only honest thing left is to cut the connection.
+      res.destroy();
+      return;
+    }
+    if (err instanceof HttpError && err.headers) res.set(err.headers);
+    if (err instanceof OverloadedError) res.set('retry-after', String(err.retryAfterSeconds));
     res.status(status).json({ error: message });
   };
 }

@@ -5,13 +5,18 @@
 import type { Request } from 'express';
 import { decodeBase64Strict } from '../common/bytes';
 import { badRequest } from './http-errors';
+import { jsonDepthExceeds } from './limits';
 
 export type JsonObject = Record<string, unknown>;
 
-export function jsonBody(req: Request): JsonObject {
+/** Default nesting limit: the API's bodies are flat objects; 32 leaves room without risk. */
+export const MAX_JSON_DEPTH = 32;
+
+export function jsonBody(req: Request, maxDepth = MAX_JSON_DEPTH): JsonObject {
   const raw: unknown = req.body;
   const text = typeof raw === 'string' ? raw : Buffer.isBuffer(raw) ? raw.toString('utf8') : '';
   if (text.trim() === '') throw badRequest('request body is empty: expected a JSON object');
+  if (jsonDepthExceeds(text, maxDepth)) throw badRequest(`request body nests deeper than ${maxDepth} levels`, 'ERR_JSON_DEPTH');
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

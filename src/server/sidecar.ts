@@ -7,7 +7,6 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CollateralProvider } from '../certs/provider';
 import { SecurityContextSource } from '../certs/sources/security-context';
 import { collateralSourceFromArgs } from '../certs/sources/from-args';
 import { readSecurityContext } from '../certs/thim';
@@ -18,15 +17,19 @@ import { detectEvidenceSource, type DetectOptions } from '../snp/detect';
 import type { EvidenceSource } from '../snp/evidence';
 import { SimulatedPlatform, simulatedUvmEndorsementBase64 } from '../snp/simulator';
 import { createHttpsFetch } from '../common/https-fetch';
-import { MaaClient } from '../maa/client';
-import { TokenProvider } from '../akv/identity';
 import { KeyReleaseClient } from '../akv/release';
 import { releaseTuningFromEnv, startReleaseFastPath, type ReleaseTuning } from '../akv/release-tuning';
 import { createApp } from './app';
+import { EndpointAllowlist, KidAllowlist } from './allowlist';
+import { Semaphore } from './limits';
+import { GuardedEvidenceSource, ObservedCollateralProvider, ObservedMaaClient, ObservedTokenProvider, observedFetch, observedRelease, SidecarMetrics, UpstreamHealth } from './observe';
 import { SidecarAttestation } from './attestation-service';
 import type { ServerConfig } from './config';
 import { createLogger, type Logger } from './logger';
 import { writeSecurityContext } from './simulation';
+
+/** One vault HTTP attempt; the SDK retries (2×, backoff + jitter, Retry-After) within the request deadline. */
+export const VAULT_ATTEMPT_TIMEOUT_MS = 30_000;
 
 export interface SidecarOptions {
   config: ServerConfig;
@@ -51,6 +54,9 @@ export interface RunningSidecar {
   securityContextDir?: string;
   platform?: SimulatedPlatform;
   logger: Logger;
+  metrics: SidecarMetrics;
+  health: UpstreamHealth;
+  /** Stop accepting, let in-flight requests finish (up to limits.shutdownGraceMs), then close their sockets. */
   close(): Promise<void>;
 }
 
@@ -85,19 +91,32 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     evidence = await detectEvidenceSource(opts.detect);
   }
 
+  const metrics = new SidecarMetrics();
+  const health = new UpstreamHealth();
+  const limits = config.limits;
+  // One device call at a time, a bounded queue in front (429 beyond it).
+  const deviceGate = new Semaphore(1, limits.maxQueuedReports, 'report requests', 1);
+  const rawEvidence = evidence;
+  evidence = new GuardedEvidenceSource(rawEvidence, deviceGate, metrics);
+  const releaseSlots = new Semaphore(limits.maxInFlightReleases, 0, 'key releases and MAA attestations', 1);
+
   const context = readSecurityContext(contextDir ? { dir: contextDir } : {});
-  const fromArgs = collateralSourceFromArgs(config.args.certcache);
+  const fromArgs = collateralSourceFromArgs(config.args.certcache, { onAttempt: metrics.attemptObserver(health, 'collateral') });
   const primary: CollateralSource = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir }) : fromArgs;
-  const collateral = new CollateralProvider({
+  const collateral = new ObservedCollateralProvider(metrics, {
     evidence,
     primary,
     refresh: fromArgs,
     cache: config.certCacheDir ? { dir: config.certCacheDir } : undefined,
   });
   const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
-  const maa = new MaaClient({ fetch: outbound, userAgent: config.args.maaconfig?.user_agent });
+  const maa = new ObservedMaaClient(metrics, {
+    fetch: outbound,
+    userAgent: config.args.maaconfig?.user_agent,
+    onAttempt: metrics.attemptObserver(health, 'maa'),
+  });
   const attestation = new SidecarAttestation({ evidence, collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
-  const tokens = new TokenProvider({
+  const tokens = new ObservedTokenProvider(metrics, health, {
     clientId: config.args.identity?.client_id,
     ...(config.imdsEndpoint ? { imdsEndpoint: config.imdsEndpoint } : {}),
     extraCaPem: config.extraCaPem,
@@ -108,12 +127,29 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     maaTokenReuse: fastPath.maaTokenReuse,
     attest: (endpoint, runtimeData, signal) => attestation.maaToken(endpoint, runtimeData, signal),
     tokens,
-    fetch: outbound,
+    // The SDK sets no per-attempt timeout of its own: bound each vault call here.
+    fetch: observedFetch(outbound, 'vault', metrics, health, { timeoutMs: VAULT_ATTEMPT_TIMEOUT_MS, stage: 'vault' }),
     extraCaPem: config.extraCaPem,
     managedHsmEndpoints: config.managedHsmEndpoints,
     relaxedChallengeEndpoints: config.loopbackVaultEndpoints,
   });
-  const app = createApp({ attestation, release, logger });
+  metrics.attach({ releases: releaseSlots, device: deviceGate, cache: () => collateral.stats() });
+  let shuttingDown = false;
+  const app = createApp({
+    attestation,
+    release: observedRelease(release, metrics),
+    logger,
+    metrics,
+    health,
+    isClosing: () => shuttingDown,
+    maaAllowlist: new EndpointAllowlist('maa', config.allowedMaa),
+    akvAllowlist: new EndpointAllowlist('akv', config.allowedAkv),
+    ...(config.allowedKids ? { kidAllowlist: new KidAllowlist(config.allowedKids) } : {}),
+    ...(config.apiSecret ? { apiSecret: config.apiSecret } : {}),
+    deadlineMs: limits.requestDeadlineMs,
+    releaseSlots,
+    maxJsonDepth: limits.maxJsonDepth,
+  });
 
   const server = await new Promise<Server>((resolve, reject) => {
     const s = app.listen(config.port, config.host);
@@ -122,19 +158,36 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       reject(new ConfigError(`cannot listen on ${config.host}:${config.port}: ${e.code ?? e.message}`, e)),
     );
   });
+  // Slow or stalled clients cannot hold a socket forever.
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = limits.requestTimeoutMs;
+  server.keepAliveTimeout = 5_000;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host}:${port}`;
-  logger.info('sidecar listening', { url, evidence: evidence.description, collateral: primary.name });
+  logger.info('sidecar listening', {
+    url,
+    evidence: evidence.description,
+    collateral: primary.name,
+    allowedMaa: config.allowedMaa,
+    allowedAkv: config.allowedAkv,
+    ...(config.allowedKids ? { allowedKids: config.allowedKids } : {}),
+    callerSecret: config.apiSecret ? 'required' : 'off',
+  });
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= new Promise<void>((resolve) => {
+      shuttingDown = true;
       fastPath.close();
+      // Requests still running get the grace period; then their sockets are closed.
+      const force = setTimeout(() => server.closeAllConnections(), limits.shutdownGraceMs);
+      force.unref();
       server.close(() => {
+        clearTimeout(force);
         outbound.destroy();
         resolve();
       });
       server.closeIdleConnections();
     }));
-  return { url, port, server, evidence, securityContextDir: contextDir, platform, logger, close };
+  return { url, port, server, evidence, securityContextDir: contextDir, platform, logger, metrics, health, close };
 }

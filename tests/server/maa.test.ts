@@ -20,11 +20,17 @@ describe('POST /attest/maa through the MAA emulator', () => {
   let maa: MaaEmulator;
   let untrusting: MaaEmulator;
   let sidecar: RunningSidecar;
+  let closedEndpoint: string;
 
   beforeAll(async () => {
     maa = await startMaaEmulator({ ca, trustedArkPem: [platform.arkPem], trustedUvmRootFingerprints: [TEST_ONLY_UVM_ROOT_SHA256] });
     untrusting = await startMaaEmulator({ ca });
-    const config = { ...loadServerConfig({ port: '0', simulate: true }, {}), extraCaPem: [ca.certPem] };
+    const closed = await startMaaEmulator({ ca });
+    closedEndpoint = closed.endpoint;
+    await closed.close();
+    const base = loadServerConfig({ port: '0', simulate: true }, {});
+    // The emulators are allowlisted by host:port, as `skr local` does.
+    const config = { ...base, extraCaPem: [ca.certPem], allowedMaa: [...base.allowedMaa, maa.endpoint, untrusting.endpoint, closedEndpoint] };
     sidecar = await startSidecar({ config, platform, logger: createLogger({ silent: true }), securityContextDir: path.join(dir, 'ctx') });
   });
   afterAll(async () => {
@@ -58,10 +64,7 @@ describe('POST /attest/maa through the MAA emulator', () => {
   });
 
   it('answers 502 when MAA cannot be reached', async () => {
-    const closed = await startMaaEmulator({ ca });
-    const endpoint = closed.endpoint;
-    await closed.close();
-    const res = await postJson(`${sidecar.url}/attest/maa`, { maa_endpoint: endpoint, runtime_data: Buffer.from('{}').toString('base64') });
+    const res = await postJson(`${sidecar.url}/attest/maa`, { maa_endpoint: closedEndpoint, runtime_data: Buffer.from('{}').toString('base64') });
     expect(res.status).toBe(502);
     expect(res.json.error).toMatch(/maa|ECONNREFUSED|reach/i);
   }, 60_000);
