@@ -1,0 +1,180 @@
+/**
+ * The release fast path against the real emulators (skr local in-process): an MAA token is reused
+ * with its wrapping key, only for its own MAA endpoint; released keys are never cached; a caller's
+ * access_token is never shared; the identity token is fetched once.
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { staticTokenCredential } from '../../src/akv/credentials';
+import { TokenProvider } from '../../src/akv/identity';
+import { importReleasableKey, sdkJwkFor } from '../../src/akv/import-key';
+import { buildReleasePolicy } from '../../src/akv/policy';
+import { KeyReleaseClient, ReleaseRefusedError } from '../../src/akv/release';
+import { WrappingKeyPool } from '../../src/akv/wrapping-key-pool';
+import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
+import { createHttpsFetch, type HttpsFetch } from '../../src/common/https-fetch';
+import { startMaaEmulator, type MaaEmulator } from '../../src/emulators/maa';
+import { loadOrCreateLocalCa } from '../../src/emulators/ca';
+import { MaaClient } from '../../src/maa/client';
+import { createLogger } from '../../src/server/logger';
+import { reportDataFor } from '../../src/snp/report';
+import { TEST_ONLY_UVM_ROOT_SHA256 } from '../../src/snp/simulator';
+
+describe('key release fast path on the local stack', () => {
+  let dir: string;
+  let stack: LocalStack;
+  let otherMaa: MaaEmulator;
+  let fetch: HttpsFetch;
+  let ca: string;
+  let imdsProxy: http.Server;
+  let imdsProxyUrl: string;
+  let imdsTokenRequests = 0;
+  const attestCalls: string[] = [];
+  let pool: WrappingKeyPool;
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-perf-'));
+    stack = await startLocalStack({ stateDir: dir, port: 0, logger: createLogger({ silent: true }) });
+    ca = fs.readFileSync(stack.state.caCertPath, 'utf8');
+    fetch = createHttpsFetch({ extraCaPem: [ca] });
+    // A second MAA that verifies this platform as well, but that no key's release policy trusts.
+    otherMaa = await startMaaEmulator({ ca: loadOrCreateLocalCa(dir), trustedArkPem: [stack.platform.arkPem], trustedUvmRootFingerprints: [TEST_ONLY_UVM_ROOT_SHA256] });
+    // Counts the identity's token requests on their way to the IMDS emulator.
+    imdsProxy = http.createServer((req, res) => {
+      if (req.url?.includes('/oauth2/token')) imdsTokenRequests++;
+      const up = http.request(`${stack.state.imdsUrl}${req.url}`, { method: req.method, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      });
+      req.pipe(up);
+    });
+    await new Promise<void>((r) => imdsProxy.listen(0, '127.0.0.1', r));
+    imdsProxyUrl = `http://127.0.0.1:${(imdsProxy.address() as AddressInfo).port}`;
+    pool = new WrappingKeyPool({ size: 2 }).start();
+  }, 60_000);
+
+  afterAll(async () => {
+    pool.close();
+    await pool.idle();
+    fetch.destroy();
+    await new Promise((r) => imdsProxy.close(r));
+    await otherMaa.close();
+    await stack.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const maa = () => new MaaClient({ fetch, retries: 0 });
+  const uvm = () => fs.readFileSync(path.join(stack.state.securityContextDir, 'reference-info-base64'), 'utf8').trim();
+
+  /** The production client, observed through its attest dependency (real evidence, real MAA emulator). */
+  function client(opts: { reuse?: boolean; tokens?: TokenProvider } = {}): KeyReleaseClient {
+    return new KeyReleaseClient({
+      attest: async (endpoint, runtimeData, signal) => {
+        attestCalls.push(endpoint);
+        const { report } = await stack.platform.evidenceSource().getReport({ reportData: reportDataFor(runtimeData) });
+        return maa().attest(endpoint, { report, vcekPem: stack.platform.vcekPem, chainPem: stack.platform.askPem + stack.platform.arkPem, uvmEndorsementBase64: uvm(), runtimeData }, signal);
+      },
+      tokens: opts.tokens ?? new TokenProvider({ imdsEndpoint: imdsProxyUrl }),
+      fetch,
+      extraCaPem: [ca],
+      relaxedChallengeEndpoints: [stack.state.vaultEndpoint],
+      wrappingKeyPool: pool,
+      ...(opts.reuse === false ? { maaTokenReuse: { enabled: false } } : {}),
+    });
+  }
+
+  async function directImdsToken(): Promise<string> {
+    const r = await globalThis.fetch(`${stack.state.imdsUrl}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${encodeURIComponent('https://vault.azure.net')}`, { headers: { Metadata: 'true' } });
+    return ((await r.json()) as { access_token: string }).access_token;
+  }
+
+  async function importKey(name: string, bytes: Buffer): Promise<void> {
+    await importReleasableKey({
+      vaultEndpoint: stack.state.vaultEndpoint,
+      name,
+      jwk: sdkJwkFor('oct-HSM', bytes),
+      policy: buildReleasePolicy({ authority: `https://${stack.state.maaEndpoint}`, anyOfGroups: [[{ claim: 'x-ms-sevsnpvm-hostdata', equals: stack.state.hostData }]] }),
+      credential: staticTokenCredential(await directImdsToken()),
+      fetch,
+      relaxedChallenge: true,
+    });
+  }
+
+  const req = (kid: string, extra: { maaEndpoint?: string; accessToken?: string } = {}) => ({
+    maaEndpoint: extra.maaEndpoint ?? stack.state.maaEndpoint,
+    akvEndpoint: stack.state.vaultEndpoint,
+    kid,
+    ...(extra.accessToken ? { accessToken: extra.accessToken } : {}),
+  });
+  const k = (jwk: object) => Buffer.from((jwk as { k: string }).k, 'base64url');
+
+  it('reuses one MAA token and its wrapping key across releases, from the pool', async () => {
+    const bytes = randomBytes(32);
+    await importKey('reuse', bytes);
+    const c = client();
+    await pool.idle(); // full, so the one key this needs comes from it
+    const before = attestCalls.length;
+    const fromPoolBefore = pool.stats().fromPool;
+    for (let i = 0; i < 3; i++) expect(k((await c.release(req('reuse'))).jwk)).toEqual(bytes);
+    expect(attestCalls.length - before).toBe(1);
+    expect(pool.stats().fromPool - fromPoolBefore).toBe(1);
+    expect(c.maaTokens.size).toBe(1);
+  });
+
+  it('never caches released keys: a new key version is what the next release returns', async () => {
+    const c = client();
+    const v1 = randomBytes(32);
+    await importKey('rotating', v1);
+    expect(k((await c.release(req('rotating'))).jwk)).toEqual(v1);
+    const v2 = randomBytes(32);
+    await importKey('rotating', v2);
+    const before = attestCalls.length;
+    expect(k((await c.release(req('rotating'))).jwk)).toEqual(v2);
+    expect(attestCalls.length).toBe(before); // same MAA token, fresh release
+  });
+
+  it('never offers one MAA endpoint\'s token for another endpoint, and drops a token the vault refused', async () => {
+    const c = client();
+    await importKey('pinned', randomBytes(32));
+    await c.release(req('pinned'));
+    const before = attestCalls.length;
+    // The key's policy trusts only the first MAA: reusing its token here would wrongly succeed.
+    const err = await c.release(req('pinned', { maaEndpoint: otherMaa.endpoint })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ReleaseRefusedError);
+    expect((err as ReleaseRefusedError).vaultStatus).toBe(403);
+    expect(attestCalls.slice(before)).toEqual([otherMaa.endpoint]);
+    expect(c.maaTokens.size).toBe(1); // the refused token was not kept
+    await c.release(req('pinned'));
+    expect(attestCalls.length).toBe(before + 1);
+  });
+
+  it('with reuse off, every release attests again', async () => {
+    const c = client({ reuse: false });
+    await importKey('noreuse', randomBytes(32));
+    const before = attestCalls.length;
+    await c.release(req('noreuse'));
+    await c.release(req('noreuse'));
+    expect(attestCalls.length - before).toBe(2);
+    expect(c.maaTokens.size).toBe(0);
+  });
+
+  it('never shares a caller\'s access_token, nor lends the identity\'s cached token to a caller', async () => {
+    const c = client();
+    const bytes = randomBytes(32);
+    await importKey('override', bytes);
+    expect(k((await c.release(req('override'))).jwk)).toEqual(bytes); // identity client now holds a token
+    const bogus = 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJub2JvZHkifQ.';
+    await expect(c.release(req('override', { accessToken: bogus }))).rejects.toMatchObject({ vaultStatus: 401 });
+    expect(k((await c.release(req('override', { accessToken: await directImdsToken() }))).jwk)).toEqual(bytes);
+    await expect(c.release(req('override', { accessToken: bogus }))).rejects.toMatchObject({ vaultStatus: 401 });
+    expect(k((await c.release(req('override'))).jwk)).toEqual(bytes);
+  });
+
+  it('fetched the identity token from IMDS once for all the releases above', () => {
+    expect(imdsTokenRequests).toBe(1);
+  });
+});
