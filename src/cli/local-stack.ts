@@ -10,7 +10,7 @@ import { loadOrCreateLocalCa } from '../emulators/ca';
 import { startImdsEmulator, type ImdsEmulator } from '../emulators/imds';
 import { startMaaEmulator, type MaaEmulator } from '../emulators/maa';
 import { startVaultEmulator, type VaultEmulator } from '../emulators/akv';
-import { loadServerConfig, type LogLevel } from '../server/config';
+import { loadServerConfig, type LogLevel, type ServerLimits } from '../server/config';
 import { createLogger, type Logger } from '../server/logger';
 import { startSidecar, type RunningSidecar } from '../server/sidecar';
 import { SimulatedPlatform, TEST_ONLY_UVM_ROOT_SHA256 } from '../snp/simulator';
@@ -36,6 +36,8 @@ export interface LocalStackOptions {
   logger?: Logger;
   /** Wrapping-key pool and MAA token reuse of the sidecar (default: its defaults / env). */
   release?: ReleaseTuning;
+  /** Sidecar limits (deadline, slots, ...) over the defaults; tests shorten the deadline. */
+  limits?: Partial<ServerLimits>;
 }
 
 export interface LocalStack {
@@ -76,6 +78,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     const config = {
       ...base,
       logLevel: opts.logLevel ?? base.logLevel,
+      limits: { ...base.limits, ...opts.limits },
       extraCaPem: [ca.certPem],
       imdsEndpoint: imds.url,
       managedHsmEndpoints: [hsm.endpoint],

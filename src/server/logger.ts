@@ -39,9 +39,21 @@ const redactFormat = winston.format((info) => {
 
 export type Logger = winston.Logger;
 
-export function createLogger(opts: { level?: LogLevel; file?: string; silent?: boolean; json?: boolean } = {}): Logger {
+export interface LoggerOptions {
+  level?: LogLevel;
+  file?: string;
+  silent?: boolean;
+  json?: boolean;
+  /** Extra transports (tests capture output through one); they see the redacted lines. */
+  transports?: winston.transport[];
+  /** Default true: log to stderr. */
+  console?: boolean;
+}
+
+export function createLogger(opts: LoggerOptions = {}): Logger {
   const transports: winston.transport[] = [
-    new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug', 'silly'] }),
+    ...(opts.console === false ? [] : [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug', 'silly'] })]),
+    ...(opts.transports ?? []),
   ];
   if (opts.file) transports.push(new winston.transports.File({ filename: opts.file }));
   return winston.createLogger({

@@ -20,6 +20,7 @@ import { badParameter, VaultHttpError } from './errors';
 import type { Flavour } from './keys';
 import { createKey, getKey, importKey, listKeyVersions, releaseKey, type VaultContext } from './operations';
 import { KeyStore } from './store';
+import { FaultInjector, serveGenericFault, tamperJwsSignature, WRONG_HOST } from '../faults';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -58,6 +59,8 @@ export interface VaultEmulator {
   endpoint: string;
   flavour: Flavour;
   close(): Promise<void>;
+  /** Fault injection (routes `release`, `get`, `create`, `import`, `versions`). */
+  faults: FaultInjector;
   grantRelease(oid: string): void;
   revokeRelease(oid: string): void;
 }
@@ -160,6 +163,9 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
     now,
   };
 
+  const faults = new FaultInjector();
+  let wrongHostSigner: ReturnType<typeof createReleaseSigner> | undefined;
+
   const unauthorized = (message: string) =>
     new VaultHttpError(401, 'Unauthorized', message, undefined, { 'www-authenticate': challenge });
 
@@ -204,6 +210,8 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
     const apiVersion = checkApiVersion(url.searchParams.get('api-version'));
     const r = route(method, url.pathname);
     if (!r) throw new VaultHttpError(404, 'NotFound', `No operation ${method} ${url.pathname}.`);
+    const fault = faults.take(r.op);
+    if (fault && serveGenericFault(fault, res, (status) => ({ error: { code: status === 429 ? 'Throttled' : 'InternalError', message: `Injected fault: HTTP ${status}.` } }))) return;
     switch (r.op) {
       case 'create':
         return send(res, 200, createKey(ctx, r.name, parseJsonBody(raw)));
@@ -215,7 +223,14 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
         return send(res, 200, listKeyVersions(ctx, r.name));
       case 'release': {
         if (!mayRelease(String(claims.oid ?? ''))) throw forbiddenRelease(claims, r.name);
-        return send(res, 200, await releaseKey(ctx, r.name, r.version, parseJsonBody(raw), apiVersion));
+        if (fault?.kind === 'non-exportable') throw badParameter(`The key ${ctx.baseUrl}/keys/${r.name} is not exportable and cannot be released.`);
+        let releaseCtx = ctx;
+        if (fault?.kind === 'wrong-host-x5c') {
+          wrongHostSigner ??= createReleaseSigner(opts.ca, { dns: [WRONG_HOST] });
+          releaseCtx = { ...ctx, signer: wrongHostSigner };
+        }
+        const released = await releaseKey(releaseCtx, r.name, r.version, parseJsonBody(raw), apiVersion);
+        return send(res, 200, fault?.kind === 'tampered-jws' ? { value: tamperJwsSignature(released.value) } : released);
       }
     }
   }
@@ -248,6 +263,7 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
     url,
     endpoint,
     flavour,
+    faults,
     grantRelease(oid: string) {
       revoked.delete(oid);
       allowed.add(oid);

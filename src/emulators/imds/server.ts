@@ -10,6 +10,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { InvalidInputError } from '../../common/errors';
+import { FaultInjector, serveGenericFault } from '../faults';
 import { loadOrCreateIdentityState, loadOrCreateSigningKey } from './state';
 import {
   issueAccessToken,
@@ -64,6 +65,10 @@ export interface ImdsEmulator {
   jwks: JsonWebKeySet;
   principals: AccessTokenPrincipal[];
   defaultPrincipal: AccessTokenPrincipal;
+  /** Fault injection (routes `token`, `thim`). */
+  faults: FaultInjector;
+  /** Every access token issued, for tests that check no token reaches a log. */
+  issuedTokens: string[];
   close(): Promise<void>;
 }
 
@@ -111,6 +116,9 @@ export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise
     return undefined; // the emulated identities have no ARM resource ids
   };
 
+  const faults = new FaultInjector();
+  const issuedTokens: string[] = [];
+
   const tokenEndpoint = async (q: URLSearchParams, res: http.ServerResponse): Promise<void> => {
     if (!q.get('api-version')) return send(res, 400, IMDS_ERRORS.apiVersion);
     const resource = q.get('resource');
@@ -119,6 +127,7 @@ export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise
     if (principal === 'multiple') return send(res, 400, IMDS_ERRORS.multipleIdentities);
     if (!principal) return send(res, 400, IMDS_ERRORS.identityNotFound);
     const issued = await issueAccessToken({ signer, tenantId, principal, resource, now: now() });
+    issuedTokens.push(issued.token);
     const lifetime = String(issued.expiresOn - issued.issuedAt);
     // IMDS sends every number as a string.
     send(res, 200, {
@@ -138,6 +147,8 @@ export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise
     const known = url.pathname === IMDS_TOKEN_PATH || url.pathname === IMDS_THIM_PATH;
     if (!known) return send(res, 404, IMDS_ERRORS.notFound);
     if (req.method !== 'GET') return send(res, 405, IMDS_ERRORS.methodNotAllowed);
+    const fault = faults.take(url.pathname === IMDS_TOKEN_PATH ? 'token' : 'thim');
+    if (fault && serveGenericFault(fault, res, (status) => ({ error: 'server_error', error_description: `injected fault: HTTP ${status}` }))) return;
     const hasHeader = req.headers['metadata'] === 'true';
     if (url.pathname === IMDS_TOKEN_PATH) {
       if (!hasHeader) return send(res, 400, IMDS_ERRORS.metadataHeader);
@@ -173,6 +184,8 @@ export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise
     jwks,
     principals,
     defaultPrincipal: principals[0],
+    faults,
+    issuedTokens,
     close: () =>
       new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));

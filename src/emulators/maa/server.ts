@@ -31,6 +31,7 @@ import { DEFAULT_SEVSNPVM_POLICY, policyHash } from './policy';
 import { MaaEmulatorRefusal, MAA_UNSUPPORTED_API_VERSION } from './refusal';
 import { createSigningKey, loadOrCreateSigningKey, MaaSigningKey } from './signing-key';
 import { verifySevSnpVmEvidence } from './verify-evidence';
+import { FaultInjector, serveGenericFault, tamperJwsSignature, WRONG_AUTHORITY, type Fault } from '../faults';
 
 export const SUPPORTED_API_VERSIONS: readonly string[] = ['2020-10-01', '2022-08-01'];
 /** MAA tokens live 8 hours. */
@@ -62,6 +63,10 @@ export interface MaaEmulator {
   /** The JWKS /certs serves. */
   jwks: { keys: MaaSigningKey['jwk'][] };
   signingKey: Pick<MaaSigningKey, 'kid' | 'publicKey' | 'certPem'>;
+  /** Fault injection (routes `attest`, `certs`, `openid`). */
+  faults: FaultInjector;
+  /** Every token issued, for tests that check no token reaches a log. */
+  issuedTokens: string[];
   close(): Promise<void>;
 }
 
@@ -123,8 +128,10 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
   const hash = policyHash(DEFAULT_SEVSNPVM_POLICY);
   const jwks = { keys: [key.jwk] };
   let origin = '';
+  const faults = new FaultInjector();
+  const issuedTokens: string[] = [];
 
-  async function attest(req: IncomingMessage, url: URL, res: ServerResponse): Promise<void> {
+  async function attest(req: IncomingMessage, url: URL, res: ServerResponse, fault?: Fault): Promise<void> {
     const apiVersion = url.searchParams.get('api-version');
     if (apiVersion === null || !SUPPORTED_API_VERSIONS.includes(apiVersion)) {
       throw new MaaEmulatorRefusal(
@@ -151,15 +158,19 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
       ...(parsed.nonce !== undefined ? { nonce: parsed.nonce } : {}),
       policyHash: hash,
     });
-    const iat = Math.floor(at.getTime() / 1000);
-    const token = await new SignJWT(claims)
-      .setProtectedHeader({ alg: 'RS256', jku: `${origin}/certs`, kid: key.kid, typ: 'JWT' })
-      .setIssuer(origin)
+    // expired-token: issued 9 h ago, so it expired an hour ago.
+    const iat = Math.floor(at.getTime() / 1000) - (fault?.kind === 'expired-token' ? TOKEN_LIFETIME_SECONDS + 3600 : 0);
+    const issuer = fault?.kind === 'wrong-authority' ? WRONG_AUTHORITY : origin;
+    let token = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'RS256', jku: `${issuer}/certs`, kid: key.kid, typ: 'JWT' })
+      .setIssuer(issuer)
       .setIssuedAt(iat)
       .setNotBefore(iat)
       .setExpirationTime(iat + TOKEN_LIFETIME_SECONDS)
       .setJti(randomBytes(32).toString('hex'))
       .sign(key.privateKey);
+    if (fault?.kind === 'tampered-jws') token = tamperJwsSignature(token);
+    issuedTokens.push(token);
     send(res, 200, { token });
   }
 
@@ -168,10 +179,16 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
     // Azure routes are case-insensitive.
     const route = url.pathname.replace(/\/+$/, '').toLowerCase();
     const method = req.method ?? 'GET';
+    const name = route === '/attest/sevsnpvm' ? 'attest' : route === '/certs' ? 'certs' : route === '/.well-known/openid-configuration' ? 'openid' : 'other';
+    const fault = faults.take(name);
+    if (fault && serveGenericFault(fault, res, (status) => ({ error: { code: status === 429 ? 'TooManyRequests' : 'InternalServerError', message: `injected fault: HTTP ${status}` } }))) {
+      req.resume();
+      return;
+    }
     try {
       if (route === '/attest/sevsnpvm') {
         if (method !== 'POST') return sendError(res, 405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}; use POST`);
-        return await attest(req, url, res);
+        return await attest(req, url, res, fault);
       }
       if (route === '/certs' || route === '/.well-known/openid-configuration') {
         if (method !== 'GET' && method !== 'HEAD') return sendError(res, 405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}; use GET`);
@@ -211,6 +228,8 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
     issuer: origin,
     jwks,
     signingKey: { kid: key.kid, publicKey: key.publicKey, certPem: key.certPem },
+    faults,
+    issuedTokens,
     close: () =>
       new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));
