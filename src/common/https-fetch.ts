@@ -45,7 +45,10 @@ export function createHttpsFetch(opts: HttpsFetchOptions = {}): HttpsFetch {
   const keepAlive = opts.keepAlive ?? true;
   const maxSockets = opts.maxSockets ?? 64;
   const ca = opts.extraCaPem?.length ? [...tls.rootCertificates, ...opts.extraCaPem] : undefined;
-  const httpsAgent = new https.Agent({ keepAlive, maxSockets, ...(ca ? { ca } : {}) });
+  // One secure context built here rather than a `ca` option: node's https.Agent joins a `ca` list
+  // (all system roots) into its connection-pool key several times per request (~0.2 ms each).
+  const secureContext = ca ? tls.createSecureContext({ ca }) : undefined;
+  const httpsAgent = new https.Agent({ keepAlive, maxSockets, ...(secureContext ? { secureContext } : {}) });
   const httpAgent = new http.Agent({ keepAlive, maxSockets });
 
   const doFetch = (input: string | URL, init: RequestInit = {}): Promise<Response> =>
