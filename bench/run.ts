@@ -1,0 +1,504 @@
+/**
+ * `npm run bench`: issue 7's measurements, side by side in one run on one machine.
+ *
+ * The servers (skr local in-process: sidecar + IMDS/MAA/Key Vault/Managed HSM emulators, and a bare
+ * express "floor" route) run in this process; the load comes from a forked process (loadgen.ts)
+ * so it does not share their event loop. Cold releases and start-up time also use fresh `skr local`
+ * and `skr serve --simulate` processes (dist/): only a new process has an empty identity token
+ * cache (msal keeps it process-wide). Compiled ahead by `tsc -p bench` (no TypeScript at run time).
+ *
+ * Env: BENCH_SECONDS (sustained phase, default 20; the other phases scale with it),
+ *      BENCH_COLD_RUNS (fresh processes for cold releases and start-up, default 8).
+ */
+import { spawn } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import express from 'express';
+import { importReleasableKey, sdkJwkFor } from '../src/akv/import-key';
+import { buildReleasePolicy } from '../src/akv/policy';
+import { staticTokenCredential } from '../src/akv/credentials';
+import { createWrappingKey } from '../src/akv/wrapping-key';
+import { startLocalStack, type LocalStack, type LocalState } from '../src/cli/local-stack';
+import { createHttpsFetch } from '../src/common/https-fetch';
+import { buildSevSnpVmRequest, serializeSevSnpVmRequest } from '../src/maa/request';
+import type { ReleaseTuning } from '../src/akv/release-tuning';
+import { createLogger } from '../src/server/logger';
+import { reportDataFor } from '../src/snp/report';
+import type { Job, JobResult, Step } from './loadgen';
+
+/** The package root: this file runs from the compiled copy under node_modules/.cache. */
+function findRepo(): string {
+  for (let d = __dirname; d !== path.dirname(d); d = path.dirname(d)) {
+    try {
+      if ((JSON.parse(fs.readFileSync(path.join(d, 'package.json'), 'utf8')) as { name?: string }).name === 'skr-sidecar') return d;
+    } catch {
+      // keep looking
+    }
+  }
+  throw new Error('cannot find the skr-sidecar package root');
+}
+const REPO = findRepo();
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
+const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 8);
+if (!(SECONDS > 0) || !Number.isInteger(COLD_RUNS) || COLD_RUNS < 1) throw new Error('BENCH_SECONDS must be > 0 and BENCH_COLD_RUNS ≥ 1');
+/** Length of each comparison phase (attest at 1/8/64, warm release, floors). */
+const PHASE_MS = Math.max(1000, Math.round((SECONDS * 1000) / 4));
+const WARMUP_MS = Math.max(500, Math.round(PHASE_MS / 4));
+
+// --- helpers ------------------------------------------------------------------------------------
+
+class LoadGen {
+  private readonly child: ChildProcess;
+  private next = 1;
+  private readonly pending = new Map<number, (r: JobResult) => void>();
+
+  constructor() {
+    this.child = fork(path.join(__dirname, 'loadgen.js'), [], { stdio: 'inherit' });
+    this.child.on('message', (r: JobResult) => {
+      this.pending.get(r.id)?.(r);
+      this.pending.delete(r.id);
+    });
+  }
+
+  run(job: Omit<Job, 'id'>): Promise<JobResult> {
+    const id = this.next++;
+    return new Promise((resolve) => {
+      this.pending.set(id, resolve);
+      this.child.send({ ...job, id });
+    });
+  }
+
+  close(): void {
+    this.child.kill();
+  }
+}
+
+interface Stats {
+  requests: number;
+  errors: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  errorSamples?: string[];
+}
+
+function pct(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
+function stats(r: JobResult): Stats {
+  const s: Stats = { requests: r.ok, errors: r.errors, rps: (r.ok / r.elapsedMs) * 1000, p50: pct(r.latenciesMs, 50), p99: pct(r.latenciesMs, 99) };
+  if (r.errorSamples.length) s.errorSamples = r.errorSamples;
+  return s;
+}
+
+const round = (x: number, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : x);
+const rssMb = () => round(process.memoryUsage().rss / 2 ** 20, 1);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitStatus(url: string, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const r = await fetch(`${url}/status`);
+      await r.text();
+      if (r.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > end) throw new Error(`${url}/status not ready after ${timeoutMs} ms`);
+    await sleep(5);
+  }
+}
+
+/** A managed-identity token straight from the IMDS emulator (no SDK, no process-wide cache). */
+async function imdsToken(imdsUrl: string): Promise<string> {
+  const u = `${imdsUrl}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${encodeURIComponent('https://vault.azure.net')}`;
+  const r = await fetch(u, { headers: { Metadata: 'true' } });
+  if (r.status !== 200) throw new Error(`IMDS answered ${r.status}`);
+  return ((await r.json()) as { access_token: string }).access_token;
+}
+
+/** Import an oct-HSM key whose release policy trusts this stack's MAA and platform. */
+async function importBenchKey(state: LocalState, name: string): Promise<void> {
+  const ca = fs.readFileSync(state.caCertPath, 'utf8');
+  const f = createHttpsFetch({ extraCaPem: [ca], keepAlive: false });
+  try {
+    await importReleasableKey({
+      vaultEndpoint: state.vaultEndpoint,
+      name,
+      jwk: sdkJwkFor('oct-HSM', randomBytes(32)),
+      policy: buildReleasePolicy({
+        authority: `https://${state.maaEndpoint}`,
+        anyOfGroups: [[
+          { claim: 'x-ms-sevsnpvm-hostdata', equals: state.hostData },
+          { claim: 'x-ms-compliance-status', equals: 'azure-compliant-uvm' },
+          { claim: 'x-ms-sevsnpvm-is-debuggable', equals: 'false' },
+        ]],
+      }),
+      credential: staticTokenCredential(await imdsToken(state.imdsUrl)),
+      fetch: f,
+      relaxedChallenge: true,
+    });
+  } finally {
+    f.destroy();
+  }
+}
+
+/** The requests a release needs from the emulators, made directly: MAA attest and vault release with a pre-made key and tokens. */
+async function floorSteps(stack: LocalStack, keyName: string): Promise<{ maa: Step; vault: Step; caPem: string }> {
+  const caPem = fs.readFileSync(stack.state.caCertPath, 'utf8');
+  const wrapping = createWrappingKey();
+  const { report } = await stack.platform.evidenceSource().getReport({ reportData: reportDataFor(wrapping.runtimeData) });
+  const uvm = fs.readFileSync(path.join(stack.state.securityContextDir, 'reference-info-base64'), 'utf8').trim();
+  const maa: Step = {
+    url: `https://${stack.state.maaEndpoint}/attest/SevSnpVm?api-version=2020-10-01`,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: serializeSevSnpVmRequest(
+      buildSevSnpVmRequest({ report, vcekPem: stack.platform.vcekPem, chainPem: stack.platform.askPem + stack.platform.arkPem, uvmEndorsementBase64: uvm, runtimeData: wrapping.runtimeData }),
+    ),
+  };
+  const f = createHttpsFetch({ extraCaPem: [caPem], keepAlive: false });
+  let maaToken: string;
+  try {
+    const r = await f(maa.url, { method: 'POST', headers: maa.headers, body: maa.body });
+    maaToken = ((await r.json()) as { token: string }).token;
+    if (!maaToken) throw new Error(`MAA emulator answered ${r.status} to the floor request`);
+  } finally {
+    f.destroy();
+  }
+  const vault: Step = {
+    url: `https://${stack.state.vaultEndpoint}/keys/${keyName}/release?api-version=7.4`,
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${await imdsToken(stack.state.imdsUrl)}` },
+    body: JSON.stringify({ target: maaToken, enc: 'CKM_RSA_AES_KEY_WRAP' }),
+  };
+  return { maa, vault, caPem };
+}
+
+function releaseStep(state: LocalState, kid: string): Step {
+  return {
+    url: `${state.sidecarUrl}/key/release`,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ maa_endpoint: state.maaEndpoint, akv_endpoint: state.vaultEndpoint, kid }),
+  };
+}
+
+async function startStack(dir: string, release?: ReleaseTuning): Promise<{ stack: LocalStack; readyMs: number }> {
+  const t0 = performance.now();
+  const stack = await startLocalStack({ stateDir: dir, port: 0, logger: createLogger({ silent: true }), ...(release ? { release } : {}) });
+  await waitStatus(stack.state.sidecarUrl);
+  return { stack, readyMs: performance.now() - t0 };
+}
+
+/** One fresh `skr local` process: time to /status ready, then one release (pool empty, every cache empty). */
+async function coldRun(dir: string, i: number): Promise<{ startupMs: number; releaseMs: number; status: number; rssMb: number }> {
+  const stateFile = path.join(dir, 'state.json');
+  fs.rmSync(stateFile, { force: true });
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [path.join(REPO, 'dist', 'cli', 'main.js'), 'local', '--port', '0', '--state-dir', dir, '--state-file', stateFile], {
+    env: { ...process.env, SKR_WRAPPING_KEY_POOL_SIZE: '0' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  try {
+    let state: LocalState | undefined;
+    while (!state) {
+      if (child.exitCode !== null) throw new Error(`skr local exited: ${stderr.slice(-500)}`);
+      try {
+        state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as LocalState;
+      } catch {
+        await sleep(2);
+      }
+    }
+    await waitStatus(state.sidecarUrl);
+    const startupMs = performance.now() - t0;
+    const kid = `cold-${i}`;
+    await importBenchKey(state, kid);
+    const s = performance.now();
+    const r = await fetch(`${state.sidecarUrl}/key/release`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ maa_endpoint: state.maaEndpoint, akv_endpoint: state.vaultEndpoint, kid }),
+    });
+    await r.text();
+    const releaseMs = performance.now() - s;
+    return { startupMs, releaseMs, status: r.status, rssMb: vmRssMb(child.pid) };
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
+  }
+}
+
+const vmRssMb = (pid: number | undefined) => {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? round(Number(m[1]) / 1024, 1) : NaN;
+};
+
+/** `skr serve --simulate` alone (no emulators): time to /status ready, and resident memory once idle. */
+async function sidecarAloneRun(): Promise<{ startupMs: number; idleRssMb: number }> {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [path.join(REPO, 'dist', 'cli', 'main.js'), 'serve', '--simulate', '--port', '0', '--log-level', 'error'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const onData = (c: Buffer) => (output += c.toString());
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  try {
+    let url: string | undefined;
+    while (!url) {
+      if (child.exitCode !== null) throw new Error(`skr serve exited: ${output.slice(-500)}`);
+      url = /ready at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1];
+      if (!url) await sleep(2);
+    }
+    await waitStatus(url);
+    const startupMs = performance.now() - t0;
+    await sleep(3000); // the wrapping-key pool fills in the background
+    return { startupMs, idleRssMb: vmRssMb(child.pid) };
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
+  }
+}
+
+/** The bare floor: express with the sidecar's body parsing, answering a JSON body the size of /attest/raw's. */
+async function startFloorServer(bodyBytes: number, device: LocalStack['platform']): Promise<{ url: string; deviceUrl: string; server: Server }> {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(express.text({ type: () => true, limit: '1mb' }));
+  const report = 'a'.repeat(bodyBytes - JSON.stringify({ report: '' }).length);
+  app.post('/floor', (_req, res) => {
+    res.json({ report });
+  });
+  // The same plus the simulated device's own work (sign a report for the runtime data), nothing else.
+  const evidence = device.evidenceSource();
+  app.post('/floor-device', async (req, res) => {
+    const data = Buffer.from((JSON.parse(req.body as string) as { runtime_data: string }).runtime_data, 'base64');
+    res.json({ report: (await evidence.getReport({ reportData: reportDataFor(data) })).report.toString('hex') });
+  });
+  const server = await new Promise<Server>((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url: `${base}/floor`, deviceUrl: `${base}/floor-device`, server };
+}
+
+// --- the run ------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  if (!fs.existsSync(path.join(REPO, 'dist', 'cli', 'main.js'))) throw new Error('dist/ is missing: run `npm run build` (npm run bench does)');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-bench-'));
+  const load = new LoadGen();
+  const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
+  const out: Record<string, unknown> = {
+    when: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, memGb: round(os.totalmem() / 2 ** 30, 1), node: process.version, loadavgBefore: os.loadavg().map((x) => round(x)) },
+    settings: { BENCH_SECONDS: SECONDS, BENCH_COLD_RUNS: COLD_RUNS, phaseMs: PHASE_MS, warmupMs: WARMUP_MS },
+  };
+  try {
+    // Start-up (in-process) and idle memory once the pool has filled.
+    log('starting skr local in-process');
+    const dir = path.join(tmp, 'stack');
+    const first = await startStack(dir);
+    let stack = first.stack;
+    await sleep(1500);
+    const idleRss = rssMb();
+
+    // /attest/raw vs the bare express floor.
+    const rawBody = JSON.stringify({ runtime_data: Buffer.from('{"bench":true}').toString('base64') });
+    const probe = await fetch(`${stack.state.sidecarUrl}/attest/raw`, { method: 'POST', body: rawBody });
+    const rawSize = (await probe.text()).length;
+    const floor = await startFloorServer(rawSize, stack.platform);
+    const rawStep: Step = { url: `${stack.state.sidecarUrl}/attest/raw`, method: 'POST', headers: { 'content-type': 'application/json' }, body: rawBody };
+    const floorStep: Step = { url: floor.url, method: 'POST', headers: { 'content-type': 'application/json' }, body: rawBody };
+    const deviceStep: Step = { ...floorStep, url: floor.deviceUrl };
+    const attest: Record<string, unknown>[] = [];
+    for (const c of [1, 8, 64]) {
+      log(`/attest/raw at concurrency ${c}`);
+      await load.run({ steps: [rawStep], concurrency: c, durationMs: WARMUP_MS });
+      const sidecar = stats(await load.run({ steps: [rawStep], concurrency: c, durationMs: PHASE_MS }));
+      await load.run({ steps: [floorStep], concurrency: c, durationMs: WARMUP_MS });
+      const bare = stats(await load.run({ steps: [floorStep], concurrency: c, durationMs: PHASE_MS }));
+      await load.run({ steps: [deviceStep], concurrency: c, durationMs: WARMUP_MS });
+      const withDevice = stats(await load.run({ steps: [deviceStep], concurrency: c, durationMs: PHASE_MS }));
+      attest.push({ concurrency: c, sidecar, floor: bare, floorWithDevice: withDevice, throughputRatio: round(sidecar.rps / bare.rps), throughputRatioVsFloorWithDevice: round(sidecar.rps / withDevice.rps) });
+    }
+    out.attestRaw = { responseBytes: rawSize, runs: attest };
+
+    // Warm /key/release at concurrency 1 vs the emulator calls made directly.
+    log('warm /key/release');
+    await importBenchKey(stack.state, 'bench');
+    const rel = releaseStep(stack.state, 'bench');
+    const f = await floorSteps(stack, 'bench');
+    await load.run({ steps: [rel], concurrency: 1, count: 20 });
+    const warm = stats(await load.run({ steps: [rel], concurrency: 1, durationMs: PHASE_MS }));
+    const floorFull = stats(await load.run({ steps: [f.maa, f.vault], concurrency: 1, durationMs: PHASE_MS, caPem: f.caPem }));
+    const floorVault = stats(await load.run({ steps: [f.vault], concurrency: 1, durationMs: PHASE_MS, caPem: f.caPem }));
+
+    // 64 concurrent releases, sustained, with memory sampled under load.
+    log(`/key/release at concurrency 64 for ${SECONDS} s`);
+    let peakRss = rssMb();
+    const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssMb())), 200);
+    const sustained = stats(await load.run({ steps: [rel], concurrency: 64, durationMs: SECONDS * 1000 }));
+    clearInterval(sampler);
+    const floorVault64 = stats(await load.run({ steps: [f.vault], concurrency: 64, durationMs: PHASE_MS, caPem: f.caPem }));
+
+    // Warm, but with MAA token reuse off: every release attests (keys still from the pool).
+    log('warm /key/release with MAA token reuse off');
+    await stack.close();
+    const second = await startStack(dir, { maaTokenReuse: false });
+    stack = second.stack;
+    await importBenchKey(stack.state, 'bench-noreuse');
+    const relNoReuse = releaseStep(stack.state, 'bench-noreuse');
+    const f2 = await floorSteps(stack, 'bench-noreuse');
+    await sleep(1000); // let the pool fill
+    await load.run({ steps: [relNoReuse], concurrency: 1, count: 5 });
+    const warmNoReuse = stats(await load.run({ steps: [relNoReuse], concurrency: 1, durationMs: PHASE_MS }));
+    const floorFull2 = stats(await load.run({ steps: [f2.maa, f2.vault], concurrency: 1, durationMs: PHASE_MS, caPem: f2.caPem }));
+    await stack.close();
+    floor.server.close();
+
+    // Cold in a warm process: a new stack and sidecar (empty pool, token cache, vault clients,
+    // collateral cache, new TLS connections); only msal's process-wide identity token survives.
+    log(`${COLD_RUNS} cold releases in this process`);
+    const coldInProcess: number[] = [];
+    for (let i = 0; i < COLD_RUNS; i++) {
+      const s = (await startStack(dir, { wrappingKeyPoolSize: 0 })).stack;
+      await importBenchKey(s.state, `cold-in-process-${i}`);
+      const r = await load.run({ steps: [releaseStep(s.state, `cold-in-process-${i}`)], concurrency: 1, count: 1 });
+      if (r.ok === 1) coldInProcess.push(r.latenciesMs[0]);
+      await s.close();
+    }
+    coldInProcess.sort((a, b) => a - b);
+
+    // The sidecar alone (skr serve --simulate): start-up and idle memory.
+    log('skr serve --simulate start-up and idle memory');
+    const alone: Awaited<ReturnType<typeof sidecarAloneRun>>[] = [];
+    for (let i = 0; i < 3; i++) alone.push(await sidecarAloneRun());
+
+    // Cold: fresh processes, first release right after /status, pool size 0.
+    log(`${COLD_RUNS} cold starts`);
+    const coldDir = path.join(tmp, 'cold');
+    const cold: Awaited<ReturnType<typeof coldRun>>[] = [];
+    for (let i = 0; i < COLD_RUNS; i++) cold.push(await coldRun(coldDir, i));
+    const coldMs = cold.filter((c) => c.status === 200).map((c) => c.releaseMs).sort((a, b) => a - b);
+    const laterStarts = cold.slice(1).map((c) => c.startupMs).sort((a, b) => a - b);
+
+    out.release = {
+      warm: { sidecar: warm, floorMaaPlusVault: floorFull, floorVaultOnly: floorVault, p50VsFloor: round(warm.p50 / floorFull.p50), p50VsVaultOnlyFloor: round(warm.p50 / floorVault.p50) },
+      warmWithoutTokenReuse: { sidecar: warmNoReuse, floorMaaPlusVault: floorFull2, p50VsFloor: round(warmNoReuse.p50 / floorFull2.p50) },
+      coldInWarmProcess: {
+        runs: COLD_RUNS,
+        errors: COLD_RUNS - coldInProcess.length,
+        p50: round(pct(coldInProcess, 50)),
+        p99: round(pct(coldInProcess, 99)),
+        p50VsFloor: round(pct(coldInProcess, 50) / floorFull.p50),
+      },
+      cold: {
+        runs: cold.length,
+        errors: cold.length - coldMs.length,
+        p50: round(pct(coldMs, 50)),
+        p99: round(pct(coldMs, 99)),
+        p50VsFloor: round(pct(coldMs, 50) / floorFull.p50),
+        samplesMs: cold.map((c) => round(c.releaseMs)),
+      },
+      sustained64: { ...sustained, p99OverP50: round(sustained.p99 / sustained.p50), floorVaultOnly64: floorVault64 },
+    };
+    out.memory = { sidecarAloneIdleRssMb: alone.map((a) => a.idleRssMb), inProcessStackIdleRssMb: idleRss, inProcessStackPeakRssUnderLoadMb: peakRss, freshSkrLocalProcessRssAfterOneReleaseMb: cold.map((c) => c.rssMb) };
+    out.startup = {
+      sidecarAloneToReadyMs: alone.map((a) => round(a.startupMs)),
+      sidecarAloneToReadyP50Ms: round(pct(alone.map((a) => a.startupMs).sort((a, b) => a - b), 50)),
+      inProcessStartLocalStackToReadyMs: round(first.readyMs),
+      skrLocalProcessFirstStartMs: round(cold[0].startupMs),
+      skrLocalProcessLaterStartsP50Ms: round(pct(laterStarts, 50)),
+      skrLocalProcessStartsMs: cold.map((c) => round(c.startupMs)),
+    };
+    (out.machine as Record<string, unknown>).loadavgAfter = os.loadavg().map((x) => round(x));
+
+    printTable(out);
+    const resultsDir = path.join(REPO, 'bench', 'results');
+    fs.mkdirSync(resultsDir, { recursive: true });
+    const file = path.join(resultsDir, `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+    fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+    log(`results written to ${path.relative(REPO, file)}`);
+  } finally {
+    load.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+function printTable(o: Record<string, unknown>): void {
+  /* eslint-disable @typescript-eslint/no-explicit-any */
+  const r = o as any;
+  const ms = (x: number) => `${round(x, 1)} ms`;
+  const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
+  const lines: string[] = [];
+  const row = (...cols: (string | number)[]) => lines.push(cols.map((c, i) => String(c).padEnd(i === 0 ? 44 : 16)).join(''));
+  lines.push(`skr-sidecar benchmark, ${r.when}, ${r.machine.cpus} x ${r.machine.cpu}, node ${r.machine.node}, load avg before ${r.machine.loadavgBefore.join(' ')}`);
+  lines.push('');
+  row('/attest/raw (closed loop)', 'sidecar req/s', 'floor req/s', 'ratio', '+device req/s', 'ratio', 'sidecar p50/p99', 'floor p50/p99', 'errors');
+  for (const a of r.attestRaw.runs) {
+    row(
+      `  concurrency ${a.concurrency}`,
+      round(a.sidecar.rps, 0),
+      round(a.floor.rps, 0),
+      a.throughputRatio,
+      round(a.floorWithDevice.rps, 0),
+      a.throughputRatioVsFloorWithDevice,
+      `${round(a.sidecar.p50, 2)}/${round(a.sidecar.p99, 2)} ms`,
+      `${round(a.floor.p50, 2)}/${round(a.floor.p99, 2)} ms`,
+      a.sidecar.errors,
+    );
+  }
+  lines.push('  floor: bare express route, same body parsing and answer size; +device: the same route also signing a simulated report');
+  const c64 = r.attestRaw.runs.find((a: any) => a.concurrency === 64);
+  lines.push(`  goal: ≥ 0.7 x floor at concurrency 64: ${c64.throughputRatio} → ${verdict(c64.throughputRatio >= 0.7)}`);
+  lines.push('');
+  const w = r.release.warm;
+  const nr = r.release.warmWithoutTokenReuse;
+  const cold = r.release.cold;
+  row('/key/release (concurrency 1)', 'p50', 'p99', 'vs floor p50');
+  row('  floor: MAA + vault calls made directly', ms(w.floorMaaPlusVault.p50), ms(w.floorMaaPlusVault.p99), '1');
+  row('  floor: vault call only', ms(w.floorVaultOnly.p50), ms(w.floorVaultOnly.p99), round(w.floorVaultOnly.p50 / w.floorMaaPlusVault.p50));
+  row('  warm (MAA token reused)', ms(w.sidecar.p50), ms(w.sidecar.p99), `${w.p50VsFloor} (${w.p50VsVaultOnlyFloor} x vault-only)`);
+  row('  warm, token reuse off (pool on)', ms(nr.sidecar.p50), ms(nr.sidecar.p99), `${nr.p50VsFloor} (its floor ${ms(nr.floorMaaPlusVault.p50)})`);
+  const cw = r.release.coldInWarmProcess;
+  row(`  cold, new sidecar in a warm process (n=${cw.runs})`, ms(cw.p50), ms(cw.p99), cw.p50VsFloor);
+  row(`  cold, fresh skr local process (n=${cold.runs})`, ms(cold.p50), ms(cold.p99), cold.p50VsFloor);
+  lines.push('  (cold: wrapping-key pool size 0, so the key is generated on the request path)');
+  lines.push(`  goals: warm p50 ≤ 1.5 x floor: ${verdict(w.p50VsFloor <= 1.5)}; cold p50 ≤ 3 x floor: ${verdict(cw.p50VsFloor <= 3)} in a warm process, ${verdict(cold.p50VsFloor <= 3)} in a fresh one`);
+  lines.push('');
+  const s = r.release.sustained64;
+  lines.push(`/key/release, concurrency 64 for ${r.settings.BENCH_SECONDS} s: ${s.requests} ok, ${s.errors} errors, ${round(s.rps, 0)} req/s, p50 ${ms(s.p50)}, p99 ${ms(s.p99)} (p99/p50 ${s.p99OverP50})`);
+  lines.push(`  (vault call alone at concurrency 64: ${round(s.floorVaultOnly64.rps, 0)} req/s, p50 ${ms(s.floorVaultOnly64.p50)})`);
+  lines.push(`  goals: zero errors: ${verdict(s.errors === 0)}; p99 ≤ 4 x p50: ${verdict(s.p99OverP50 <= 4)}`);
+  if (s.errorSamples) lines.push(`  errors: ${s.errorSamples.join(' | ')}`);
+  lines.push('');
+  const m = r.memory;
+  const st = r.startup;
+  lines.push(`memory: skr serve --simulate idle ${m.sidecarAloneIdleRssMb.join(', ')} MB; in-process stack (sidecar + 4 emulators + floor) idle ${m.inProcessStackIdleRssMb} MB, peak under load ${m.inProcessStackPeakRssUnderLoadMb} MB; fresh skr local process ${m.freshSkrLocalProcessRssAfterOneReleaseMb.join(', ')} MB`);
+  lines.push(`start-up to /status ready: skr serve --simulate process ${st.sidecarAloneToReadyMs.map((x: number) => ms(x)).join(', ')}; in-process skr local ${ms(st.inProcessStartLocalStackToReadyMs)}; skr local process first start ${ms(st.skrLocalProcessFirstStartMs)} (creates CA and keys), later starts p50 ${ms(st.skrLocalProcessLaterStartsP50Ms)}`);
+  lines.push(`  goals (sidecar alone): idle RSS ≤ 100 MB: ${verdict(Math.max(...m.sidecarAloneIdleRssMb) <= 100)}; start-up ≤ 1 s: ${verdict(st.sidecarAloneToReadyP50Ms <= 1000)}`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);
