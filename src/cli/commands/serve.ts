@@ -4,17 +4,21 @@ import { startSidecar, type RunningSidecar } from '../../server/sidecar';
 import { CliError, type Out } from '../io';
 
 export const usage =
-  'skr serve [--port N] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR] [--extra-ca PEM]...\n' +
-  '      serve the sidecar API on 127.0.0.1 (env: Port, LogLevel, LogFile, SkrSideCarArgs)';
+  'skr serve [--port N] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR] [--extra-ca PEM]... [--request-deadline SECONDS]\n' +
+  '      serve the sidecar API on 127.0.0.1 (env: Port, LogLevel, LogFile, SkrSideCarArgs, SKR_ALLOWED_MAA, SKR_ALLOWED_AKV,\n' +
+  '      SKR_ALLOWED_KIDS, SKR_API_SECRET[_FILE], SKR_REQUEST_DEADLINE_SECONDS)';
 
-/** Stop accepting on SIGINT/SIGTERM, let in-flight requests finish, then exit 0. */
-export function exitOnSignals(close: () => Promise<void>, io: Out): void {
+/**
+ * Stop accepting on SIGINT/SIGTERM, let in-flight requests finish, then exit 0. `close` itself cuts
+ * requests still running after the grace period; `forceAfterMs` is the backstop should it hang.
+ */
+export function exitOnSignals(close: () => Promise<void>, io: Out, forceAfterMs = 10_000): void {
   let stopping = false;
   const stop = (sig: string) => {
     if (stopping) return;
     stopping = true;
     io.err(`skr: ${sig} received, shutting down`);
-    const force = setTimeout(() => process.exit(0), 10_000);
+    const force = setTimeout(() => process.exit(0), forceAfterMs);
     force.unref();
     close().then(
       () => process.exit(0),
@@ -38,6 +42,7 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
       'log-file': { type: 'string' },
       'cert-cache-dir': { type: 'string' },
       'extra-ca': { type: 'string', multiple: true },
+      'request-deadline': { type: 'string' },
     },
   });
   if (positionals.length) throw new CliError(`unexpected argument "${positionals[0]}"\nusage: ${usage}`);
@@ -49,9 +54,10 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
     logFile: values['log-file'],
     certCacheDir: values['cert-cache-dir'],
     extraCaFiles: values['extra-ca'],
+    requestDeadline: values['request-deadline'],
   });
   const sidecar: RunningSidecar = await startSidecar({ config, securityContextDir: values['security-context-dir'] });
   io.err(`skr: sidecar ready at ${sidecar.url} (${sidecar.evidence.description})`);
-  exitOnSignals(() => sidecar.close(), io);
+  exitOnSignals(() => sidecar.close(), io, config.limits.shutdownGraceMs + 2_000);
   return -1;
 }

@@ -1,0 +1,66 @@
+/**
+ * Graceful shutdown of `skr serve` as a real child process: SIGTERM while a request is in flight
+ * (an /attest/maa that MAA answers 429 + Retry-After: 1 first) → new connections are refused, the
+ * in-flight request still gets its 200, and the process exits 0.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadOrCreateLocalCa } from '../../src/emulators/ca';
+import { startMaaEmulator, type MaaEmulator } from '../../src/emulators/maa';
+import { SimulatedPlatform, TEST_ONLY_UVM_ROOT_SHA256 } from '../../src/snp/simulator';
+
+const REPO = path.resolve(__dirname, '..', '..');
+
+async function until<T>(what: string, f: () => T | undefined, ms = 20_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('skr serve: SIGTERM', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-shutdown-'));
+  const ca = loadOrCreateLocalCa(dir);
+  let maa: MaaEmulator;
+  let child: ChildProcess | undefined;
+
+  afterAll(async () => {
+    if (child && child.exitCode === null) child.kill('SIGKILL');
+    await maa?.close();
+  });
+
+  it('stops accepting, finishes the request in flight, exits 0', async () => {
+    // The simulated platform's chain is deterministic, so a fresh instance yields the same test ARK.
+    const platform = new SimulatedPlatform();
+    maa = await startMaaEmulator({ ca, trustedArkPem: [platform.arkPem], trustedUvmRootFingerprints: [TEST_ONLY_UVM_ROOT_SHA256] });
+    const env = { PATH: process.env.PATH, HOME: dir, SKR_ALLOWED_MAA: maa.endpoint, SKR_EXTRA_CA_FILE: ca.certPath, LogLevel: 'warning' };
+    child = spawn(process.execPath, ['-r', path.join(__dirname, 'ts-hook.js'), path.join(REPO, 'src', 'cli', 'main.ts'), 'serve', '--simulate', '--port', '0', '--security-context-dir', path.join(dir, 'ctx')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => child!.on('exit', (code) => r(code)));
+    const url = await until('sidecar ready', () => /sidecar ready at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1]);
+
+    maa.faults.inject({ route: 'attest', kind: 'status', status: 429, retryAfterSeconds: 1 });
+    const inFlight = fetch(`${url}/attest/maa`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ maa_endpoint: maa.endpoint, runtime_data: Buffer.from('{}').toString('base64') }),
+    });
+    // The request is now waiting out MAA's Retry-After inside the sidecar.
+    await until('MAA fault served', () => (maa.faults.served['attest:status'] ? true : undefined));
+    child.kill('SIGTERM');
+    await until('shutdown log line', () => (out.includes('SIGTERM received') ? true : undefined));
+
+    await expect(fetch(`${url}/status`)).rejects.toThrow();
+    const res = await inFlight;
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { token: string }).token.split('.')).toHaveLength(3);
+    expect(await exited).toBe(0);
+  }, 40_000);
+});
