@@ -2,6 +2,8 @@
  * transpiling each .ts file on require with the project's compiler. No type checking here: the
  * test run does that. */
 'use strict';
+/* global require */
+/* eslint-disable @typescript-eslint/no-require-imports */
 const fs = require('node:fs');
 const ts = require('typescript');
 
