@@ -25,6 +25,8 @@ export interface Job {
   count?: number;
   /** Extra CA (PEM) for HTTPS steps. */
   caPem?: string;
+  /** Run this long first on the same connections, without recording (added to durationMs). */
+  warmupMs?: number;
 }
 
 export interface JobResult {
@@ -66,21 +68,24 @@ export async function runJob(job: Job): Promise<JobResult> {
   const errorSamples: string[] = [];
   let errors = 0;
   let started = 0;
-  const t0 = performance.now();
-  const deadline = job.durationMs !== undefined ? t0 + job.durationMs : Infinity;
+  const warmupEnd = performance.now() + (job.warmupMs ?? 0);
+  const t0 = warmupEnd;
+  const deadline = job.durationMs !== undefined ? warmupEnd + job.durationMs : Infinity;
   const more = () => (job.count !== undefined ? started < job.count : performance.now() < deadline);
 
   const worker = async () => {
     while (more()) {
-      started++;
       const s = performance.now();
+      const record = s >= warmupEnd;
+      if (record || job.count !== undefined) started++;
       try {
         for (const step of job.steps) {
           const r = await send(step, agents);
           if (r.status < 200 || r.status >= 300) throw new Error(`HTTP ${r.status} from ${new URL(step.url).pathname}: ${r.body.slice(0, 200)}`);
         }
-        latencies.push(performance.now() - s);
+        if (record) latencies.push(performance.now() - s);
       } catch (e) {
+        if (!record) continue;
         errors++;
         if (errorSamples.length < 5) errorSamples.push((e as Error).message);
       }

@@ -328,12 +328,9 @@ async function main(): Promise<void> {
     const attest: Record<string, unknown>[] = [];
     for (const c of [1, 8, 64]) {
       log(`/attest/raw at concurrency ${c}`);
-      await load.run({ steps: [rawStep], concurrency: c, durationMs: WARMUP_MS });
-      const sidecar = stats(await load.run({ steps: [rawStep], concurrency: c, durationMs: PHASE_MS }));
-      await load.run({ steps: [floorStep], concurrency: c, durationMs: WARMUP_MS });
-      const bare = stats(await load.run({ steps: [floorStep], concurrency: c, durationMs: PHASE_MS }));
-      await load.run({ steps: [deviceStep], concurrency: c, durationMs: WARMUP_MS });
-      const withDevice = stats(await load.run({ steps: [deviceStep], concurrency: c, durationMs: PHASE_MS }));
+      const sidecar = stats(await load.run({ steps: [rawStep], concurrency: c, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
+      const bare = stats(await load.run({ steps: [floorStep], concurrency: c, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
+      const withDevice = stats(await load.run({ steps: [deviceStep], concurrency: c, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
       attest.push({ concurrency: c, sidecar, floor: bare, floorWithDevice: withDevice, throughputRatio: round(sidecar.rps / bare.rps), throughputRatioVsFloorWithDevice: round(sidecar.rps / withDevice.rps) });
     }
     out.attestRaw = { responseBytes: rawSize, runs: attest };
@@ -343,18 +340,19 @@ async function main(): Promise<void> {
     await importBenchKey(stack.state, 'bench');
     const rel = releaseStep(stack.state, 'bench');
     const f = await floorSteps(stack, 'bench');
-    await load.run({ steps: [rel], concurrency: 1, count: 20 });
-    const warm = stats(await load.run({ steps: [rel], concurrency: 1, durationMs: PHASE_MS }));
-    const floorFull = stats(await load.run({ steps: [f.maa, f.vault], concurrency: 1, durationMs: PHASE_MS, caPem: f.caPem }));
-    const floorVault = stats(await load.run({ steps: [f.vault], concurrency: 1, durationMs: PHASE_MS, caPem: f.caPem }));
+    const warm = stats(await load.run({ steps: [rel], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
+    const floorFull = stats(await load.run({ steps: [f.maa, f.vault], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS, caPem: f.caPem }));
+    const floorVault = stats(await load.run({ steps: [f.vault], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS, caPem: f.caPem }));
 
     // 64 concurrent releases, sustained, with memory sampled under load.
     log(`/key/release at concurrency 64 for ${SECONDS} s`);
     let peakRss = rssMb();
     const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssMb())), 200);
-    const sustained = stats(await load.run({ steps: [rel], concurrency: 64, durationMs: SECONDS * 1000 }));
+    const sustained = stats(await load.run({ steps: [rel], concurrency: 64, warmupMs: WARMUP_MS, durationMs: SECONDS * 1000 }));
     clearInterval(sampler);
-    const floorVault64 = stats(await load.run({ steps: [f.vault], concurrency: 64, durationMs: PHASE_MS, caPem: f.caPem }));
+    const floorVault64 = stats(await load.run({ steps: [f.vault], concurrency: 64, warmupMs: WARMUP_MS, durationMs: PHASE_MS, caPem: f.caPem }));
+    // At the sidecar's own limit on releases in flight (more are refused with 429 by design, issue 6).
+    const at16 = stats(await load.run({ steps: [rel], concurrency: 16, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
 
     // Warm, but with MAA token reuse off: every release attests (keys still from the pool).
     log('warm /key/release with MAA token reuse off');
@@ -365,9 +363,8 @@ async function main(): Promise<void> {
     const relNoReuse = releaseStep(stack.state, 'bench-noreuse');
     const f2 = await floorSteps(stack, 'bench-noreuse');
     await sleep(1000); // let the pool fill
-    await load.run({ steps: [relNoReuse], concurrency: 1, count: 5 });
-    const warmNoReuse = stats(await load.run({ steps: [relNoReuse], concurrency: 1, durationMs: PHASE_MS }));
-    const floorFull2 = stats(await load.run({ steps: [f2.maa, f2.vault], concurrency: 1, durationMs: PHASE_MS, caPem: f2.caPem }));
+    const warmNoReuse = stats(await load.run({ steps: [relNoReuse], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
+    const floorFull2 = stats(await load.run({ steps: [f2.maa, f2.vault], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS, caPem: f2.caPem }));
     await stack.close();
     floor.server.close();
 
@@ -383,6 +380,18 @@ async function main(): Promise<void> {
       await s.close();
     }
     coldInProcess.sort((a, b) => a - b);
+    // The same, but with the default pool given a moment to fill: what a deployed sidecar's first release sees.
+    log(`${COLD_RUNS} first releases after start with the pool filled, in this process`);
+    const coldPoolReady: number[] = [];
+    for (let i = 0; i < COLD_RUNS; i++) {
+      const s = (await startStack(dir)).stack;
+      await importBenchKey(s.state, `cold-pool-${i}`);
+      await sleep(1500);
+      const r = await load.run({ steps: [releaseStep(s.state, `cold-pool-${i}`)], concurrency: 1, count: 1 });
+      if (r.ok === 1) coldPoolReady.push(r.latenciesMs[0]);
+      await s.close();
+    }
+    coldPoolReady.sort((a, b) => a - b);
 
     // The sidecar alone (skr serve --simulate): start-up and idle memory.
     log('skr serve --simulate start-up and idle memory');
@@ -407,6 +416,13 @@ async function main(): Promise<void> {
         p99: round(pct(coldInProcess, 99)),
         p50VsFloor: round(pct(coldInProcess, 50) / floorFull.p50),
       },
+      coldInWarmProcessPoolReady: {
+        runs: COLD_RUNS,
+        errors: COLD_RUNS - coldPoolReady.length,
+        p50: round(pct(coldPoolReady, 50)),
+        p99: round(pct(coldPoolReady, 99)),
+        p50VsFloor: round(pct(coldPoolReady, 50) / floorFull.p50),
+      },
       cold: {
         runs: cold.length,
         errors: cold.length - coldMs.length,
@@ -416,6 +432,7 @@ async function main(): Promise<void> {
         samplesMs: cold.map((c) => round(c.releaseMs)),
       },
       sustained64: { ...sustained, p99OverP50: round(sustained.p99 / sustained.p50), floorVaultOnly64: floorVault64 },
+      concurrency16: { ...at16, p99OverP50: round(at16.p99 / at16.p50) },
     };
     out.memory = { sidecarAloneIdleRssMb: alone.map((a) => a.idleRssMb), inProcessStackIdleRssMb: idleRss, inProcessStackPeakRssUnderLoadMb: peakRss, freshSkrLocalProcessRssAfterOneReleaseMb: cold.map((c) => c.rssMb) };
     out.startup = {
@@ -478,14 +495,18 @@ function printTable(o: Record<string, unknown>): void {
   const cw = r.release.coldInWarmProcess;
   row(`  cold, new sidecar in a warm process (n=${cw.runs})`, ms(cw.p50), ms(cw.p99), cw.p50VsFloor);
   row(`  cold, fresh skr local process (n=${cold.runs})`, ms(cold.p50), ms(cold.p99), cold.p50VsFloor);
-  lines.push('  (cold: wrapping-key pool size 0, so the key is generated on the request path)');
+  lines.push('  (those cold rows: wrapping-key pool size 0, so the key is generated on the request path)');
+  const cp = r.release.coldInWarmProcessPoolReady;
+  row(`  first release, new sidecar, pool filled (n=${cp.runs})`, ms(cp.p50), ms(cp.p99), cp.p50VsFloor);
   lines.push(`  goals: warm p50 ≤ 1.5 x floor: ${verdict(w.p50VsFloor <= 1.5)}; cold p50 ≤ 3 x floor: ${verdict(cw.p50VsFloor <= 3)} in a warm process, ${verdict(cold.p50VsFloor <= 3)} in a fresh one`);
   lines.push('');
   const s = r.release.sustained64;
   lines.push(`/key/release, concurrency 64 for ${r.settings.BENCH_SECONDS} s: ${s.requests} ok, ${s.errors} errors, ${round(s.rps, 0)} req/s, p50 ${ms(s.p50)}, p99 ${ms(s.p99)} (p99/p50 ${s.p99OverP50})`);
   lines.push(`  (vault call alone at concurrency 64: ${round(s.floorVaultOnly64.rps, 0)} req/s, p50 ${ms(s.floorVaultOnly64.p50)})`);
   lines.push(`  goals: zero errors: ${verdict(s.errors === 0)}; p99 ≤ 4 x p50: ${verdict(s.p99OverP50 <= 4)}`);
-  if (s.errorSamples) lines.push(`  errors: ${s.errorSamples.join(' | ')}`);
+  if (s.errorSamples) lines.push(`  first error: ${s.errorSamples[0]}`);
+  const c16 = r.release.concurrency16;
+  lines.push(`/key/release, concurrency 16 (the sidecar's in-flight limit): ${c16.requests} ok, ${c16.errors} errors, ${round(c16.rps, 0)} req/s, p50 ${ms(c16.p50)}, p99 ${ms(c16.p99)} (p99/p50 ${c16.p99OverP50})`);
   lines.push('');
   const m = r.memory;
   const st = r.startup;
