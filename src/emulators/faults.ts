@@ -5,7 +5,7 @@
  * Generic kinds (status, hang, malformed-json) work on every route; the others only where they
  * make sense (listed per kind below) and are ignored elsewhere.
  */
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 
 export type FaultKind =
   /** Answer `status` (default 500) with the service's error shape; `retryAfterSeconds` adds Retry-After. */
@@ -102,4 +102,75 @@ export function tamperJwsSignature(jws: string): string {
   const i = Math.floor(sig.length / 2);
   const flipped = sig[i] === 'A' ? 'B' : 'A';
   return `${jws.slice(0, dot + 1)}${sig.slice(0, i)}${flipped}${sig.slice(i + 1)}`;
+}
+
+export const FAULT_ADMIN_PATH = '/_emulator/faults';
+const KINDS: readonly FaultKind[] = ['status', 'hang', 'malformed-json', 'tampered-jws', 'wrong-host-x5c', 'expired-token', 'non-exportable', 'wrong-authority'];
+
+/** Validate a fault given as JSON (the admin route); returns an error message for a bad one. */
+export function parseFault(v: unknown): Fault | string {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'body must be a JSON object';
+  const o = v as Record<string, unknown>;
+  if (typeof o.route !== 'string' || o.route === '') return 'route must be a non-empty string';
+  if (typeof o.kind !== 'string' || !(KINDS as readonly string[]).includes(o.kind)) return `kind must be one of ${KINDS.join(', ')}`;
+  const num = (k: string, min: number, max: number) => o[k] === undefined || (typeof o[k] === 'number' && Number.isInteger(o[k]) && (o[k] as number) >= min && (o[k] as number) <= max);
+  if (!num('times', 1, 1_000_000) || !num('status', 100, 599) || !num('retryAfterSeconds', 0, 3600)) return 'times, status and retryAfterSeconds must be integers in range';
+  return {
+    route: o.route,
+    kind: o.kind as FaultKind,
+    ...(o.times !== undefined ? { times: o.times as number } : {}),
+    ...(o.status !== undefined ? { status: o.status as number } : {}),
+    ...(o.retryAfterSeconds !== undefined ? { retryAfterSeconds: o.retryAfterSeconds as number } : {}),
+  };
+}
+
+/**
+ * The loopback-only admin route every emulator serves, for switching faults from outside the process
+ * (e.g. against `skr local`): POST a fault as JSON to arm it, DELETE to clear all, GET for the counts
+ * served. Returns false when the request is not for this route.
+ */
+export function handleFaultAdmin(req: IncomingMessage, res: ServerResponse, faults: FaultInjector): boolean {
+  const pathname = (req.url ?? '/').split('?')[0];
+  if (pathname !== FAULT_ADMIN_PATH) return false;
+  const reply = (status: number, body: unknown) => {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  };
+  const peer = req.socket.remoteAddress ?? '';
+  if (!(peer === '::1' || peer.startsWith('127.') || peer.startsWith('::ffff:127.'))) {
+    req.resume();
+    reply(403, { error: 'the fault admin route is for loopback callers only' });
+    return true;
+  }
+  if (req.method === 'GET') {
+    req.resume();
+    reply(200, { served: faults.served });
+  } else if (req.method === 'DELETE') {
+    req.resume();
+    faults.clear();
+    reply(200, { cleared: true });
+  } else if (req.method === 'POST') {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= 4096) chunks.push(c);
+    });
+    req.on('end', () => {
+      let parsed: Fault | string;
+      try {
+        parsed = size > 4096 ? 'body too large' : parseFault(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch {
+        parsed = 'body is not JSON';
+      }
+      if (typeof parsed === 'string') return reply(400, { error: parsed });
+      faults.inject(parsed);
+      reply(200, { armed: parsed });
+    });
+  } else {
+    req.resume();
+    reply(405, { error: 'use GET, POST or DELETE' });
+  }
+  return true;
 }

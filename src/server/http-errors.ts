@@ -55,7 +55,9 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       message = e.message ? redactString(e.message) : 'bad request';
     }
     const level = status >= 500 ? 'error' : 'warn';
-    logger.log(level, 'request failed', { method: req.method, path: req.path, status, code, error: message });
+    // An unexpected error keeps its (redacted) message for the operator; the client sees only "internal error".
+    const detail = status === 500 && !(err instanceof SkrError) ? { detail: err instanceof Error ? `${err.name}: ${redactString(err.message)}` : typeof err } : {};
+    logger.log(level, 'request failed', { method: req.method, path: req.path.slice(0, 200), status, code, error: message, ...detail });
     if (res.headersSent) {
       // The answer has started: the only honest thing left is to cut the connection.
       res.destroy();

@@ -20,7 +20,7 @@ import { badParameter, VaultHttpError } from './errors';
 import type { Flavour } from './keys';
 import { createKey, getKey, importKey, listKeyVersions, releaseKey, type VaultContext } from './operations';
 import { KeyStore } from './store';
-import { FaultInjector, serveGenericFault, tamperJwsSignature, WRONG_HOST } from '../faults';
+import { FaultInjector, handleFaultAdmin, serveGenericFault, tamperJwsSignature, WRONG_HOST } from '../faults';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -236,6 +236,7 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
   }
 
   const server = https.createServer(loopbackServerTls(opts.ca), (req, res) => {
+    if (handleFaultAdmin(req, res, faults)) return;
     handle(req, res).catch((err: unknown) => {
       if (res.headersSent) {
         res.destroy();

@@ -10,7 +10,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { InvalidInputError } from '../../common/errors';
-import { FaultInjector, serveGenericFault } from '../faults';
+import { FaultInjector, handleFaultAdmin, serveGenericFault } from '../faults';
 import { loadOrCreateIdentityState, loadOrCreateSigningKey } from './state';
 import {
   issueAccessToken,
@@ -160,6 +160,7 @@ export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise
   };
 
   const server = http.createServer((req, res) => {
+    if (handleFaultAdmin(req, res, faults)) return;
     // Drain any body: IMDS GETs carry none, and an unread body would stall keep-alive.
     req.resume();
     handle(req, res).catch((err: unknown) => {

@@ -31,7 +31,7 @@ import { DEFAULT_SEVSNPVM_POLICY, policyHash } from './policy';
 import { MaaEmulatorRefusal, MAA_UNSUPPORTED_API_VERSION } from './refusal';
 import { createSigningKey, loadOrCreateSigningKey, MaaSigningKey } from './signing-key';
 import { verifySevSnpVmEvidence } from './verify-evidence';
-import { FaultInjector, serveGenericFault, tamperJwsSignature, WRONG_AUTHORITY, type Fault } from '../faults';
+import { FaultInjector, handleFaultAdmin, serveGenericFault, tamperJwsSignature, WRONG_AUTHORITY, type Fault } from '../faults';
 
 export const SUPPORTED_API_VERSIONS: readonly string[] = ['2020-10-01', '2022-08-01'];
 /** MAA tokens live 8 hours. */
@@ -210,6 +210,7 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
   }
 
   const server = https.createServer(loopbackServerTls(opts.ca), (req, res) => {
+    if (handleFaultAdmin(req, res, faults)) return;
     void handle(req, res);
   });
   await new Promise<void>((resolve, reject) => {
