@@ -19,7 +19,8 @@ import type { Fault } from '../../src/emulators/faults';
 import { postJson } from '../helpers/sidecar';
 import { capturingLogger } from './log-capture';
 
-const DEADLINE_MS = 2500;
+// Short enough to keep the three hang cases quick, long enough for a release on a loaded CI machine.
+const DEADLINE_MS = 5000;
 
 describe('fault injection against the local stack', () => {
   const { logger, lines } = capturingLogger('debug');
@@ -73,14 +74,14 @@ describe('fault injection against the local stack', () => {
   const cases: Case[] = [
     ['MAA 2× HTTP 500 (recovered by retry)', 'maa', { route: 'attest', kind: 'status', status: 500, times: 2 }, 200, undefined],
     ['MAA 429 with Retry-After: 1 (recovered after the wait)', 'maa', { route: 'attest', kind: 'status', status: 429, retryAfterSeconds: 1 }, 200, undefined],
-    ['MAA hangs (deadline)', 'maa', { route: 'attest', kind: 'hang' }, 504, /deadline of 2.5 s exceeded/],
+    ['MAA hangs (deadline)', 'maa', { route: 'attest', kind: 'hang' }, 504, /deadline of 5 s exceeded/],
     ['MAA answers malformed JSON', 'maa', { route: 'attest', kind: 'malformed-json' }, 502, /MAA attest response is not JSON/],
     ['MAA token with a tampered signature', 'maa', { route: 'attest', kind: 'tampered-jws' }, 403, /refused the release: Forbidden: Target environment attestation statement cannot be verified/],
     ['MAA token that has expired', 'maa', { route: 'attest', kind: 'expired-token' }, 403, /refused the release: Forbidden: Target environment attestation statement cannot be verified/],
     ['MAA token from a wrong authority', 'maa', { route: 'attest', kind: 'wrong-authority' }, 403, /wrong-authority\.attest\.azure\.net/],
     ['vault 2× HTTP 500 (recovered by the SDK retry)', 'vault', { route: 'release', kind: 'status', status: 500, times: 2 }, 200, undefined],
     ['vault 429 with Retry-After: 1 (recovered after the wait)', 'vault', { route: 'release', kind: 'status', status: 429, retryAfterSeconds: 1 }, 200, undefined],
-    ['vault hangs (deadline)', 'vault', { route: 'release', kind: 'hang' }, 504, /deadline of 2.5 s exceeded/],
+    ['vault hangs (deadline)', 'vault', { route: 'release', kind: 'hang' }, 504, /deadline of 5 s exceeded/],
     ['vault answers malformed JSON', 'vault', { route: 'release', kind: 'malformed-json' }, 502, /vault 127\.0\.0\.1:\d+ answered 200: PARSE_ERROR/],
     ['vault release JWS with a tampered signature', 'vault', { route: 'release', kind: 'tampered-jws' }, 403, /JWS signature does not verify with x5c\[0\]/],
     ['vault release JWS signed for another host', 'vault', { route: 'release', kind: 'wrong-host-x5c' }, 403, /wrong-host\.vault\.azure\.net.*does not name the vault host 127\.0\.0\.1/],

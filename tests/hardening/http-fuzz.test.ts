@@ -125,5 +125,5 @@ describe('10,000 malformed requests across every endpoint', () => {
     expect(status.status).toBe(200);
     expect(((await status.json()) as { message: string }).message).toBe('Status OK');
     expect(lines.some((l) => l.includes('"level":"error"'))).toBe(false);
-  }, 60_000);
+  }, 120_000);
 });
