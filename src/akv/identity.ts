@@ -180,8 +180,8 @@ export class TokenProvider {
 
   /**
    * The identity's token for `resource` with its expiry, for SDK clients that cache it until near
-   * expiry. @azure/identity (msal-node) caches it too and only calls IMDS / the authority again
-   * within 5 minutes of expiry, so repeated calls cost no round trip.
+   * expiry. @azure/identity (msal-node) caches it too and calls IMDS / the authority again only as
+   * it nears expiry, so repeated calls cost no round trip.
    */
   async getAccessToken(resource: VaultResource, signal?: AbortSignal): Promise<AccessToken> {
     if (!isVaultResource(resource)) {
