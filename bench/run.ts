@@ -467,7 +467,7 @@ async function main(): Promise<void> {
 function printTable(o: Record<string, unknown>): void {
   /* eslint-disable @typescript-eslint/no-explicit-any */
   const r = o as any;
-  const ms = (x: number) => `${round(x, 1)} ms`;
+  const ms = (x: number) => (Number.isFinite(x) ? `${round(x, 1)} ms` : 'n/a');
   const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
   const lines: string[] = [];
   const row = (...cols: (string | number)[]) => lines.push(cols.map((c, i) => String(c).padEnd(i === 0 ? 44 : 16)).join(''));
