@@ -16,6 +16,7 @@ import { buildReleasePolicy } from '../../src/akv/policy';
 import { KeyReleaseClient, ReleaseRefusedError } from '../../src/akv/release';
 import { WrappingKeyPool } from '../../src/akv/wrapping-key-pool';
 import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
+import type { FetchLike } from '../../src/common/http';
 import { createHttpsFetch, type HttpsFetch } from '../../src/common/https-fetch';
 import { startMaaEmulator, type MaaEmulator } from '../../src/emulators/maa';
 import { loadOrCreateLocalCa } from '../../src/emulators/ca';
@@ -71,7 +72,7 @@ describe('key release fast path on the local stack', () => {
   const uvm = () => fs.readFileSync(path.join(stack.state.securityContextDir, 'reference-info-base64'), 'utf8').trim();
 
   /** The production client, observed through its attest dependency (real evidence, real MAA emulator). */
-  function client(opts: { reuse?: boolean; tokens?: TokenProvider } = {}): KeyReleaseClient {
+  function client(opts: { reuse?: boolean; tokens?: TokenProvider; fetch?: FetchLike } = {}): KeyReleaseClient {
     return new KeyReleaseClient({
       attest: async (endpoint, runtimeData, signal) => {
         attestCalls.push(endpoint);
@@ -79,7 +80,7 @@ describe('key release fast path on the local stack', () => {
         return maa().attest(endpoint, { report, vcekPem: stack.platform.vcekPem, chainPem: stack.platform.askPem + stack.platform.arkPem, uvmEndorsementBase64: uvm(), runtimeData }, signal);
       },
       tokens: opts.tokens ?? new TokenProvider({ imdsEndpoint: imdsProxyUrl }),
-      fetch,
+      fetch: opts.fetch ?? fetch,
       extraCaPem: [ca],
       relaxedChallengeEndpoints: [stack.state.vaultEndpoint],
       wrappingKeyPool: pool,
@@ -172,6 +173,23 @@ describe('key release fast path on the local stack', () => {
     expect(k((await c.release(req('override', { accessToken: await directImdsToken() }))).jwk)).toEqual(bytes);
     await expect(c.release(req('override', { accessToken: bogus }))).rejects.toMatchObject({ vaultStatus: 401 });
     expect(k((await c.release(req('override'))).jwk)).toEqual(bytes);
+  });
+
+  it('answers the vault\'s 401 challenge once per vault for the identity, and per request for a caller\'s token', async () => {
+    const statuses: number[] = [];
+    const counting: FetchLike = async (input, init) => {
+      const res = await fetch(input, init);
+      if (String(input).includes('/release')) statuses.push(res.status);
+      return res;
+    };
+    const c = client({ fetch: counting });
+    await importKey('challenge', randomBytes(32));
+    for (let i = 0; i < 3; i++) await c.release(req('challenge'));
+    expect(statuses).toEqual([401, 200, 200, 200]);
+    statuses.length = 0;
+    const token = await directImdsToken();
+    for (let i = 0; i < 2; i++) await c.release(req('challenge', { accessToken: token }));
+    expect(statuses).toEqual([401, 200, 401, 200]);
   });
 
   it('fetched the identity token from IMDS once for all the releases above', () => {
