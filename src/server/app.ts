@@ -100,7 +100,7 @@ export function createApp(deps: AppDeps): Express {
   const maaAllow = deps.maaAllowlist ?? new EndpointAllowlist('maa', DEFAULT_MAA_ALLOWLIST);
   const akvAllow = deps.akvAllowlist ?? new EndpointAllowlist('akv', DEFAULT_AKV_ALLOWLIST);
   const deadlineMs = deps.deadlineMs ?? DEFAULT_LIMITS.requestDeadlineMs;
-  const slots = deps.releaseSlots ?? new Semaphore(DEFAULT_LIMITS.maxInFlightReleases, 0, 'key releases and MAA attestations');
+  const slots = deps.releaseSlots ?? new Semaphore(DEFAULT_LIMITS.maxInFlightReleases, DEFAULT_LIMITS.maxQueuedReleases, 'key releases and MAA attestations');
   const maxDepth = deps.maxJsonDepth ?? DEFAULT_LIMITS.maxJsonDepth;
   const body = (req: Request) => jsonBody(req, maxDepth);
 
@@ -170,7 +170,8 @@ export function createApp(deps: AppDeps): Express {
     } catch (e) {
       refuse(e, 'maa_endpoint');
     }
-    const token = await slots.run(() => withDeadline(deadlineMs, (signal) => attestation.maaToken(endpoint, data, signal)));
+    // The deadline covers the wait for a slot as well as the work.
+    const token = await withDeadline(deadlineMs, (signal) => slots.run(() => attestation.maaToken(endpoint, data, signal), signal));
     res.json({ token });
   });
 
@@ -200,8 +201,8 @@ export function createApp(deps: AppDeps): Express {
       } catch (e) {
         refuse(e, 'kid');
       }
-      const released = await slots.run(() =>
-        withDeadline(deadlineMs, (signal) => deps.release.release({ maaEndpoint, akvEndpoint, kid, ...(accessToken ? { accessToken } : {}) }, signal)),
+      const released = await withDeadline(deadlineMs, (signal) =>
+        slots.run(() => deps.release.release({ maaEndpoint, akvEndpoint, kid, ...(accessToken ? { accessToken } : {}) }, signal), signal),
       );
       res.json({ key: JSON.stringify(released.jwk) });
     });

@@ -133,8 +133,10 @@ export function parseSkrSideCarArgs(raw: string | undefined): SkrSideCarArgs {
 export interface ServerLimits {
   /** Deadline for one request, covering every upstream call it makes. */
   requestDeadlineMs: number;
-  /** /key/release and /attest/maa requests running at once; more get 429. */
+  /** /key/release and /attest/maa requests running at once; more wait in a queue. */
   maxInFlightReleases: number;
+  /** Requests waiting for one of those slots (the wait counts against the deadline); more get 429. */
+  maxQueuedReleases: number;
   /** Report requests waiting for the (serialised) device; more get 429. */
   maxQueuedReports: number;
   /** Nesting depth of request JSON. */
@@ -149,6 +151,7 @@ export interface ServerLimits {
 export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   requestDeadlineMs: 60_000,
   maxInFlightReleases: 16,
+  maxQueuedReleases: 256,
   maxQueuedReports: 64,
   maxJsonDepth: 32,
   headersTimeoutMs: 10_000,

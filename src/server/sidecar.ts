@@ -98,7 +98,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const deviceGate = new Semaphore(1, limits.maxQueuedReports, 'report requests', 1);
   const rawEvidence = evidence;
   evidence = new GuardedEvidenceSource(rawEvidence, deviceGate, metrics);
-  const releaseSlots = new Semaphore(limits.maxInFlightReleases, 0, 'key releases and MAA attestations', 1);
+  const releaseSlots = new Semaphore(limits.maxInFlightReleases, limits.maxQueuedReleases, 'key releases and MAA attestations', 1);
 
   const context = readSecurityContext(contextDir ? { dir: contextDir } : {});
   const fromArgs = collateralSourceFromArgs(config.args.certcache, { onAttempt: metrics.attemptObserver(health, 'collateral') });

@@ -131,6 +131,21 @@ describe('caller checks and limits (pure)', () => {
     expect(new OverloadedError('x', 1)).toBeInstanceOf(SkrError);
   });
 
+  it('Semaphore: a waiter whose deadline fires leaves the queue with the deadline error', async () => {
+    const s = new Semaphore(1, 4, 'things');
+    let release!: () => void;
+    const first = s.run(() => new Promise<void>((r) => (release = r)));
+    const ac = new AbortController();
+    const waiting = s.run(async () => 'never', ac.signal);
+    expect(s.queued).toBe(1);
+    ac.abort(new Error('deadline'));
+    await expect(waiting).rejects.toThrow('deadline');
+    expect(s.queued).toBe(0);
+    release();
+    await first;
+    expect(s.inUse).toBe(0);
+  });
+
   it('jsonDepthExceeds ignores brackets in strings and handles a million open brackets', () => {
     expect(jsonDepthExceeds('{"a":"[[[[[[[[["}', 1)).toBe(false);
     expect(jsonDepthExceeds('{"a":"\\"[[["}', 1)).toBe(false);
@@ -175,7 +190,7 @@ describe('the sidecar with a caller secret, a kid allowlist and one release slot
     await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
     hangEndpoint = `127.0.0.1:${(hang.address() as net.AddressInfo).port}`;
     const base = loadServerConfig({ port: '0', simulate: true, requestDeadline: '1' }, { SKR_API_SECRET: SECRET, SKR_ALLOWED_MAA: hangEndpoint, SKR_ALLOWED_AKV: '127.0.0.1:1', SKR_ALLOWED_KIDS: 'allowed-key' });
-    sidecar = await startTestSidecar({ config: { ...base, limits: { ...base.limits, maxInFlightReleases: 1 } } } as Parameters<typeof startTestSidecar>[0]);
+    sidecar = await startTestSidecar({ config: { ...base, limits: { ...base.limits, maxInFlightReleases: 1, maxQueuedReleases: 0 } } } as Parameters<typeof startTestSidecar>[0]);
   });
   afterAll(async () => {
     await sidecar.close();
