@@ -233,7 +233,7 @@ export class KeyReleaseClient {
     }
     if (status === 403) {
       const failed = (body.innererror?.failedConditions as unknown[] | undefined) ?? undefined;
-      const detail = await this.policyFailure(client, name, version, maaToken).catch(() => undefined);
+      const detail = await this.policyFailure(client, name, version, maaToken, vaultSays).catch(() => undefined);
       const why =
         detail ??
         (failed?.length
@@ -250,13 +250,24 @@ export class KeyReleaseClient {
   }
 
   /** When the identity can read the key, evaluate its release policy against the token and name what failed. */
-  private async policyFailure(client: KeyClient, name: string, version: string | undefined, maaToken: string): Promise<string | undefined> {
+  private async policyFailure(client: KeyClient, name: string, version: string | undefined, maaToken: string, vaultSays: string): Promise<string | undefined> {
     const key = await client.getKey(name, version ? { version } : {});
     const encoded = key.properties.releasePolicy?.encodedPolicy;
     if (!encoded) return 'the key has no release policy (it must be exportable with one)';
     const policy = decodeReleasePolicy({ data: Buffer.from(encoded).toString('base64url') });
     const ev = evaluateReleasePolicy(policy, decodeJwt(maaToken) as Record<string, unknown>);
-    if (ev.granted) return 'the release policy grants this token, so the refusal is about the identity: check its release permission/role';
+    if (ev.granted) {
+      // The claims pass, so the vault objected to the token itself or to the caller.
+      const exp = (decodeJwt(maaToken) as { exp?: unknown }).exp;
+      if (typeof exp === 'number' && exp * 1000 < Date.now()) return 'the MAA token has expired';
+      if (/verif|signature|expired|statement/i.test(vaultSays)) {
+        return "the token's claims satisfy the release policy, but the vault could not verify the MAA token itself (signature, expiry, or the authority's signing keys)";
+      }
+      if (/rbac|authoriz|permission|not allowed/i.test(vaultSays)) {
+        return 'the release policy grants this token, so the refusal is about the identity: check its release permission/role';
+      }
+      return "the token's claims satisfy the release policy: check that the vault can verify the MAA token (authority reachable, token not expired) and that the identity holds the release permission/role";
+    }
     const failed = failedConditions(ev);
     if (!failed.length) return `no authority in the release policy matches the token issuer ${ev.tokenIssuer ?? '(none)'}`;
     return `release policy conditions not met: ${failed
