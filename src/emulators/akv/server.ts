@@ -4,10 +4,10 @@
  * @azure/keyvault-keys KeyClient and the sidecar work against it unchanged: bearer challenge,
  * api-version gate, the service's error shapes, RS256 release JWS with an x5c chain to the local CA.
  */
+import { listenLoopback, readRequestBody } from '../http-util';
 import { randomUUID, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { createReleaseSigner } from '../../akv/jws';
 import type { IssuedCertificate } from '../../asn1/x509';
 import { SkrError } from '../../common/errors';
@@ -89,21 +89,7 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
 }
 
 function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_BODY_BYTES) {
-        reject(new VaultHttpError(413, 'RequestTooLarge', `The request body exceeds ${MAX_BODY_BYTES} bytes.`));
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
+  return readRequestBody(req, MAX_BODY_BYTES, () => new VaultHttpError(413, 'RequestTooLarge', `The request body exceeds ${MAX_BODY_BYTES} bytes.`));
 }
 
 function parseJsonBody(buf: Buffer): Record<string, unknown> {
@@ -248,14 +234,7 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenLoopback(server, opts.port);
   const endpoint = `127.0.0.1:${port}`;
   const url = `https://${endpoint}`;
   ctx.baseUrl = url;

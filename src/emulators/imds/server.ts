@@ -6,9 +6,9 @@
  * Both need `Metadata: true`; without it IMDS answers 400 quickly, which is also what
  * @azure/identity's availability probe (no header, no query) relies on.
  */
+import { listenLoopback } from '../http-util';
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { InvalidInputError } from '../../common/errors';
 import { FaultInjector, handleFaultAdmin, serveGenericFault } from '../faults';
 import { loadOrCreateIdentityState, loadOrCreateSigningKey } from './state';
@@ -168,14 +168,7 @@ export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise
       else res.destroy();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenLoopback(server, opts.port);
 
   return {
     url: `http://127.0.0.1:${port}`,

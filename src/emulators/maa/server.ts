@@ -15,10 +15,10 @@
  * (decimal string); binary runtime data yields no `x-ms-runtime`; error codes are `InvalidParameter`
  * (evidence, malformed requests), `UnsupportedApiVersion`, `NotFound`, `MethodNotAllowed`.
  */
+import { listenLoopback, readRequestBody } from '../http-util';
 import { randomBytes } from 'node:crypto';
 import * as https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { SignJWT } from 'jose';
 import type { IssuedCertificate } from '../../asn1/x509';
 import { TrustStore } from '../../certs/roots';
@@ -83,21 +83,7 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
 }
 
 function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_BODY_BYTES) {
-        reject(new MaaEmulatorRefusal('request-format', `request body exceeds ${MAX_BODY_BYTES} bytes`, { status: 413 }));
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
+  return readRequestBody(req, MAX_BODY_BYTES, () => new MaaEmulatorRefusal('request-format', `request body exceeds ${MAX_BODY_BYTES} bytes`, { status: 413 }));
 }
 
 /**
@@ -213,14 +199,7 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
     if (handleFaultAdmin(req, res, faults)) return;
     void handle(req, res);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLoopback(server, opts.port);
   origin = `https://127.0.0.1:${port}`;
 
   return {
