@@ -13,17 +13,21 @@ import { importReleasableKey, sdkJwkFor, type ImportKty } from '../../src/akv/im
 import { buildReleasePolicy } from '../../src/akv/policy';
 import { createHttpsFetch } from '../../src/common/https-fetch';
 import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
-import { createLogger } from '../../src/server/logger';
+import { capturingLogger } from '../hardening/log-capture';
 import { postJson } from '../helpers/sidecar';
 
 describe('POST /key/release on the local stack', () => {
   let stack: LocalStack;
   let fetch: ReturnType<typeof createHttpsFetch>;
   let credential: ReturnType<typeof providerCredential>;
+  const { logger, lines } = capturingLogger('debug');
+  /** Every key representation this suite handles: none may appear in any log line. */
+  const secrets: string[] = [];
+  const remember = (b: Buffer) => secrets.push(b.toString('hex'), b.toString('base64'), b.toString('base64url'));
 
   beforeAll(async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-release-'));
-    stack = await startLocalStack({ stateDir: dir, port: 0, logger: createLogger({ silent: true }) });
+    stack = await startLocalStack({ stateDir: dir, port: 0, logger });
     const ca = fs.readFileSync(stack.state.caCertPath, 'utf8');
     fetch = createHttpsFetch({ extraCaPem: [ca], keepAlive: false });
     credential = providerCredential(new TokenProvider({ imdsEndpoint: stack.state.imdsUrl }));
@@ -60,6 +64,7 @@ describe('POST /key/release on the local stack', () => {
 
   it('releases an imported oct-HSM key: k is exactly the imported bytes', async () => {
     const bytes = randomBytes(32);
+    remember(bytes);
     const imported = await importKey('oct-known', 'oct-HSM', bytes);
     const res = await release('oct-known');
     expect(res.status).toBe(200);
@@ -80,6 +85,7 @@ describe('POST /key/release on the local stack', () => {
     expect(r.status).toBe(200);
     const rj = JSON.parse(r.json.key as string) as Record<string, string>;
     const want = rsa.export({ format: 'jwk' });
+    secrets.push(want.d!, want.p!, want.q!);
     for (const k of ['n', 'e', 'd', 'p', 'q', 'dp', 'dq', 'qi'] as const) expect(rj[k]).toBe(want[k]);
     expect(createPrivateKey({ key: rj as unknown as import('node:crypto').JsonWebKey, format: 'jwk' }).export({ type: 'pkcs8', format: 'der' }))
       .toEqual(rsa.export({ type: 'pkcs8', format: 'der' }));
@@ -90,6 +96,7 @@ describe('POST /key/release on the local stack', () => {
     expect(e.status).toBe(200);
     const ej = JSON.parse(e.json.key as string) as Record<string, string>;
     const ewant = ec.export({ format: 'jwk' });
+    secrets.push(ewant.d!);
     expect(ej.kty).toBe('EC');
     expect(ej.crv).toBe('P-384');
     expect([ej.x, ej.y, ej.d]).toEqual([ewant.x, ewant.y, ewant.d]);
@@ -97,6 +104,7 @@ describe('POST /key/release on the local stack', () => {
 
   it('releases from the Managed HSM flavour (the HSM audience is requested)', async () => {
     const bytes = randomBytes(16);
+    remember(bytes);
     await importKey('hsm-oct', 'oct-HSM', bytes, { vault: stack.state.hsmEndpoint });
     const res = await release('hsm-oct', { akv_endpoint: stack.state.hsmEndpoint });
     expect(res.status).toBe(200);
@@ -153,5 +161,14 @@ describe('POST /key/release on the local stack', () => {
     const res = await release('does-not-exist');
     expect(res.status).toBe(403);
     expect(res.json.error).toMatch(/no key "does-not-exist"/);
+  });
+
+  it('wrote an audit line per release and no key or token it handled reached any log line', () => {
+    expect(lines.filter((l) => l.includes('"audit":"key-release"')).length).toBeGreaterThanOrEqual(8);
+    const tokens = [...stack.imds.issuedTokens, ...stack.maa.issuedTokens];
+    expect(tokens.length).toBeGreaterThan(0);
+    for (const jwt of tokens) secrets.push(...jwt.split('.').slice(1).filter((p) => p.length > 16));
+    const all = lines.join('\n');
+    expect(secrets.filter((sec) => all.includes(sec))).toEqual([]);
   });
 });
