@@ -1,8 +1,8 @@
 import { constants, generateKeyPairSync, KeyObject, sign as nodeSign, X509Certificate } from 'node:crypto';
-import { VerificationError } from '../../src/common/errors';
 import { CborMap, CborTag, CborValue, encodeCbor } from '../../src/cose/cbor';
 import { CoseAlg, parseSign1, sigStructure, signSign1, verifySign1 } from '../../src/cose/sign1';
 import { describeVectors, vector } from '../helpers/vectors';
+import { stepOf } from '../helpers/errors';
 
 const keys = {
   p256: generateKeyPairSync('ec', { namedCurve: 'P-256' }),
@@ -26,15 +26,6 @@ function assemble(items: CborValue[], tag: number | null = 18): Buffer {
   return encodeCbor(tag === null ? items : new CborTag(tag, items));
 }
 
-function stepOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof VerificationError) return e.step;
-    throw e;
-  }
-  return undefined;
-}
 
 describe('COSE_Sign1 sign and verify', () => {
   it.each(ALG_KEYS)('%s round-trips and refuses a changed payload', (_name, alg, kp, sigLen) => {

@@ -1,5 +1,4 @@
 import { createHash, X509Certificate } from 'node:crypto';
-import { VerificationError } from '../../src/common/errors';
 import { CborMap, CborTag, CborValue, decodeCbor, encodeCbor } from '../../src/cose/cbor';
 import { CoseAlg, parseSign1, signSign1 } from '../../src/cose/sign1';
 import {
@@ -15,6 +14,7 @@ import {
 import { parseReport } from '../../src/snp/report';
 import { describeVectors, vector } from '../helpers/vectors';
 import { caExts, issue, leafExts, makeChain, TestCert } from './signer-chain';
+import { stepOf } from '../helpers/errors';
 
 const MEASUREMENT = '51068107cdc7ee3d89c7821b05bca6147eb77b2005ae759050fc049b65a1b0beabc65a9d857acecf23225f5ec76849f5';
 const OTHER_MEASUREMENT = '03fea02823189b25d0623a5c81f97c8ba4d2fbc48c914a55ce525f90454ddcec303743dac2fc013f0846912d1412f6df';
@@ -23,15 +23,6 @@ const MS_ROOT_COLONS = '23:FF:E2:B8:BD:B9:A1:71:15:15:D4:CF:FD:A0:4B:C7:F7:93:D5
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-function stepOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof VerificationError) return e.step;
-    throw e;
-  }
-  return undefined;
-}
 
 describeVectors('UVM endorsement: real vectors', () => {
   const cose = (): Buffer => vector('real-milan/uvm_reference_info.cose');
