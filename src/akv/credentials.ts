@@ -1,7 +1,7 @@
 /** Azure SDK TokenCredentials over our identity layer, limited to the two vault audiences. */
 import type { TokenCredential } from '@azure/core-auth';
 import { InvalidInputError } from '../common/errors';
-import { MANAGED_HSM_RESOURCE, VAULT_RESOURCE, type TokenProvider, type VaultResource } from './identity';
+import { isVaultResource, type TokenProvider } from './identity';
 
 /** A fixed bearer token (the request's `access_token`, or importkey's `bearer_token`). */
 export function staticTokenCredential(token: string): TokenCredential {
@@ -10,17 +10,17 @@ export function staticTokenCredential(token: string): TokenCredential {
 
 /**
  * Tokens from the identity layer for the scope a vault's 401 challenge names. Only the Key Vault
- * and Managed HSM audiences are served: a vault can never make the sidecar mint a token for anything else.
+ * and Managed HSM audiences (of every Azure cloud) are served: a vault can never make the sidecar mint a token for anything else.
  */
 export function providerCredential(tokens: TokenProvider): TokenCredential {
   return {
     async getToken(scopes, options) {
       const scope = (Array.isArray(scopes) ? scopes[0] : scopes) ?? '';
       const resource = scope.replace(/\/\.default$/, '').replace(/\/+$/, '');
-      if (resource !== VAULT_RESOURCE && resource !== MANAGED_HSM_RESOURCE) {
+      if (!isVaultResource(resource)) {
         throw new InvalidInputError('ERR_TOKEN_SCOPE', `refusing to obtain a token for scope "${scope}": only Key Vault and Managed HSM`);
       }
-      const token = await tokens.getToken(resource as VaultResource, undefined, options?.abortSignal as AbortSignal | undefined);
+      const token = await tokens.getToken(resource, undefined, options?.abortSignal as AbortSignal | undefined);
       return { token, expiresOnTimestamp: Date.now() + 5 * 60_000 };
     },
   };

@@ -33,7 +33,22 @@ import { createSdkHttpClient } from './sdk-http-client';
 
 export const VAULT_RESOURCE = 'https://vault.azure.net';
 export const MANAGED_HSM_RESOURCE = 'https://managedhsm.azure.net';
-export type VaultResource = typeof VAULT_RESOURCE | typeof MANAGED_HSM_RESOURCE;
+/**
+ * Key Vault and Managed HSM audiences per Azure cloud. A vault in one cloud must never receive a
+ * token minted for another cloud's audience, so each DNS suffix maps to its own cloud's resource.
+ */
+export const VAULT_RESOURCES = {
+  'vault.azure.net': 'https://vault.azure.net',
+  'vault.azure.cn': 'https://vault.azure.cn',
+  'vault.usgovcloudapi.net': 'https://vault.usgovcloudapi.net',
+  'vault.microsoftazure.de': 'https://vault.microsoftazure.de',
+  'managedhsm.azure.net': 'https://managedhsm.azure.net',
+  'managedhsm.azure.cn': 'https://managedhsm.azure.cn',
+  'managedhsm.usgovcloudapi.net': 'https://managedhsm.usgovcloudapi.net',
+  'managedhsm.microsoftazure.de': 'https://managedhsm.microsoftazure.de',
+} as const;
+export type VaultResource = (typeof VAULT_RESOURCES)[keyof typeof VAULT_RESOURCES];
+const ALL_VAULT_RESOURCES: ReadonlySet<string> = new Set(Object.values(VAULT_RESOURCES));
 
 /** The real IMDS origin that msal-node's IMDS source always calls. */
 export const IMDS_ORIGIN = 'http://169.254.169.254';
@@ -57,20 +72,20 @@ function hostnameOf(host: string): string {
 export const MANAGED_HSM_CLOUD_SUFFIXES: readonly string[] = ['azure.net', 'azure.cn', 'usgovcloudapi.net', 'microsoftazure.de'];
 
 /**
- * Token audience for a vault endpoint: `<name>.managedhsm.<cloud suffix>` (public, China, US Gov,
- * Germany) is a Managed HSM; every other host (including loopback emulators) a vault.
+ * Token audience for a vault endpoint, by the cloud its DNS suffix belongs to (`<name>.vault.azure.cn`
+ * → `https://vault.azure.cn`, `<name>.managedhsm.usgovcloudapi.net` → `https://managedhsm.usgovcloudapi.net`).
+ * Any other host (custom allowlisted names, loopback emulators) gets the public Key Vault audience.
  */
 export function resourceForVaultHost(host: string): VaultResource {
   const name = hostnameOf(host);
-  const hsm = MANAGED_HSM_CLOUD_SUFFIXES.some((suffix) => {
-    const tail = `.managedhsm.${suffix}`;
-    return name.endsWith(tail) && name.length > tail.length;
-  });
-  return hsm ? MANAGED_HSM_RESOURCE : VAULT_RESOURCE;
+  for (const [suffix, resource] of Object.entries(VAULT_RESOURCES)) {
+    if (name.endsWith(`.${suffix}`) && name.length > suffix.length + 1) return resource;
+  }
+  return VAULT_RESOURCE;
 }
 
-function isVaultResource(r: unknown): r is VaultResource {
-  return r === VAULT_RESOURCE || r === MANAGED_HSM_RESOURCE;
+export function isVaultResource(r: unknown): r is VaultResource {
+  return typeof r === 'string' && ALL_VAULT_RESOURCES.has(r);
 }
 
 // --- IMDS routing -------------------------------------------------------------------------------

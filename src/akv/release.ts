@@ -12,7 +12,7 @@
 import type { JsonWebKey } from 'node:crypto';
 import type { KeyClient, KeyExportEncryptionAlgorithm } from '@azure/keyvault-keys';
 import { decodeJwt } from 'jose';
-import { InvalidInputError, SkrError, UpstreamError } from '../common/errors';
+import { InvalidInputError, SkrError, UpstreamError, VerificationError } from '../common/errors';
 import type { FetchLike } from '../common/http';
 import { wipe } from '../common/bytes';
 import { resourceForVaultHost, MANAGED_HSM_RESOURCE, type TokenProvider, type VaultResource } from './identity';
@@ -128,6 +128,27 @@ function vaultErrorBody(e: RestErrorLike): { code?: string; message?: string; in
 /** Vault answers that say the target token itself was not accepted: a cached token must not be offered again. */
 const TOKEN_REFUSALS = new Set([400, 403]);
 
+/**
+ * The verified response must be for the key that was asked for, on the vault that was called: a
+ * signed release of another key (or from another vault with a wildcard certificate) is refused.
+ */
+export function checkReleasedKid(kid: unknown, url: URL, name: string, version: string | undefined): void {
+  const refuse = (why: string): never => {
+    throw new VerificationError('release-kid', `release response is for another key: ${why}`);
+  };
+  if (typeof kid !== 'string') refuse('it names no key id');
+  let u: URL;
+  try {
+    u = new URL(kid as string);
+  } catch {
+    return refuse(`key id ${JSON.stringify(kid)} is not a URL`);
+  }
+  const parts = u.pathname.split('/').filter(Boolean);
+  if (u.origin !== url.origin) refuse(`key id ${kid} is not on ${url.origin}`);
+  if (parts[0] !== 'keys' || parts[1]?.toLowerCase() !== name.toLowerCase()) refuse(`key id ${kid} is not key "${name}"`);
+  if (version && parts[2]?.toLowerCase() !== version.toLowerCase()) refuse(`key id ${kid} is not version ${version}`);
+}
+
 export class KeyReleaseClient {
   /** MAA tokens with the wrapping keys they bind, by MAA origin. */
   readonly maaTokens: MaaTokenCache<WrappingKey>;
@@ -197,7 +218,7 @@ export class KeyReleaseClient {
       if (e instanceof SkrError) throw e; // our identity layer failed inside the SDK pipeline
       const status = (e as RestErrorLike).statusCode;
       if (status !== undefined && TOKEN_REFUSALS.has(status)) this.maaTokens.invalidate(req.maaEndpoint, maaToken);
-      throw await this.explainFailure(e as RestErrorLike, client, name, version, maaToken, url);
+      throw await this.explainFailure(e as RestErrorLike, client, name, version, maaToken, url, signal);
     }
 
     const payload = verifyReleaseJws(jws, { vaultHost: url.hostname, extraCaPem: this.opts.extraCaPem });
@@ -205,6 +226,7 @@ export class KeyReleaseClient {
     if (!released || typeof released.key_hsm !== 'string' || typeof released.kty !== 'string') {
       throw new UpstreamError('vault', 'release response carries no key with key_hsm', { code: 'ERR_RELEASE_RESPONSE' });
     }
+    checkReleasedKid(released.kid, url, name, version);
     const keyHsm = decodeKeyHsm(released.key_hsm);
     const material = unwrapKeyMaterial(keyHsm.ciphertext, wrapping.privateKey, keyHsm.enc as ReleaseEnc);
     try {
@@ -218,7 +240,15 @@ export class KeyReleaseClient {
   }
 
   /** Turn a failed release into a precise error, reading the key's policy when the identity may. */
-  private async explainFailure(e: RestErrorLike, client: KeyClient, name: string, version: string | undefined, maaToken: string, url: URL): Promise<Error> {
+  private async explainFailure(
+    e: RestErrorLike,
+    client: KeyClient,
+    name: string,
+    version: string | undefined,
+    maaToken: string,
+    url: URL,
+    signal?: AbortSignal,
+  ): Promise<Error> {
     const status = e.statusCode;
     const body = vaultErrorBody(e);
     const vaultSays = [body.code, body.message].filter(Boolean).join(': ');
@@ -233,7 +263,8 @@ export class KeyReleaseClient {
     }
     if (status === 403) {
       const failed = (body.innererror?.failedConditions as unknown[] | undefined) ?? undefined;
-      const detail = await this.policyFailure(client, name, version, maaToken, vaultSays).catch(() => undefined);
+      // The diagnosis is a courtesy: it must not outlive the request's deadline (and hold its slot).
+      const detail = signal?.aborted ? undefined : await this.policyFailure(client, name, version, maaToken, vaultSays, signal).catch(() => undefined);
       const why =
         detail ??
         (failed?.length
@@ -250,8 +281,15 @@ export class KeyReleaseClient {
   }
 
   /** When the identity can read the key, evaluate its release policy against the token and name what failed. */
-  private async policyFailure(client: KeyClient, name: string, version: string | undefined, maaToken: string, vaultSays: string): Promise<string | undefined> {
-    const key = await client.getKey(name, version ? { version } : {});
+  private async policyFailure(
+    client: KeyClient,
+    name: string,
+    version: string | undefined,
+    maaToken: string,
+    vaultSays: string,
+    signal?: AbortSignal,
+  ): Promise<string | undefined> {
+    const key = await client.getKey(name, { ...(version ? { version } : {}), ...(signal ? { abortSignal: signal } : {}) });
     const encoded = key.properties.releasePolicy?.encodedPolicy;
     if (!encoded) return 'the key has no release policy (it must be exportable with one)';
     const policy = decodeReleasePolicy({ data: Buffer.from(encoded).toString('base64url') });

@@ -59,7 +59,7 @@ export class WrappingKeyPool {
 
   /** A key no other caller has had. Taken from the pool when one is ready, else generated now. */
   async take(): Promise<WrappingKey> {
-    if (this.closed) throw new ConfigError('wrapping key pool is closed');
+    // After close() (shutdown), releases still finishing in the grace period generate their own key.
     const key = this.ready.shift();
     this.refill();
     if (key) {
@@ -79,7 +79,7 @@ export class WrappingKeyPool {
     while (this.refilling) await this.refilling;
   }
 
-  /** Stop refilling and drop the ready keys. */
+  /** Stop refilling and drop the ready keys; take() keeps working by generating on demand. */
   close(): void {
     this.closed = true;
     this.ready.length = 0;

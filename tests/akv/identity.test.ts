@@ -18,8 +18,9 @@ describe('resourceForVaultHost', () => {
     ['myvault.vault.azure.net', VAULT_RESOURCE],
     ['myvault.vault.azure.net:443', VAULT_RESOURCE],
     ['MyVault.Vault.Azure.NET.', VAULT_RESOURCE],
-    ['myvault.vault.azure.cn', VAULT_RESOURCE],
-    ['myvault.vault.usgovcloudapi.net', VAULT_RESOURCE],
+    // Each cloud's vaults get that cloud's audience, never the public one.
+    ['myvault.vault.azure.cn', 'https://vault.azure.cn'],
+    ['myvault.vault.usgovcloudapi.net', 'https://vault.usgovcloudapi.net'],
     ['127.0.0.1:40123', VAULT_RESOURCE],
     ['localhost:8443', VAULT_RESOURCE],
     ['[::1]:8443', VAULT_RESOURCE],
@@ -28,9 +29,10 @@ describe('resourceForVaultHost', () => {
     ['myhsm.managedhsm.example.com', VAULT_RESOURCE], // not an Azure cloud
     ['myhsm.managedhsm.azure.net', MANAGED_HSM_RESOURCE],
     ['MYHSM.MANAGEDHSM.AZURE.NET:443', MANAGED_HSM_RESOURCE],
-    ['myhsm.managedhsm.azure.cn', MANAGED_HSM_RESOURCE],
-    ['myhsm.managedhsm.usgovcloudapi.net', MANAGED_HSM_RESOURCE],
-    ['myhsm.managedhsm.microsoftazure.de', MANAGED_HSM_RESOURCE],
+    ['myhsm.managedhsm.azure.cn', 'https://managedhsm.azure.cn'],
+    ['myhsm.managedhsm.usgovcloudapi.net', 'https://managedhsm.usgovcloudapi.net'],
+    ['myhsm.managedhsm.microsoftazure.de', 'https://managedhsm.microsoftazure.de'],
+    ['vault.azure.cn', VAULT_RESOURCE], // no vault name label
     ['https://myhsm.managedhsm.azure.net/', MANAGED_HSM_RESOURCE],
   ])('%s → %s', (host, resource) => {
     expect(resourceForVaultHost(host)).toBe(resource);

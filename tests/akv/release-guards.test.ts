@@ -1,0 +1,53 @@
+/** Release-path guards found in review: the released key must be the one asked for, and a refusal's
+ * diagnosis must not hold a release slot past the request's deadline. */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { checkReleasedKid } from '../../src/akv/release';
+import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
+import { createLogger } from '../../src/server/logger';
+import { postJson } from '../helpers/sidecar';
+
+describe('checkReleasedKid', () => {
+  const url = new URL('https://myvault.vault.azure.net');
+  it('accepts the key that was asked for (any version, or the requested one)', () => {
+    expect(() => checkReleasedKid('https://myvault.vault.azure.net/keys/k1/abc123', url, 'k1', undefined)).not.toThrow();
+    expect(() => checkReleasedKid('https://MYVAULT.vault.azure.net:443/keys/K1/ABC123', url, 'k1', 'abc123')).not.toThrow();
+  });
+  it.each([
+    ['another vault', 'https://other.vault.azure.net/keys/k1/abc123', undefined],
+    ['another key', 'https://myvault.vault.azure.net/keys/k2/abc123', undefined],
+    ['another version', 'https://myvault.vault.azure.net/keys/k1/def456', 'abc123'],
+    ['no key id', undefined, undefined],
+    ['not a URL', 'k1', undefined],
+  ])('refuses %s with step release-kid', (_n, kid, version) => {
+    expect(() => checkReleasedKid(kid, url, 'k1', version)).toThrow(expect.objectContaining({ step: 'release-kid' }));
+  });
+});
+
+describe('a refused release whose diagnosis hangs', () => {
+  let stack: LocalStack;
+  beforeAll(async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-guards-'));
+    stack = await startLocalStack({
+      stateDir: dir,
+      port: 0,
+      logger: createLogger({ silent: true }),
+      limits: { requestDeadlineMs: 1500, maxInFlightReleases: 1, maxQueuedReleases: 0 },
+    });
+  }, 60_000);
+  afterAll(() => stack.close());
+
+  it('answers 504 at the deadline and frees its slot for the next request', async () => {
+    const body = { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: stack.state.vaultEndpoint, kid: 'no-such-key' };
+    // Warm MAA and identity so the deadline is spent where the test puts it.
+    await postJson(`${stack.sidecar.url}/key/release`, body);
+    stack.vault.faults.inject({ route: 'release', kind: 'status', status: 403, times: 1 });
+    stack.vault.faults.inject({ route: 'get', kind: 'hang', times: 1 });
+    const first = await postJson(`${stack.sidecar.url}/key/release`, body);
+    expect(first.status).toBe(504);
+    // The slot is free again: the next request is served (the key does not exist: 403), not refused with 429.
+    const next = await postJson(`${stack.sidecar.url}/key/release`, body);
+    expect(next.status).toBe(403);
+  });
+});
