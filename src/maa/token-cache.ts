@@ -26,6 +26,11 @@ export interface MaaTokenCacheOptions {
   maxLifetimeMs?: number;
   /** Endpoints remembered at once (least recently obtained dropped first; default 16). */
   maxEntries?: number;
+  /**
+   * Bound on a shared mint, which runs without any one caller's signal (default 60 s, the request
+   * deadline): it must not keep the device and MAA busy long after every waiter has given up.
+   */
+  sharedMintTimeoutMs?: number;
   now?: () => number;
 }
 
@@ -71,6 +76,7 @@ export class MaaTokenCache<T> {
   readonly marginMs: number;
   private readonly maxLifetimeMs: number;
   private readonly maxEntries: number;
+  private readonly sharedMintTimeoutMs: number;
   private readonly now: () => number;
   private readonly entries = new Map<string, Entry<T>>();
   private readonly inflight = new Map<string, Promise<AttestedBinding<T>>>();
@@ -80,6 +86,7 @@ export class MaaTokenCache<T> {
     this.marginMs = opts.marginMs ?? DEFAULT_TOKEN_REUSE_MARGIN_MS;
     this.maxLifetimeMs = opts.maxLifetimeMs ?? DEFAULT_MAX_LIFETIME_MS;
     this.maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
+    this.sharedMintTimeoutMs = opts.sharedMintTimeoutMs ?? 60_000;
     this.now = opts.now ?? Date.now;
     if (!Number.isFinite(this.marginMs) || this.marginMs < 0) throw new ConfigError(`MAA token reuse margin must be ≥ 0 ms, got ${this.marginMs}`);
     if (!Number.isInteger(this.maxEntries) || this.maxEntries < 1) throw new ConfigError(`MAA token cache size must be ≥ 1, got ${this.maxEntries}`);
@@ -105,9 +112,16 @@ export class MaaTokenCache<T> {
     }
     const running = this.inflight.get(key);
     if (running) return { ...(await abortable(running, signal)), source: 'joined' };
+    // Shared mints are bounded in number too: a caller rotating endpoint names cannot start more
+    // background attestations than the cache remembers; past that, it mints under its own signal.
+    if (this.inflight.size >= this.maxEntries) {
+      const own = await mint(signal);
+      this.store(key, own, this.now());
+      return { ...own, source: 'minted' };
+    }
 
     const started = this.now();
-    const p = mint().then((got) => {
+    const p = mint(AbortSignal.timeout(this.sharedMintTimeoutMs)).then((got) => {
       this.store(key, got, started);
       return got;
     });

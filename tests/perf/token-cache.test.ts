@@ -134,4 +134,28 @@ describe('MaaTokenCache', () => {
     expect(tokenExpiry('not-a-jwt')).toBeUndefined();
     expect(tokenExpiry('a.!!!.c')).toBeUndefined();
   });
+
+  it('bounds shared mints: a timeout signal on each, and no more shared mints than remembered endpoints', async () => {
+    const cache = new MaaTokenCache<{ key: number }>({ now: clock, maxEntries: 2, sharedMintTimeoutMs: 50 });
+    const signals: (AbortSignal | undefined)[] = [];
+    const pending: (() => void)[] = [];
+    const slowMint = (s?: AbortSignal) =>
+      new Promise<{ token: string; binding: { key: number } }>((resolve, reject) => {
+        signals.push(s);
+        s?.addEventListener('abort', () => reject(s.reason), { once: true });
+        pending.push(() => resolve({ token: jwt({ exp: Math.floor(now / 1000) + 600 }), binding: { key: 1 } }));
+      });
+    const a = cache.get('a.attest.azure.net', slowMint);
+    const b = cache.get('b.attest.azure.net', slowMint);
+    // Two shared mints are running: a third endpoint mints under its caller's own signal.
+    const own = new AbortController();
+    const c = cache.get('c.attest.azure.net', slowMint, own.signal);
+    expect(signals[2]).toBe(own.signal);
+    own.abort(new Error('caller gave up'));
+    await expect(c).rejects.toThrow('caller gave up');
+    // The shared ones time out by themselves even though no caller aborts.
+    await expect(a).rejects.toBeDefined();
+    await expect(b).rejects.toBeDefined();
+    expect(signals[0]?.aborted).toBe(true);
+  });
 });
