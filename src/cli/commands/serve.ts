@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { loadServerConfig } from '../../server/config';
 import { startSidecar, type RunningSidecar } from '../../server/sidecar';
+import { redactString } from '../../server/logger';
 import { CliError, type Out } from '../io';
 
 export const usage =
@@ -13,6 +14,11 @@ export const usage =
  * requests still running after the grace period; `forceAfterMs` is the backstop should it hang.
  */
 export function exitOnSignals(close: () => Promise<void>, io: Out, forceAfterMs = 10_000): void {
+  // A long-running server must not die on a stray rejection from one request's background work
+  // (a cancelled upstream call, say): report it, redacted, and keep serving.
+  process.on('unhandledRejection', (reason) => {
+    io.err(`skr: internal error (unhandled rejection): ${redactString(reason instanceof Error ? reason.message : String(reason))}`);
+  });
   let stopping = false;
   const stop = (sig: string) => {
     if (stopping) return;
