@@ -32,3 +32,11 @@ export async function listenLoopback(server: Server, port = 0): Promise<number> 
   });
   return (server.address() as AddressInfo).port;
 }
+
+/** Stop listening and drop open (keep-alive) connections; resolves when the server has closed. */
+export function closeServer(server: Server): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.close((err) => (err ? reject(err) : resolve()));
+    server.closeAllConnections();
+  });
+}

@@ -4,7 +4,7 @@
  * @azure/keyvault-keys KeyClient and the sidecar work against it unchanged: bearer challenge,
  * api-version gate, the service's error shapes, RS256 release JWS with an x5c chain to the local CA.
  */
-import { listenLoopback, readRequestBody } from '../http-util';
+import { closeServer, listenLoopback, readRequestBody } from '../http-util';
 import { randomUUID, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as https from 'node:https';
@@ -252,11 +252,9 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
       allowed.delete(oid);
       revoked.add(oid);
     },
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        ownFetch?.destroy();
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      }),
+    close: () => {
+      ownFetch?.destroy();
+      return closeServer(server);
+    },
   };
 }

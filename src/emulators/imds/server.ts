@@ -6,7 +6,7 @@
  * Both need `Metadata: true`; without it IMDS answers 400 quickly, which is also what
  * @azure/identity's availability probe (no header, no query) relies on.
  */
-import { listenLoopback } from '../http-util';
+import { closeServer, listenLoopback } from '../http-util';
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import * as http from 'node:http';
 import { InvalidInputError } from '../../common/errors';
@@ -180,11 +180,7 @@ export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise
     defaultPrincipal: principals[0],
     faults,
     issuedTokens,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      }),
+    close: () => closeServer(server),
   };
 }
 

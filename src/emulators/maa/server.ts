@@ -15,7 +15,7 @@
  * (decimal string); binary runtime data yields no `x-ms-runtime`; error codes are `InvalidParameter`
  * (evidence, malformed requests), `UnsupportedApiVersion`, `NotFound`, `MethodNotAllowed`.
  */
-import { listenLoopback, readRequestBody } from '../http-util';
+import { closeServer, listenLoopback, readRequestBody } from '../http-util';
 import { randomBytes } from 'node:crypto';
 import * as https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -210,10 +210,6 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
     signingKey: { kid: key.kid, publicKey: key.publicKey, certPem: key.certPem },
     faults,
     issuedTokens,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      }),
+    close: () => closeServer(server),
   };
 }

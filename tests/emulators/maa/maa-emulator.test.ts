@@ -6,7 +6,7 @@ import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet
 import { createHttpsFetch, type HttpsFetch } from '../../../src/common/https-fetch';
 import { loadOrCreateLocalCa } from '../../../src/emulators/ca';
 import { startMaaEmulator, type MaaEmulator } from '../../../src/emulators/maa';
-import { buildSevSnpVmRequest, serializeSevSnpVmRequest } from '../../../src/maa/request';
+import { buildSevSnpVmRequest, serializeSevSnpVmRequest, type SevSnpVmRequestInput } from '../../../src/maa/request';
 import { reportDataFor } from '../../../src/snp/report';
 import { SimulatedPlatform } from '../../../src/snp/simulator';
 import { describeVectors, vector } from '../../helpers/vectors';
@@ -23,14 +23,7 @@ function runtimeJson(): Buffer {
   return Buffer.from(JSON.stringify({ keys: [{ kty: 'RSA', n: jwk.n, e: jwk.e, kid: 'wrapping', key_ops: ['encrypt'] }] }));
 }
 
-interface Evidence {
-  report: Buffer;
-  vcekPem: string;
-  chainPem: string;
-  uvmEndorsementBase64?: string;
-  runtimeData: Buffer;
-  nonce?: bigint;
-}
+type Evidence = SevSnpVmRequestInput;
 
 /** Evidence from `p`; `uvm` null sends no endorsement, undefined one from the trusted test signer. */
 function simulated(runtimeData: Buffer, p: SimulatedPlatform = platform, uvm?: string | null): Evidence {
