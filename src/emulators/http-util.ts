@@ -1,6 +1,21 @@
-/** Plumbing every emulator shares: bounded request bodies and listening on loopback. */
-import type { IncomingMessage, Server } from 'node:http';
+/** Plumbing every emulator shares: bounded request bodies, the Host/Origin guard and listening on loopback. */
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { checkHostAndOrigin, type HostGuardPolicy } from '../common/host-guard';
+
+/**
+ * Answer 403 (in the emulator's error shape, connection closed) when the request's Host or Origin is
+ * not allowed (see src/common/host-guard.ts); returns true when it did.
+ */
+export function refuseForeignRequest(req: IncomingMessage, res: ServerResponse, policy: HostGuardPolicy, errorBody: (code: string, message: string) => unknown): boolean {
+  const refusal = checkHostAndOrigin(req, policy);
+  if (!refusal) return false;
+  req.resume();
+  const text = JSON.stringify(errorBody(refusal.code, refusal.message));
+  res.writeHead(403, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), connection: 'close' });
+  res.end(text);
+  return true;
+}
 
 /** Read a request body, failing with `tooLarge()` (and dropping the socket) past `max` bytes. */
 export function readRequestBody(req: IncomingMessage, max: number, tooLarge: () => Error): Promise<Buffer> {

@@ -6,6 +6,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { isIP } from 'node:net';
+import { checkHostAndOrigin, type HostGuardPolicy } from '../common/host-guard';
 import { ForbiddenError } from './allowlist';
 import { HttpError } from './http-errors';
 
@@ -23,6 +24,16 @@ export function secretMatches(presented: string, expected: string): boolean {
   const a = createHash('sha256').update(presented, 'utf8').digest();
   const b = createHash('sha256').update(expected, 'utf8').digest();
   return timingSafeEqual(a, b);
+}
+
+/** 403 (connection closed) for a Host or Origin that is not allowed: see src/common/host-guard.ts. */
+export function hostGuard(policy: HostGuardPolicy, onRefused?: (reason: string) => void): RequestHandler {
+  return (req, _res, next) => {
+    const refusal = checkHostAndOrigin(req, policy);
+    if (!refusal) return next();
+    onRefused?.(refusal.reason);
+    next(new HttpError(403, refusal.code, refusal.message, { connection: 'close' }));
+  };
 }
 
 export function callerGuard(opts: { apiSecret?: string; onRefused?: (reason: string) => void }): RequestHandler {

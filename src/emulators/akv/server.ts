@@ -4,7 +4,8 @@
  * @azure/keyvault-keys KeyClient and the sidecar work against it unchanged: bearer challenge,
  * api-version gate, the service's error shapes, RS256 release JWS with an x5c chain to the local CA.
  */
-import { closeServer, listenLoopback, readRequestBody } from '../http-util';
+import { closeServer, listenLoopback, readRequestBody, refuseForeignRequest } from '../http-util';
+import { hostGuardPolicy, type HostGuardSettings } from '../../common/host-guard';
 import { randomUUID, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as https from 'node:https';
@@ -50,6 +51,8 @@ export interface VaultEmulatorOptions {
   /** Fetch for MAA OpenID metadata/JWKS; default: HTTPS trusting the system roots and the local CA. */
   authorityFetch?: FetchLike;
   now?: () => Date;
+  /** Extra Host names / Origins served besides loopback (default none; see src/common/host-guard.ts). */
+  hostGuard?: HostGuardSettings;
 }
 
 export interface VaultEmulator {
@@ -137,6 +140,7 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
   const allowed = new Set(opts.releasePrincipals ?? []);
   const revoked = new Set<string>();
   const now = opts.now ?? (() => new Date());
+  const guard = hostGuardPolicy(opts.hostGuard);
   const ownFetch = opts.authorityFetch ? undefined : createHttpsFetch({ extraCaPem: [opts.ca.certPem] });
   const signer = createReleaseSigner(opts.ca, { dns: ['localhost'], ip: ['127.0.0.1'] });
   // baseUrl is known once the server listens (port 0 picks the port).
@@ -222,6 +226,7 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
   }
 
   const server = https.createServer(loopbackServerTls(opts.ca), (req, res) => {
+    if (refuseForeignRequest(req, res, guard, (code, message) => ({ error: { code, message } }))) return;
     if (handleFaultAdmin(req, res, faults)) return;
     handle(req, res).catch((err: unknown) => {
       if (res.headersSent) {

@@ -6,7 +6,8 @@
  * Both need `Metadata: true`; without it IMDS answers 400 quickly, which is also what
  * @azure/identity's availability probe (no header, no query) relies on.
  */
-import { closeServer, listenLoopback } from '../http-util';
+import { closeServer, listenLoopback, refuseForeignRequest } from '../http-util';
+import { hostGuardPolicy, type HostGuardSettings } from '../../common/host-guard';
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import * as http from 'node:http';
 import { InvalidInputError } from '../../common/errors';
@@ -53,6 +54,8 @@ export interface ImdsEmulatorOptions {
   stateDir?: string;
   /** Clock for token timestamps (tests). */
   now?: () => Date;
+  /** Extra Host names / Origins served besides loopback (default none; see src/common/host-guard.ts). */
+  hostGuard?: HostGuardSettings;
 }
 
 export interface ImdsEmulator {
@@ -105,6 +108,7 @@ export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise
   const tenantId = opts.tenantId ?? stored!.tenantId;
   const principals = validatePrincipals(opts.principals ?? stored!.principals);
   const now = opts.now ?? (() => new Date());
+  const guard = hostGuardPolicy(opts.hostGuard);
 
   const lookup = (q: URLSearchParams): AccessTokenPrincipal | 'multiple' | undefined => {
     const given = ['client_id', 'object_id', 'msi_res_id', 'mi_res_id'].filter((k) => q.get(k));
@@ -160,6 +164,7 @@ export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise
   };
 
   const server = http.createServer((req, res) => {
+    if (refuseForeignRequest(req, res, guard, (error, message) => ({ error, error_description: message }))) return;
     if (handleFaultAdmin(req, res, faults)) return;
     // Drain any body: IMDS GETs carry none, and an unread body would stall keep-alive.
     req.resume();

@@ -15,7 +15,8 @@
  * (decimal string); binary runtime data yields no `x-ms-runtime`; error codes are `InvalidParameter`
  * (evidence, malformed requests), `UnsupportedApiVersion`, `NotFound`, `MethodNotAllowed`.
  */
-import { closeServer, listenLoopback, readRequestBody } from '../http-util';
+import { closeServer, listenLoopback, readRequestBody, refuseForeignRequest } from '../http-util';
+import { hostGuardPolicy, type HostGuardSettings } from '../../common/host-guard';
 import { randomBytes } from 'node:crypto';
 import * as https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -51,6 +52,8 @@ export interface MaaEmulatorOptions {
   /** Persist the RS256 signing key here (0600) so tokens verify across restarts. */
   stateDir?: string;
   now?: () => Date;
+  /** Extra Host names / Origins served besides loopback (default none; see src/common/host-guard.ts). */
+  hostGuard?: HostGuardSettings;
 }
 
 export interface MaaEmulator {
@@ -108,6 +111,7 @@ function parseBody(raw: Buffer): unknown {
 
 export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmulator> {
   const now = opts.now ?? (() => new Date());
+  const guard = hostGuardPolicy(opts.hostGuard);
   const key = opts.stateDir !== undefined ? loadOrCreateSigningKey(opts.stateDir, now()) : createSigningKey(now());
   const amdTrust = new TrustStore({ extraRootsPem: opts.trustedArkPem ?? [] });
   const uvmRoots = [...new Set([MICROSOFT_UVM_ROOT_SHA256, ...(opts.trustedUvmRootFingerprints ?? []).map(normaliseFingerprint)])];
@@ -196,6 +200,7 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
   }
 
   const server = https.createServer(loopbackServerTls(opts.ca), (req, res) => {
+    if (refuseForeignRequest(req, res, guard, (code, message) => ({ error: { code, message } }))) return;
     if (handleFaultAdmin(req, res, faults)) return;
     void handle(req, res);
   });
