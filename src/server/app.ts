@@ -13,7 +13,9 @@ import { maaBaseUrl } from '../maa/client';
 import { reportDataFor } from '../snp/report';
 import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, type KidAllowlist } from './allowlist';
 import type { AttestationService, KeyReleaseService } from './attestation';
-import { callerGuard } from './guard';
+import { hostGuardPolicy, type HostGuardPolicy } from '../common/host-guard';
+import { callerGuard, hostGuard } from './guard';
+import { checkRuntimeKeys, type AttestMaaKeys } from './runtime-keys';
 import { badRequest, errorHandler, HttpError, statusOf } from './http-errors';
 import { Semaphore } from './limits';
 import type { Logger } from './logger';
@@ -35,6 +37,10 @@ export interface AppDeps {
   maaAllowlist?: EndpointAllowlist;
   akvAllowlist?: EndpointAllowlist;
   kidAllowlist?: KidAllowlist;
+  /** With a kid allowlist, whether /attest/maa may mint tokens over runtime data holding keys (default refuse). */
+  attestMaaKeys?: AttestMaaKeys;
+  /** Host names and Origins served besides loopback (default: loopback names, no Origin). */
+  hostGuard?: HostGuardPolicy;
   apiSecret?: string;
   /** Deadline for one request's upstream work. */
   deadlineMs?: number;
@@ -119,6 +125,7 @@ export function createApp(deps: AppDeps): Express {
     if (deps.isClosing?.()) res.set('connection', 'close');
     next();
   });
+  app.use(hostGuard(deps.hostGuard ?? hostGuardPolicy(), (reason) => metrics.refusals.inc({ reason })));
   app.use(callerGuard({ apiSecret: deps.apiSecret, onRefused: (reason) => metrics.refusals.inc({ reason }) }));
   // Any Content-Type: parse as text, then JSON ourselves.
   app.use(express.text({ type: () => true, limit: BODY_LIMIT }));
@@ -165,6 +172,13 @@ export function createApp(deps: AppDeps): Express {
     const data = runtimeData(b);
     requireJson(data, 'runtime_data');
     maaBaseUrl(endpoint); // 400 for anything that is not an https host
+    if (deps.kidAllowlist && deps.attestMaaKeys !== 'allow') {
+      try {
+        checkRuntimeKeys(data);
+      } catch (e) {
+        refuse(e, 'runtime_keys');
+      }
+    }
     try {
       maaAllow.check(endpoint);
     } catch (e) {

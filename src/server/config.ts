@@ -5,7 +5,9 @@
 import * as fs from 'node:fs';
 import { ConfigError } from '../common/errors';
 import { decodeBase64Strict } from '../common/bytes';
+import { hostGuardPolicy } from '../common/host-guard';
 import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, KidAllowlist } from './allowlist';
+import { parseAttestMaaKeys, type AttestMaaKeys } from './runtime-keys';
 
 export type CertCacheEndpointType = 'AMD' | 'AzCache' | 'LocalTHIM';
 
@@ -24,7 +26,9 @@ export interface SkrSideCarArgs {
    * Our addition (the reference has none): hosts `maa_endpoint` / `akv_endpoint` may name, and the
    * keys that may be released. Each list, when given, replaces the default (see allowlist.ts).
    */
-  allowlist?: { maa?: string[]; akv?: string[]; kid?: string[] };
+  allowlist?: { maa?: string[]; akv?: string[]; kid?: string[]; hosts?: string[]; origins?: string[] };
+  /** Ours too: with a kid allowlist, may /attest/maa mint tokens over runtime data holding keys (runtime-keys.ts). */
+  attest_maa_keys?: AttestMaaKeys;
 }
 
 /** Winston levels, mapped from the reference's logrus names. */
@@ -119,12 +123,18 @@ export function parseSkrSideCarArgs(raw: string | undefined): SkrSideCarArgs {
     if (!isObject(parsed.allowlist)) throw new ConfigError('SkrSideCarArgs.allowlist must be an object');
     const a = parsed.allowlist;
     out.allowlist = {};
-    for (const k of ['maa', 'akv', 'kid'] as const) {
+    for (const k of ['maa', 'akv', 'kid', 'hosts', 'origins'] as const) {
       const v = a[k];
       if (v === undefined || v === null) continue;
       if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new ConfigError(`SkrSideCarArgs.allowlist.${k} must be an array of strings`);
       out.allowlist[k] = v as string[];
     }
+  }
+  if (parsed.attest_maa_keys !== undefined && parsed.attest_maa_keys !== null) {
+    const v = parsed.attest_maa_keys;
+    if (typeof v !== 'string') throw new ConfigError('SkrSideCarArgs.attest_maa_keys must be "allow" or "refuse"');
+    const mode = guarded(() => parseAttestMaaKeys(v, 'SkrSideCarArgs.attest_maa_keys'));
+    if (mode) out.attest_maa_keys = mode;
   }
   return out;
 }
@@ -182,6 +192,11 @@ export interface ServerConfig {
   allowedMaa: string[];
   allowedAkv: string[];
   allowedKids?: string[];
+  /** With a kid allowlist: `allow` lets /attest/maa mint tokens over runtime data holding keys (default refuse). */
+  attestMaaKeys?: AttestMaaKeys;
+  /** Host names (any port) and Origins served besides loopback names; see src/common/host-guard.ts. */
+  allowedHosts?: string[];
+  allowedOrigins?: string[];
   /** When set, every route but /status needs `Authorization: Bearer <apiSecret>`. */
   apiSecret?: string;
   limits: ServerLimits;
@@ -205,6 +220,15 @@ export interface ConfigFlags {
 export function parseList(raw: string | undefined): string[] | undefined {
   if (raw === undefined || raw.trim() === '') return undefined;
   return raw.split(/[,\s]+/).filter(Boolean);
+}
+
+/** Run a validator that throws plain Errors, as a ConfigError. */
+function guarded<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
 }
 
 function checkAllowlists(cfg: { allowedMaa: string[]; allowedAkv: string[]; allowedKids?: string[] }): void {
@@ -273,6 +297,13 @@ export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = pr
   const kids = parseList(env.SKR_ALLOWED_KIDS) ?? lists.kid;
   if (kids) cfg.allowedKids = kids;
   checkAllowlists(cfg);
+  const attestMaaKeys = guarded(() => parseAttestMaaKeys(env.SKR_ATTEST_MAA_KEYS, 'SKR_ATTEST_MAA_KEYS')) ?? cfg.args.attest_maa_keys;
+  if (attestMaaKeys) cfg.attestMaaKeys = attestMaaKeys;
+  const hosts = parseList(env.SKR_ALLOWED_HOSTS) ?? lists.hosts;
+  const origins = parseList(env.SKR_ALLOWED_ORIGINS) ?? lists.origins;
+  guarded(() => hostGuardPolicy({ allowedHosts: hosts, allowedOrigins: origins }));
+  if (hosts) cfg.allowedHosts = hosts;
+  if (origins) cfg.allowedOrigins = origins;
   const secret = readSecret(env);
   if (secret) cfg.apiSecret = secret;
   cfg.limits.requestDeadlineMs = parseDeadlineSeconds(flags.requestDeadline ?? env.SKR_REQUEST_DEADLINE_SECONDS, DEFAULT_LIMITS.requestDeadlineMs);

@@ -20,6 +20,7 @@ import { createHttpsFetch } from '../common/https-fetch';
 import { KeyReleaseClient } from '../akv/release';
 import { releaseTuningFromEnv, startReleaseFastPath, type ReleaseTuning } from '../akv/release-tuning';
 import { createApp } from './app';
+import { hostGuardPolicy } from '../common/host-guard';
 import { EndpointAllowlist, KidAllowlist } from './allowlist';
 import { Semaphore } from './limits';
 import { GuardedEvidenceSource, ObservedCollateralProvider, ObservedMaaClient, ObservedTokenProvider, observedFetch, observedRelease, SidecarMetrics, UpstreamHealth } from './observe';
@@ -145,6 +146,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     maaAllowlist: new EndpointAllowlist('maa', config.allowedMaa),
     akvAllowlist: new EndpointAllowlist('akv', config.allowedAkv),
     ...(config.allowedKids ? { kidAllowlist: new KidAllowlist(config.allowedKids) } : {}),
+    ...(config.attestMaaKeys ? { attestMaaKeys: config.attestMaaKeys } : {}),
+    hostGuard: hostGuardPolicy({ allowedHosts: config.allowedHosts, allowedOrigins: config.allowedOrigins }),
     ...(config.apiSecret ? { apiSecret: config.apiSecret } : {}),
     deadlineMs: limits.requestDeadlineMs,
     releaseSlots,
@@ -170,9 +173,14 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     collateral: primary.name,
     allowedMaa: config.allowedMaa,
     allowedAkv: config.allowedAkv,
-    ...(config.allowedKids ? { allowedKids: config.allowedKids } : {}),
+    ...(config.allowedKids ? { allowedKids: config.allowedKids, attestMaaKeys: config.attestMaaKeys ?? 'refuse' } : {}),
+    ...(config.allowedHosts ? { allowedHosts: config.allowedHosts } : {}),
+    ...(config.allowedOrigins ? { allowedOrigins: config.allowedOrigins } : {}),
     callerSecret: config.apiSecret ? 'required' : 'off',
   });
+  if (config.allowedKids && config.attestMaaKeys === 'allow') {
+    logger.warn('SKR_ATTEST_MAA_KEYS=allow: /attest/maa mints tokens over runtime data holding the caller\'s own keys; such a token releases keys outside the kid allowlist');
+  }
 
   let closing: Promise<void> | undefined;
   const close = () =>

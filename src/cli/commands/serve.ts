@@ -7,7 +7,7 @@ import { CliError, type Out } from '../io';
 export const usage =
   'skr serve [--port N] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR] [--extra-ca PEM]... [--request-deadline SECONDS]\n' +
   '      serve the sidecar API on 127.0.0.1 (env: Port, LogLevel, LogFile, SkrSideCarArgs, SKR_ALLOWED_MAA, SKR_ALLOWED_AKV,\n' +
-  '      SKR_ALLOWED_KIDS, SKR_API_SECRET[_FILE], SKR_REQUEST_DEADLINE_SECONDS)';
+  '      SKR_ALLOWED_KIDS, SKR_ATTEST_MAA_KEYS, SKR_ALLOWED_HOSTS, SKR_ALLOWED_ORIGINS, SKR_API_SECRET[_FILE], SKR_REQUEST_DEADLINE_SECONDS)';
 
 /**
  * Stop accepting on SIGINT/SIGTERM, let in-flight requests finish, then exit 0. `close` itself cuts
