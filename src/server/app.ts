@@ -37,7 +37,7 @@ export interface AppDeps {
   maaAllowlist?: EndpointAllowlist;
   akvAllowlist?: EndpointAllowlist;
   kidAllowlist?: KidAllowlist;
-  /** With a kid allowlist, whether /attest/maa may mint tokens over runtime data holding keys (default refuse). */
+  /** With a kid allowlist, whether the attestation routes serve runtime data holding keys (default refuse; runtime-keys.ts). */
   attestMaaKeys?: AttestMaaKeys;
   /** Host names and Origins served besides loopback (default: loopback names, no Origin). */
   hostGuard?: HostGuardPolicy;
@@ -144,14 +144,30 @@ export function createApp(deps: AppDeps): Express {
     res.set('content-type', PROMETHEUS_CONTENT_TYPE).send(metrics.registry.render());
   });
 
+  const refuse = (e: unknown, reason: string): never => {
+    metrics.refusals.inc({ reason });
+    throw e;
+  };
+  /** With a kid allowlist, no route may bind caller-chosen wrapping keys (see runtime-keys.ts). */
+  const guardRuntimeKeys = (data: Buffer, use: 'token' | 'evidence'): void => {
+    if (!deps.kidAllowlist || deps.attestMaaKeys === 'allow') return;
+    try {
+      checkRuntimeKeys(data, use);
+    } catch (e) {
+      refuse(e, 'runtime_keys');
+    }
+  };
+
   app.post('/attest/raw', async (req, res) => {
     const data = runtimeData(body(req));
+    guardRuntimeKeys(data, 'evidence');
     const report = await withDeadline(deadlineMs, () => attestation.rawReport(reportDataFor(data)));
     res.json({ report: report.toString('hex') });
   });
 
   app.post('/attest/combined', async (req, res) => {
     const data = runtimeData(body(req));
+    guardRuntimeKeys(data, 'evidence');
     const c = await withDeadline(deadlineMs, () => attestation.combined(reportDataFor(data)));
     res.json({
       endorsed_tcb: c.chain.tcbm.toString(16).padStart(16, '0'),
@@ -161,24 +177,13 @@ export function createApp(deps: AppDeps): Express {
     });
   });
 
-  const refuse = (e: unknown, reason: string): never => {
-    metrics.refusals.inc({ reason });
-    throw e;
-  };
-
   app.post('/attest/maa', async (req, res) => {
     const b = body(req);
     const endpoint = requiredString(b, 'maa_endpoint').trim();
     const data = runtimeData(b);
     requireJson(data, 'runtime_data');
     maaBaseUrl(endpoint); // 400 for anything that is not an https host
-    if (deps.kidAllowlist && deps.attestMaaKeys !== 'allow') {
-      try {
-        checkRuntimeKeys(data);
-      } catch (e) {
-        refuse(e, 'runtime_keys');
-      }
-    }
+    guardRuntimeKeys(data, 'token');
     try {
       maaAllow.check(endpoint);
     } catch (e) {

@@ -27,7 +27,7 @@ export interface SkrSideCarArgs {
    * keys that may be released. Each list, when given, replaces the default (see allowlist.ts).
    */
   allowlist?: { maa?: string[]; akv?: string[]; kid?: string[]; hosts?: string[]; origins?: string[] };
-  /** Ours too: with a kid allowlist, may /attest/maa mint tokens over runtime data holding keys (runtime-keys.ts). */
+  /** Ours too: with a kid allowlist, may the attestation routes serve runtime data holding keys (runtime-keys.ts). */
   attest_maa_keys?: AttestMaaKeys;
 }
 
@@ -192,7 +192,7 @@ export interface ServerConfig {
   allowedMaa: string[];
   allowedAkv: string[];
   allowedKids?: string[];
-  /** With a kid allowlist: `allow` lets /attest/maa mint tokens over runtime data holding keys (default refuse). */
+  /** With a kid allowlist: `allow` lets the attestation routes serve runtime data holding keys (default refuse). */
   attestMaaKeys?: AttestMaaKeys;
   /** Host names (any port) and Origins served besides loopback names; see src/common/host-guard.ts. */
   allowedHosts?: string[];

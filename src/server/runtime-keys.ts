@@ -1,15 +1,19 @@
 /**
- * Keeps `/attest/maa` from undoing the kid allowlist. MAA copies JSON runtime data into the token's
- * `x-ms-runtime`, and Key Vault / Managed HSM wrap a released key to a key in `x-ms-runtime.keys`. A
- * workload that gets a token over runtime data holding its own JWKS can therefore release ANY key the
- * identity may release, straight from the vault, and unwrap it itself: the kid allowlist never sees it.
+ * Keeps the attestation routes from undoing the kid allowlist. MAA copies JSON runtime data into the
+ * token's `x-ms-runtime`, and Key Vault / Managed HSM wrap a released key to a key in
+ * `x-ms-runtime.keys`. A workload that gets a token over runtime data holding its own JWKS (from
+ * `/attest/maa`, or by taking `/attest/raw` / `/attest/combined` evidence to MAA itself) can therefore
+ * release ANY key the identity may release, straight from the vault, and unwrap it itself: the kid
+ * allowlist never sees that release.
  *
  * So, with a kid allowlist and unless the operator opts in, runtime data is refused when its top-level
  * object has a `keys` member holding anything at all. Deliberately broader than "an RSA JWK with
  * key_ops encrypt": which entries a vault accepts (kty, key_ops, use, alg) is the vault's rule and may
  * change, so any entry counts. Parser differences are closed too: the name is compared ignoring case
  * (and anything from a NUL on), and every occurrence of a repeated member is checked, not only the
- * one JSON.parse keeps.
+ * one JSON.parse keeps. `/attest/maa` sends only strict JSON (anything else is a 400 first); evidence
+ * leaves with the caller, whose MAA parser may be laxer, so there runtime data that is not strict
+ * JSON is refused when it mentions `keys` at all.
  */
 import { ForbiddenError } from './allowlist';
 import { badRequest } from './http-errors';
@@ -108,13 +112,34 @@ export function holdsWrappingKeys(runtimeData: Buffer): boolean {
   });
 }
 
-/** 403 naming the kid allowlist and the opt-in when the runtime data carries keys. */
-export function checkRuntimeKeys(runtimeData: Buffer): void {
-  if (!holdsWrappingKeys(runtimeData)) return;
+/**
+ * For evidence the caller takes away (`/attest/raw`, `/attest/combined`): true when the runtime data
+ * holds wrapping keys as JSON, or, when it is not strict JSON (a laxer parser may still read it: bad
+ * UTF-8, comments, trailing commas), when it mentions `keys` in any case, `\uXXXX` escapes decoded.
+ */
+export function mayHoldWrappingKeys(runtimeData: Buffer): boolean {
+  const text = new TextDecoder('utf-8').decode(runtimeData); // lax: BOM dropped, bad bytes replaced
+  try {
+    JSON.parse(text);
+  } catch {
+    const unescaped = text.replace(/\\u([0-9a-fA-F]{4})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+    return unescaped.toLowerCase().includes('keys') || unescaped.toUpperCase().includes('KEYS');
+  }
+  return holdsWrappingKeys(Buffer.from(text, 'utf8'));
+}
+
+/**
+ * 403 naming the kid allowlist and the opt-in when the runtime data carries keys: `token` for
+ * /attest/maa (strict JSON already checked), `evidence` for the routes whose evidence leaves with the caller.
+ */
+export function checkRuntimeKeys(runtimeData: Buffer, use: 'token' | 'evidence'): void {
+  const refused = use === 'token' ? holdsWrappingKeys(runtimeData) : mayHoldWrappingKeys(runtimeData);
+  if (!refused) return;
+  const what = use === 'token' ? 'an MAA token over it' : 'evidence over it, taken to MAA,';
   throw new ForbiddenError(
     'ERR_RUNTIME_KEYS_REFUSED',
-    'runtime_data has a top-level "keys" member: with a kid allowlist set (SKR_ALLOWED_KIDS or SkrSideCarArgs.allowlist.kid), /attest/maa refuses runtime data ' +
-      'carrying keys a vault could wrap a released key to, since such a token would release keys outside the allowlist; ' +
+    `runtime_data has a top-level "keys" member (keys a vault could wrap a released key to): with a kid allowlist set ` +
+      `(SKR_ALLOWED_KIDS or SkrSideCarArgs.allowlist.kid) it is refused, since ${what} would release keys outside the allowlist; ` +
       `set ${ATTEST_MAA_KEYS_SETTING} to permit it`,
   );
 }

@@ -179,7 +179,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     callerSecret: config.apiSecret ? 'required' : 'off',
   });
   if (config.allowedKids && config.attestMaaKeys === 'allow') {
-    logger.warn('SKR_ATTEST_MAA_KEYS=allow: /attest/maa mints tokens over runtime data holding the caller\'s own keys; such a token releases keys outside the kid allowlist');
+    logger.warn('SKR_ATTEST_MAA_KEYS=allow: the attestation routes serve runtime data holding the caller\'s own keys; a token over such data releases keys outside the kid allowlist');
   }
 
   let closing: Promise<void> | undefined;

@@ -11,7 +11,7 @@ import { loadOrCreateLocalCa } from '../../src/emulators/ca';
 import { startMaaEmulator, type MaaEmulator } from '../../src/emulators/maa';
 import { loadServerConfig } from '../../src/server/config';
 import { createLogger } from '../../src/server/logger';
-import { holdsWrappingKeys, topLevelMembers } from '../../src/server/runtime-keys';
+import { holdsWrappingKeys, mayHoldWrappingKeys, topLevelMembers } from '../../src/server/runtime-keys';
 import { startSidecar, type RunningSidecar } from '../../src/server/sidecar';
 import { SimulatedPlatform, TEST_ONLY_UVM_ROOT_SHA256 } from '../../src/snp/simulator';
 import { postJson } from '../helpers/sidecar';
@@ -69,6 +69,26 @@ describe('which runtime data holds wrapping keys', () => {
   });
 });
 
+describe('which evidence runtime data may hold wrapping keys (the caller takes it to MAA itself)', () => {
+  it.each([
+    ['strict JSON with keys', Buffer.from('{"keys":[{"kty":"RSA"}]}')],
+    ['a trailing comma', Buffer.from('{"keys":[{"kty":"RSA"}],}')],
+    ['a comment and an escaped name', Buffer.from('/* x */ {"K\u0065YS":[1]}')],
+    ['invalid UTF-8 inside a string', Buffer.concat([Buffer.from('{"keys":[1],"x":"'), Buffer.from([0xff]), Buffer.from('"}')])],
+  ])('refuses %s', (_n, data) => {
+    expect(mayHoldWrappingKeys(data)).toBe(true);
+  });
+
+  it.each([
+    ['plain text', Buffer.from('hello')],
+    ['binary', Buffer.from('00ff10fe7b7d', 'hex')],
+    ['strict JSON naming keys only in a value', Buffer.from('{"note":"keys"}')],
+    ['strict JSON without keys', Buffer.from('{"nonce":"abc"}')],
+  ])('allows %s', (_n, data) => {
+    expect(mayHoldWrappingKeys(data)).toBe(false);
+  });
+});
+
 describe('configuration', () => {
   it('SKR_ATTEST_MAA_KEYS wins over SkrSideCarArgs.attest_maa_keys; both default to refuse', () => {
     expect(loadServerConfig({}, {}).attestMaaKeys).toBeUndefined();
@@ -120,7 +140,7 @@ describe('POST /attest/maa with a kid allowlist', () => {
     for (const runtime of [JSON.stringify({ keys: [RSA_JWK] }), `{"KEYS":[{"kty":"RSA"}]}`, `{"keys":[{"kty":"RSA"}],"keys":[]}`]) {
       const res = await attest(guarded, runtime);
       expect(res.status).toBe(403);
-      expect(res.json.error).toMatch(/runtime_data has a top-level "keys" member: with a kid allowlist set \(SKR_ALLOWED_KIDS or SkrSideCarArgs\.allowlist\.kid\)/);
+      expect(res.json.error).toMatch(/runtime_data has a top-level "keys" member \(keys a vault could wrap a released key to\): with a kid allowlist set \(SKR_ALLOWED_KIDS or SkrSideCarArgs\.allowlist\.kid\) it is refused, since an MAA token over it would release keys outside the allowlist/);
       expect(res.json.error).toMatch(/set SKR_ATTEST_MAA_KEYS=allow \(or SkrSideCarArgs\.attest_maa_keys: "allow"\) to permit it/);
     }
     expect(maa.issuedTokens.length).toBe(issued);
@@ -142,6 +162,19 @@ describe('POST /attest/maa with a kid allowlist', () => {
     expect(res.status).toBe(400);
     expect(res.json.error).toMatch(/runtime_data must be base64 of JSON text/);
     expect(maa.issuedTokens.length).toBe(issued);
+  });
+
+  it('/attest/raw and /attest/combined refuse such runtime data too: their evidence could be taken to MAA directly', async () => {
+    const keys = Buffer.from(JSON.stringify({ keys: [RSA_JWK] })).toString('base64');
+    for (const route of ['/attest/raw', '/attest/combined']) {
+      const refused = await postJson(`${guarded.url}${route}`, { runtime_data: keys });
+      expect([route, refused.status]).toEqual([route, 403]);
+      expect(refused.json.error).toMatch(/evidence over it, taken to MAA, would release keys outside the allowlist; set SKR_ATTEST_MAA_KEYS=allow/);
+      const plain = await postJson(`${guarded.url}${route}`, { runtime_data: Buffer.from('{"nonce":"1"}').toString('base64') });
+      expect([route, plain.status]).toEqual([route, 200]);
+      const opted = await postJson(`${optedIn.url}${route}`, { runtime_data: keys });
+      expect([route, opted.status]).toEqual([route, 200]);
+    }
   });
 
   it('with SKR_ATTEST_MAA_KEYS=allow, or without a kid allowlist, the token carries the keys', async () => {
