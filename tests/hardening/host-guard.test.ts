@@ -166,9 +166,9 @@ describe('the sidecar refuses foreign Host and Origin headers', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-host-guard-'));
 
   beforeAll(async () => {
-    sidecar = await startTestSidecar();
+    sidecar = await startTestSidecar({ securityContextDir: path.join(tmp, 'ctx-default') });
     const base = loadServerConfig({ port: '0', simulate: true }, { SKR_ALLOWED_HOSTS: 'sidecar.internal', SKR_ALLOWED_ORIGINS: 'http://localhost:3000' });
-    configured = await startTestSidecar({ config: base });
+    configured = await startTestSidecar({ config: base, securityContextDir: path.join(tmp, 'ctx-configured') });
   });
   afterAll(async () => {
     await sidecar.close();
