@@ -170,3 +170,20 @@ describeVectors('skr report verify on the real vectors', () => {
     expect(r.err).toMatch(/^FAILED at ask-signs-vcek: /);
   });
 });
+
+describe('skr report verify: configuration errors are usage errors', () => {
+  it('refuses a --trust-root that holds no certificate with exit 2', async () => {
+    const p = new SimulatedPlatform();
+    const r = await run('report', 'verify', write('cfg.bin', p.signReport({})), '--certs', write('cfg.pem', p.vcekPem + p.askPem + p.arkPem),
+      '--trust-root', write('not-a-root.pem', 'hello'));
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/^skr report verify: --trust-root: extra root 1 holds no PEM certificate/);
+  });
+
+  it('lists the new commands in the help', async () => {
+    const r = await run('--help');
+    expect(r.out).toMatch(/skr report get \[--runtime-data B64/);
+    expect(r.out).toMatch(/skr token verify TOKEN\|FILE --authority URL/);
+    expect(r.out).toMatch(/skr report verify .*\[--at TIME\]/);
+  });
+});

@@ -4,7 +4,7 @@ import { TrustStore } from '../../certs/roots';
 import { AMD_KDS_BASE, getOk, parseThimCertificates, thimToChain, decodeHostAmdCert } from '../../certs';
 import type { AmdCertChain } from '../../certs/types';
 import { verifyReport } from '../../certs/verify';
-import { InvalidInputError, UpstreamError, VerificationError } from '../../common/errors';
+import { InvalidInputError, SkrError, UpstreamError, VerificationError } from '../../common/errors';
 import { parseReport, reportProduct, type AttestationReport } from '../../snp/report';
 import { parseProduct, tcbToHex, type Product } from '../../snp/tcb';
 import { TEST_ONLY_ROOTS } from '../../snp/simulator';
@@ -92,7 +92,14 @@ export async function reportVerifyCommand(args: string[], io: Out): Promise<numb
   const extraRootsPem: string[] = [];
   for (const f of values['trust-root'] ?? []) extraRootsPem.push((await readInput(f, 'trust root')).toString('utf8'));
   if (values['trust-simulator']) for (const r of Object.values(TEST_ONLY_ROOTS)) extraRootsPem.push(r.arkPem);
-  const trust = new TrustStore({ extraRootsPem });
+  let trust: TrustStore;
+  try {
+    trust = new TrustStore({ extraRootsPem });
+  } catch (e) {
+    // --trust-root is configuration, not evidence: a usage error.
+    if (e instanceof SkrError) throw new CliError(`--trust-root: ${e.message}`);
+    throw e;
+  }
 
   // From here on everything is the evidence under test: every refusal names its step.
   try {
