@@ -3,8 +3,8 @@
  * plus hints for the mistakes that usually cause a denied release.
  */
 import {
-  evaluateReleasePolicy, lookupClaim,
-  type ConditionNode, type ConditionResult, type ReleasePolicy,
+  applyOperator, evaluateReleasePolicy, lookupClaim,
+  type ClaimOperator, type ConditionNode, type ConditionResult, type PolicyValue, type ReleasePolicy,
 } from './policy';
 
 export interface PolicyExplanation {
@@ -77,29 +77,59 @@ function authorityHint(authority: string, issuer: string): string | undefined {
   return undefined;
 }
 
-function containerVsCvmHint(c: ConditionResult, claims: Record<string, unknown>): string | undefined {
-  if (c.present) return undefined;
-  if (c.claim.startsWith(TEE_PREFIX)) {
-    const top = c.claim.slice(TEE_PREFIX.length);
-    const r = lookupClaim(claims, top);
-    if (r.present) {
-      return `claim "${c.claim}" is absent but "${top}" is at the top level of the token (${show(r.value)}): ` +
+/**
+ * Which kind of MAA token this is, from its top-level `x-ms-attestation-type`: an Azure confidential VM token
+ * (`azurevm`, SEV-SNP claims nested under x-ms-isolation-tee) or a container/SEV-SNP VM token (`sevsnpvm`,
+ * SEV-SNP claims at the top level).
+ */
+function tokenPlatform(claims: Record<string, unknown>): 'cvm' | 'container' | undefined {
+  const t = claims['x-ms-attestation-type'];
+  return t === 'azurevm' ? 'cvm' : t === 'sevsnpvm' ? 'container' : undefined;
+}
+
+/**
+ * A failed condition whose claim the token carries under the other name (with or without the
+ * x-ms-isolation-tee. prefix). Suggests the other name only when it would satisfy the condition, and in the
+ * token's own terms: a CVM token is never told to drop the prefix as if it were a container token.
+ */
+function nestingHint(c: ConditionResult, claims: Record<string, unknown>): string | undefined {
+  const nested = c.claim.startsWith(TEE_PREFIX);
+  const other = nested ? c.claim.slice(TEE_PREFIX.length) : `${TEE_PREFIX}${c.claim}`;
+  const r = lookupClaim(claims, other);
+  if (!r.present) return undefined;
+  const platform = tokenPlatform(claims);
+  // operator and expected come from the evaluated policy, so they are a valid pair.
+  if (!applyOperator(c.operator as ClaimOperator, c.expected as PolicyValue, true, r.value)) {
+    // Both names fail: say so plainly rather than steer towards a name that would not help either.
+    if (c.present) return undefined;
+    return `claim "${c.claim}" is absent; the token has "${other}" (${show(r.value)}), but that would not satisfy ` +
+      `${c.operator} ${show(c.expected)} either`;
+  }
+  // A nested claim the token has, with another value, is the policy's choice of value, not of name.
+  if (c.present && (nested || platform !== 'cvm')) return undefined;
+  if (nested) {
+    if (platform === 'cvm') {
+      return `claim "${c.claim}" is absent from this Azure confidential VM token's x-ms-isolation-tee; "${other}" is one of ` +
+        `the VM's top-level claims (${show(r.value)}): use "${other}"`;
+    }
+    if (platform === 'container') {
+      return `claim "${c.claim}" is absent but "${other}" is at the top level of the token (${show(r.value)}): ` +
         'container (ACI) tokens carry the SEV-SNP claims at the top level; drop the "x-ms-isolation-tee." prefix';
     }
-  } else {
-    const nested = `${TEE_PREFIX}${c.claim}`;
-    const r = lookupClaim(claims, nested);
-    if (r.present) {
-      return `claim "${c.claim}" is absent but "${nested}" exists (${show(r.value)}): confidential-VM tokens nest the ` +
-        `SEV-SNP claims under x-ms-isolation-tee; use "${nested}"`;
-    }
+    return `claim "${c.claim}" is absent but "${other}" is at the top level of the token (${show(r.value)}): use "${other}"`;
   }
-  return undefined;
+  if (c.present) {
+    // Only CVM tokens reach here: the top-level claim exists with the VM's value, the SEV-SNP one is nested.
+    return `in this Azure confidential VM token the top-level "${c.claim}" is ${show(c.actual)} (the VM); the SEV-SNP ` +
+      `claim is "${other}" (${show(r.value)}): use "${other}"`;
+  }
+  return `claim "${c.claim}" is absent but "${other}" exists (${show(r.value)}): confidential-VM tokens nest the ` +
+    `SEV-SNP claims under x-ms-isolation-tee; use "${other}"`;
 }
 
 function valueHints(c: ConditionResult, claims: Record<string, unknown>): string[] {
   const hints: string[] = [];
-  const nestHint = containerVsCvmHint(c, claims);
+  const nestHint = nestingHint(c, claims);
   if (nestHint) hints.push(nestHint);
   if (!c.present && !nestHint && c.operator !== 'exists') {
     const root = c.claim.split('.')[0].toLowerCase();

@@ -1,8 +1,10 @@
 /**
  * AMD's X.509 extensions on a VCEK/VLEK (AMD "VCEK Certificate and KDS Interface Specification",
  * doc 57230, tables 8 and 11). In the real certificates every SPL extnValue is a DER INTEGER
- * (`02 01 73`), the product name is an IA5String (`16 08 "Milan-B0"`), and the hwid is the raw
- * 64-byte CHIP_ID (8 bytes on Turin) with no inner TLV: this parser accepts exactly those shapes.
+ * (`02 01 73`) and the product name is an IA5String (`16 08 "Milan-B0"`). The hwid is the 64-byte CHIP_ID
+ * (8 bytes on Turin): KDS writes it raw, but some issuers wrap it in a DER OCTET STRING (`04 40 …`), and other
+ * verifiers (trustee, TEE-Attestation-Verification) accept both, so this parser does too. The lengths tell the
+ * forms apart: raw is 64 or 8 bytes, wrapped is 66 or 10.
  */
 import { X509Certificate } from 'node:crypto';
 import { childrenOf, decodeOid, decodeUnsignedInt, DerNode, parseDer, Tag } from '../asn1/der';
@@ -99,6 +101,23 @@ function splOf(exts: Map<string, Buffer>, name: string, oid: string, required: b
   return Number(n);
 }
 
+const HWID_LENGTHS = new Set([64, 8]);
+
+/** The chip id from the hwid extnValue: raw bytes, or one DER OCTET STRING holding them. */
+export function hwidOf(extnValue: Buffer): Buffer {
+  if (HWID_LENGTHS.has(extnValue.length)) return Buffer.from(extnValue);
+  if (extnValue[0] === Tag.OCTET_STRING && HWID_LENGTHS.has(extnValue.length - 2)) {
+    let node: DerNode | undefined;
+    try {
+      node = parseDer(extnValue);
+    } catch {
+      node = undefined;
+    }
+    if (node && node.tag === Tag.OCTET_STRING && HWID_LENGTHS.has(node.value.length)) return Buffer.from(node.value);
+  }
+  return bad(`hwid (${AmdOid.hwid}) is ${extnValue.length} bytes: expected the 64-byte chip id (8 on Turin), raw or in an OCTET STRING`);
+}
+
 function productFromName(name: string): Product | undefined {
   const line = name.split('-')[0].toLowerCase();
   return PRODUCTS.find((p) => p.toLowerCase() === line);
@@ -135,10 +154,7 @@ export function readVcekExtensions(cert: string | Uint8Array | X509Certificate):
 
   const out: VcekExtensions = { productName, product, tcb, tcbRaw };
   const hwid = exts.get(AmdOid.hwid);
-  if (hwid !== undefined) {
-    if (hwid.length !== 64 && hwid.length !== 8) bad(`hwid (${AmdOid.hwid}) is ${hwid.length} bytes (expected 64, or 8 on Turin)`);
-    out.hwid = Buffer.from(hwid);
-  }
+  if (hwid !== undefined) out.hwid = hwidOf(hwid);
   const csp = exts.get(AmdOid.cspId);
   if (csp !== undefined) {
     const n = parseDer(csp);

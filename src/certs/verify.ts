@@ -84,11 +84,12 @@ export function verifyAmdChain(chain: AmdCertChain, trust: TrustStore, opts: Ver
   checkValidity(ask, 'ASK', now);
   checkValidity(vcek, 'VCEK', now);
 
+  // Only now, with AMD's signature on it checked, are the VCEK's own bytes worth parsing.
   let vcekExtensions: VcekExtensions;
   try {
     vcekExtensions = readVcekExtensions(vcek);
   } catch (e) {
-    if (e instanceof InvalidInputError) fail('vcek-tcb', e.message, e);
+    if (e instanceof InvalidInputError) fail('vcek-extensions', e.message, e);
     throw e;
   }
   return { vcek, ask, ark, arkLabel, arkSha256, vcekExtensions };

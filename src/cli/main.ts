@@ -12,6 +12,8 @@ import * as local from './commands/local';
 import * as explain from './commands/policy-explain';
 import * as importKey from './commands/import-key';
 import * as demo from './commands/demo';
+import * as tokenVerify from './commands/token-verify';
+import * as reportGet from './commands/report-get';
 
 type Command = { usage: string; run: (args: string[], io: Out) => Promise<number> };
 
@@ -20,10 +22,12 @@ const COMMANDS: Record<string, Command> = {
   local: { usage: local.usage, run: local.localCommand },
   'import-key': { usage: importKey.usage, run: importKey.importKeyCommand },
   demo: { usage: demo.usage, run: demo.demoCommand },
+  'report get': { usage: reportGet.usage, run: reportGet.reportGetCommand },
   'report decode': { usage: decode.usage, run: decode.reportDecodeCommand },
   'report verify': { usage: verify.usage, run: verify.reportVerifyCommand },
   'policy digest': { usage: digest.usage, run: digest.policyDigestCommand },
   'policy explain': { usage: explain.usage, run: explain.policyExplainCommand },
+  'token verify': { usage: tokenVerify.usage, run: tokenVerify.tokenVerifyCommand },
 };
 
 export function helpText(): string {

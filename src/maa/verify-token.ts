@@ -78,6 +78,17 @@ export function publicKeyOfJwk(jwk: JsonWebKey, kid: string): KeyObject {
   return key;
 }
 
+/** The keys of a JWKS document by kid; `what` names the document in errors. */
+export function keysOfJwks(jwks: unknown, what: string): Map<string, JsonWebKey> {
+  if (!isObject(jwks) || !Array.isArray(jwks.keys)) throw jwksError(`${what} has no "keys" array`);
+  const keys = new Map<string, JsonWebKey>();
+  for (const k of jwks.keys) {
+    if (isObject(k) && typeof k.kid === 'string' && k.kid !== '') keys.set(k.kid, k as JsonWebKey);
+  }
+  if (keys.size === 0) throw jwksError(`${what} holds no key with a kid`);
+  return keys;
+}
+
 /**
  * JWKS per authority, fetched through the authority's OpenID metadata, kept for maxAgeMs, refreshed
  * at once when a token names a kid we do not hold (MAA rotates signing keys). Concurrent fetches for
@@ -172,13 +183,7 @@ export class JwksCache {
     }
     const jwks = await this.getJson(jwksUrl.href, 'MAA JWKS', fetch);
     this.fetchCount++;
-    if (!isObject(jwks) || !Array.isArray(jwks.keys)) throw jwksError(`JWKS of ${origin} has no "keys" array`);
-    const keys = new Map<string, JsonWebKey>();
-    for (const k of jwks.keys) {
-      if (isObject(k) && typeof k.kid === 'string' && k.kid !== '') keys.set(k.kid, k as JsonWebKey);
-    }
-    if (keys.size === 0) throw jwksError(`JWKS of ${origin} holds no key with a kid`);
-    return { fetchedAt: this.now(), jwksUri: jwksUrl.href, keys };
+    return { fetchedAt: this.now(), jwksUri: jwksUrl.href, keys: keysOfJwks(jwks, `JWKS of ${origin}`) };
   }
 }
 
@@ -195,6 +200,11 @@ export interface VerifyMaaTokenOptions {
   clockToleranceSeconds?: number;
   /** Shared cache; a private one is used per call otherwise. */
   jwksCache?: JwksCache;
+  /**
+   * A JWKS document (as the authority's jwks_uri serves it) to verify against offline: nothing is fetched.
+   * The issuer is still checked against `authority`.
+   */
+  jwks?: { document: unknown; name: string };
 }
 
 /** Verify `token` and return its claims. Throws VerificationError with a step naming what failed. */
@@ -222,8 +232,14 @@ export async function verifyMaaToken(token: string, opts: VerifyMaaTokenOptions)
   if (header.alg !== 'RS256') throw new VerificationError('maa-token-signature', `MAA token alg ${String(header.alg)} is not RS256`);
   if (typeof header.kid !== 'string' || header.kid === '') throw new VerificationError('maa-token-signature', 'MAA token header has no kid');
 
-  const cache = opts.jwksCache ?? new JwksCache();
-  const key = await cache.keyFor(origin, header.kid, opts.fetch);
+  let key: KeyObject;
+  if (opts.jwks !== undefined) {
+    const jwk = keysOfJwks(opts.jwks.document, opts.jwks.name).get(header.kid);
+    if (!jwk) throw new VerificationError('maa-token-signature', `token key id "${header.kid}" is not in ${opts.jwks.name}`);
+    key = publicKeyOfJwk(jwk, header.kid);
+  } else {
+    key = await (opts.jwksCache ?? new JwksCache()).keyFor(origin, header.kid, opts.fetch);
+  }
   let payload: Uint8Array;
   try {
     ({ payload } = await compactVerify(token, key, { algorithms: ['RS256'] }));

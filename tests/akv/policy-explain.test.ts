@@ -168,3 +168,77 @@ describe('explainPolicy', () => {
     expect(ex.hints).toEqual([expect.stringMatching(/greater compares numbers, but the token holds "sevsnpvm"/)]);
   });
 });
+
+describe('explainPolicy on an Azure confidential VM token (x-ms-attestation-type azurevm)', () => {
+  // The claim set of CVM-PROTOCOL §6: VM claims at the top level, SEV-SNP claims under x-ms-isolation-tee.
+  const cvm: Record<string, unknown> = {
+    iss: MAA,
+    'x-ms-ver': '1.0',
+    'x-ms-attestation-type': 'azurevm',
+    secureboot: true,
+    'x-ms-azurevm-vmid': '6506B531-1634-431E-99D2-42B7D3414AD0',
+    'x-ms-isolation-tee': {
+      'x-ms-attestation-type': 'sevsnpvm',
+      'x-ms-compliance-status': 'azure-compliant-cvm',
+      'x-ms-runtime': { 'vm-configuration': { 'secure-boot': true } },
+      'x-ms-sevsnpvm-is-debuggable': false,
+      'x-ms-sevsnpvm-vmpl': 0,
+    },
+    'x-ms-runtime': { 'client-payload': { nonce: 'MTIzNA==' } },
+  };
+  const containerAdvice = /drop the "x-ms-isolation-tee\." prefix|container \(ACI\)/;
+
+  it('grants the documented CVM policy with no hints', () => {
+    const ex = explainPolicy(policy([
+      { claim: 'x-ms-isolation-tee.x-ms-attestation-type', equals: 'sevsnpvm' },
+      { claim: 'x-ms-isolation-tee.x-ms-compliance-status', equals: 'azure-compliant-cvm' },
+    ]), cvm);
+    expect(ex.granted).toBe(true);
+    expect(ex.hints).toEqual([]);
+  });
+
+  it('suggests the nested claim for top-level names the token has only nested, or with the VM\'s value at the top', () => {
+    const ex = explainPolicy(policy([
+      { claim: 'x-ms-attestation-type', equals: 'sevsnpvm' },
+      { claim: 'x-ms-compliance-status', equals: 'azure-compliant-cvm' },
+    ]), cvm);
+    expect(ex.granted).toBe(false);
+    expect(ex.hints).toEqual([
+      expect.stringMatching(/top-level "x-ms-attestation-type" is "azurevm" \(the VM\); the SEV-SNP claim is "x-ms-isolation-tee\.x-ms-attestation-type" \("sevsnpvm"\): use "x-ms-isolation-tee\.x-ms-attestation-type"$/),
+      expect.stringMatching(/use "x-ms-isolation-tee\.x-ms-compliance-status"$/),
+    ]);
+  });
+
+  it('suggests the top-level claim for nested names the token has only at the top, never as "drop the prefix"', () => {
+    const ex = explainPolicy(policy([
+      { claim: 'x-ms-isolation-tee.secureboot', equals: 'true' },
+      { claim: 'x-ms-isolation-tee.x-ms-runtime.client-payload.nonce', equals: 'MTIzNA==' },
+    ]), cvm);
+    expect(ex.granted).toBe(false);
+    expect(ex.hints).toEqual([
+      expect.stringMatching(/"x-ms-isolation-tee\.secureboot" is absent from this Azure confidential VM token's x-ms-isolation-tee; "secureboot" is one of the VM's top-level claims \(true\): use "secureboot"$/),
+      expect.stringMatching(/use "x-ms-runtime\.client-payload\.nonce"$/),
+    ]);
+    for (const h of ex.hints) expect(h).not.toMatch(containerAdvice);
+  });
+
+  it('suggests neither name when both would fail', () => {
+    const ex = explainPolicy(policy([
+      { claim: 'x-ms-isolation-tee.x-ms-ver', equals: '2.0' },
+      { claim: 'x-ms-sevsnpvm-is-debuggable', equals: 'true' },
+      { claim: 'x-ms-attestation-type', equals: 'sgx' },
+    ]), cvm);
+    expect(ex.granted).toBe(false);
+    expect(ex.hints).toEqual([
+      'claim "x-ms-isolation-tee.x-ms-ver" is absent; the token has "x-ms-ver" ("1.0"), but that would not satisfy equals "2.0" either',
+      'claim "x-ms-sevsnpvm-is-debuggable" is absent; the token has "x-ms-isolation-tee.x-ms-sevsnpvm-is-debuggable" (false), ' +
+        'but that would not satisfy equals "true" either',
+    ]);
+    for (const h of ex.hints) expect(h).not.toMatch(/use "|drop/);
+  });
+
+  it('still tells a container token to drop the prefix (its SEV-SNP claims are top-level)', () => {
+    const ex = explainPolicy(policy([{ claim: 'x-ms-isolation-tee.x-ms-sevsnpvm-vmpl', equals: '0' }]), containerClaims());
+    expect(ex.hints).toEqual([expect.stringMatching(/container \(ACI\) tokens carry the SEV-SNP claims at the top level; drop the "x-ms-isolation-tee\." prefix/)]);
+  });
+});

@@ -1,5 +1,7 @@
 import { X509Certificate } from 'node:crypto';
-import { AmdOid, readVcekExtensions } from '../../src/certs/vcek';
+import { AmdOid, certificateExtensions, hwidOf, readVcekExtensions } from '../../src/certs/vcek';
+import { der } from '../../src/asn1/der';
+import { SimulatedPlatform } from '../../src/snp/simulator';
 import { derToPem, pemCertificatesToDer, splitPem } from '../../src/certs/pem';
 import { parseThimCertificates } from '../../src/certs/thim';
 import { parseReport } from '../../src/snp/report';
@@ -72,5 +74,39 @@ describe('synthetic VCEK extensions', () => {
     const e = readVcekExtensions(v.der);
     expect(e.productName).toBe('Venice-A0');
     expect(e.product).toBeUndefined();
+  });
+});
+
+describe('hwid extension forms (1.3.6.1.4.1.3704.1.4)', () => {
+  const chip = Buffer.from(Array.from({ length: 64 }, (_, i) => (i * 7 + 3) & 0xff));
+
+  it('reads the raw chip id and the DER OCTET STRING-wrapped one alike (64 bytes; Turin 8)', () => {
+    expect(hwidOf(chip)).toEqual(chip);
+    expect(hwidOf(der.octets(chip))).toEqual(chip);
+    const turin = chip.subarray(0, 8);
+    expect(hwidOf(turin)).toEqual(turin);
+    expect(hwidOf(der.octets(turin))).toEqual(turin);
+  });
+
+  it('reads both forms from VCEKs the simulator issues, for Milan and Turin', () => {
+    for (const product of ['Milan', 'Turin'] as const) {
+      const raw = new SimulatedPlatform({ product });
+      const wrapped = new SimulatedPlatform({ product, hwidForm: 'octet-string' });
+      const want = raw.chipId.subarray(0, product === 'Turin' ? 8 : 64);
+      // The wrapped certificate really carries the inner TLV (04 40 … / 04 08 …).
+      expect(certificateExtensions(wrapped.vcekDer).get(AmdOid.hwid)?.subarray(0, 2)).toEqual(Buffer.from([0x04, want.length]));
+      expect(certificateExtensions(raw.vcekDer).get(AmdOid.hwid)).toEqual(want);
+      expect(readVcekExtensions(raw.vcekDer).hwid).toEqual(want);
+      expect(readVcekExtensions(wrapped.vcekDer).hwid).toEqual(want);
+    }
+  });
+
+  it('refuses any other size or shape with ERR_VCEK_EXTENSION', () => {
+    for (const bad of [Buffer.alloc(0), Buffer.alloc(5), Buffer.alloc(65), Buffer.alloc(66), der.octets(Buffer.alloc(63)), Buffer.from([0x04, 0x08, 1, 2, 3, 4, 5, 6, 7])]) {
+      expect(() => hwidOf(bad)).toThrow(expect.objectContaining({ code: 'ERR_VCEK_EXTENSION', message: expect.stringContaining(AmdOid.hwid) }));
+    }
+    // 66 bytes that start like a wrapper but are not one (wrong inner length).
+    const fake = Buffer.concat([Buffer.from([0x04, 0x41]), Buffer.alloc(64)]);
+    expect(() => hwidOf(fake)).toThrow(/hwid/);
   });
 });

@@ -114,6 +114,21 @@ describe('verifyMaaToken', () => {
     expect(maa.requests.map((r) => r.url)).toEqual(['/.well-known/openid-configuration', '/certs']);
   });
 
+  it('verifies against a given JWKS document without fetching anything, and names what the document lacks', async () => {
+    const token = await sign(claims());
+    const c = await verify(token, { jwks: { document: { keys: [jwkOf(k1)] }, name: 'saved.json' } });
+    expect(c.iss).toBe(maa.url);
+    expect(maa.requests).toEqual([]);
+    expect((await failure(verify(token, { jwks: { document: { keys: [jwkOf(k2)] }, name: 'saved.json' } }))).message)
+      .toBe('token key id "key-1" is not in saved.json');
+    const noKeys = await failure(verify(token, { jwks: { document: { nope: 1 }, name: 'saved.json' } }));
+    expect([noKeys.step, noKeys.message]).toEqual(['maa-jwks', 'saved.json has no "keys" array']);
+    // The issuer is still checked against the authority.
+    expect((await failure(verify(token, { authority: elsewhere.url, jwks: { document: { keys: [jwkOf(k1)] }, name: 'saved.json' } }))).step)
+      .toBe('maa-token-issuer');
+    expect(maa.requests).toEqual([]);
+  });
+
   it('accepts an x5c-only JWKS entry (as MAA serves), an authority with a trailing slash, and an uppercase reportdata', async () => {
     jwks = [x5cOnlyJwkOf(k1, maa.url)];
     const c = await verify(await sign(claims({ 'x-ms-sevsnpvm-reportdata': REPORT_DATA.toString('hex').toUpperCase() })), { authority: `${maa.url}/` });

@@ -1,9 +1,9 @@
 import { parseArgs } from 'node:util';
-import { existsSync } from 'node:fs';
 import { decodeJwt } from 'jose';
 import { explainPolicy } from '../../akv/policy-explain';
 import { decodeReleasePolicy, parseReleasePolicy, type ReleasePolicy } from '../../akv/policy';
 import { CliError, readInput, type Out } from '../io';
+import { readTokenArg } from '../token-input';
 
 export const usage =
   'skr policy explain --policy FILE --token JWT|FILE\n' +
@@ -28,11 +28,8 @@ export function policyFromText(text: string): ReleasePolicy {
 }
 
 export async function tokenClaims(arg: string): Promise<Record<string, unknown>> {
-  const text = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(arg.trim()) && !existsSync(arg)
-    ? arg.trim()
-    : (await readInput(arg, 'token')).toString('utf8').trim();
   // A file may hold the bare JWT or the sidecar's {"token": "..."} answer.
-  const jwt = text.startsWith('{') ? String((JSON.parse(text) as { token?: unknown }).token ?? '') : text;
+  const jwt = await readTokenArg(arg, '--token');
   try {
     return decodeJwt(jwt) as Record<string, unknown>;
   } catch {

@@ -135,9 +135,10 @@ function tcbByte(tcb: bigint, i: number): number {
 /**
  * The VCEK extensions in AMD's order (struct version, product, bl, tee, spl4-7, snp, ucode, [fmc], hwid).
  * Each extnValue is a complete DER INTEGER / IA5String, except hwid, which AMD writes as the raw chip id
- * bytes directly inside extnValue (no inner OCTET STRING). None is critical.
+ * bytes directly inside extnValue (no inner OCTET STRING). None is critical. `hwidForm: 'octet-string'` wraps
+ * the hwid in a DER OCTET STRING instead, as some issuers do, to test verifiers against both forms.
  */
-export function vcekExtensions(product: Product, tcb: bigint, chipId: Buffer): Extension[] {
+export function vcekExtensions(product: Product, tcb: bigint, chipId: Buffer, hwidForm: HwidForm = 'raw'): Extension[] {
   const info = PRODUCT_INFO[product];
   if (chipId.length !== 64) throw new InvalidInputError('ERR_CHIP_ID', `CHIP_ID must be 64 bytes, got ${chipId.length}`);
   const int = (oid: string, v: number) => rawExtension(oid, false, der.int(v));
@@ -160,9 +161,13 @@ export function vcekExtensions(product: Product, tcb: bigint, chipId: Buffer): E
     int(VCEK_OID.ucodeSpl, at(pos.ucode)),
   ];
   if (product === 'Turin') exts.push(int(VCEK_OID.fmcSpl, at(0)));
-  exts.push(rawExtension(VCEK_OID.hwid, false, Buffer.from(chipId.subarray(0, info.hwidLength))));
+  const hwid = Buffer.from(chipId.subarray(0, info.hwidLength));
+  exts.push(rawExtension(VCEK_OID.hwid, false, hwidForm === 'octet-string' ? der.octets(hwid) : hwid));
   return exts;
 }
+
+/** How the VCEK carries its hwid: raw chip id bytes (as KDS does) or wrapped in a DER OCTET STRING. */
+export type HwidForm = 'raw' | 'octet-string';
 
 export interface VcekMintOptions {
   product: Product;
@@ -173,6 +178,7 @@ export interface VcekMintOptions {
   askDer: Buffer;
   notBefore?: Date;
   notAfter?: Date;
+  hwidForm?: HwidForm;
 }
 
 const DAY_MS = 86_400_000;
@@ -189,7 +195,7 @@ export function mintVcek(o: VcekMintOptions): Buffer {
     subjectPublicKey: o.vcekPublicKey,
     issuerPrivateKey: o.askKey,
     signatureAlgorithm: 'rsa-pss-sha384',
-    extensions: vcekExtensions(o.product, o.tcb, o.chipId),
+    extensions: vcekExtensions(o.product, o.tcb, o.chipId, o.hwidForm),
   });
 }
 

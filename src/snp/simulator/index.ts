@@ -6,11 +6,13 @@ export {
   CERT_TABLE_GUID,
   type SimulatedPlatformOptions,
   type IssuedVcek,
+  type VcekIssueOptions,
 } from './platform';
 export {
   PRODUCT_INFO,
   VCEK_OID,
   type ProductInfo,
+  type HwidForm,
   defaultChipId,
   defaultTcb,
   deriveVcekKey,

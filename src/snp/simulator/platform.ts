@@ -13,7 +13,7 @@ import { CERT_GUIDS } from '../cert-table';
 import type { CertTableEntry, Evidence, EvidenceSource, ReportRequest } from '../evidence';
 import { buildReport, Len, REPORT_SIZE, ReportFields, SIGNATURE_OFFSET, SIGNED_LENGTH } from '../report';
 import { encodeTcb, Product, TcbParts, tcbToHex } from '../tcb';
-import { defaultChipId, defaultTcb, deriveVcekKey, mintAmdRoots, mintVcek, PRODUCT_INFO } from './amd-chain';
+import { defaultChipId, defaultTcb, deriveVcekKey, mintAmdRoots, mintVcek, PRODUCT_INFO, type HwidForm } from './amd-chain';
 import { DEFAULT_SECURITY_POLICY_BASE64 } from './default-policy';
 import { TEST_ONLY_ARK_KEY_PEM, TEST_ONLY_ASK_KEY_PEM, TEST_ONLY_VCEK_KEY_PEM } from './test-only-keys';
 import { TEST_ONLY_ROOTS } from './test-only-roots';
@@ -47,6 +47,15 @@ export interface SimulatedPlatformOptions {
    * committed ones. VCEK: used as-is for every TCB instead of the per-(chip, TCB) derived key.
    */
   keys?: { ark?: KeyInput; ask?: KeyInput; vcek?: KeyInput };
+  /** How issued VCEKs carry the hwid extension: raw (as KDS does, the default) or DER OCTET STRING-wrapped. */
+  hwidForm?: HwidForm;
+}
+
+/** Per-certificate choices for `vcekFor`: validity window and hwid form (default: the platform's). */
+export interface VcekIssueOptions {
+  notBefore?: Date;
+  notAfter?: Date;
+  hwidForm?: HwidForm;
 }
 
 /** A VCEK certificate with its key, as a platform at some TCB would have. */
@@ -103,6 +112,7 @@ export class SimulatedPlatform {
   private readonly askKey: KeyObject;
   private readonly fixedVcekKey?: KeyObject;
   private readonly vcekSeed: KeyObject;
+  private readonly hwidForm: HwidForm;
   private current: IssuedVcek;
 
   constructor(opts: SimulatedPlatformOptions = {}) {
@@ -147,6 +157,7 @@ export class SimulatedPlatform {
     }
     this.arkFingerprint = createHash('sha256').update(this.arkDer).digest('hex');
     if (opts.keys?.vcek !== undefined) this.fixedVcekKey = toKey(opts.keys.vcek);
+    this.hwidForm = opts.hwidForm ?? 'raw';
 
     const tcb = opts.tcb === undefined ? defaultTcb(this.product) : typeof opts.tcb === 'bigint' ? opts.tcb : encodeTcb(opts.tcb, this.product);
     this.current = this.vcekFor(tcb);
@@ -167,11 +178,16 @@ export class SimulatedPlatform {
   }
 
   /** Issue a VCEK for `tcb` without changing the platform (e.g. a stale certificate for a mismatch test). */
-  vcekFor(tcb: TcbParts | bigint): IssuedVcek {
+  vcekFor(tcb: TcbParts | bigint, opts: VcekIssueOptions = {}): IssuedVcek {
     const t = typeof tcb === 'bigint' ? tcb : encodeTcb(tcb, this.product);
     const privateKey = this.fixedVcekKey ?? deriveVcekKey(this.vcekSeed, this.product, this.chipId, t);
     const publicKey = createPublicKey(privateKey);
-    const der = mintVcek({ product: this.product, chipId: this.chipId, tcb: t, vcekPublicKey: publicKey, askKey: this.askKey, askDer: this.askDer });
+    const der = mintVcek({
+      product: this.product, chipId: this.chipId, tcb: t, vcekPublicKey: publicKey, askKey: this.askKey, askDer: this.askDer,
+      hwidForm: opts.hwidForm ?? this.hwidForm,
+      ...(opts.notBefore ? { notBefore: opts.notBefore } : {}),
+      ...(opts.notAfter ? { notAfter: opts.notAfter } : {}),
+    });
     return { tcb: t, der, pem: pemOf(der), privateKey, publicKey };
   }
 
