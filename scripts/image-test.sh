@@ -46,7 +46,7 @@ die() {
 
 cleanup() {
   local c p
-  for c in "${CONTAINERS[@]}"; do engine rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
+  for c in "${CONTAINERS[@]}"; do engine rm -f "$c" >/dev/null 2>&1 || true; done
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   [ -z "$TMP" ] || rm -rf "$TMP"
@@ -58,6 +58,7 @@ now_ms() { date +%s%3N; }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.1f s", ms / 1000 }'; }
 
 # ---- what the Dockerfile asks for ------------------------------------------------------------------
+[ -f "$REPO/dist/cli/main.js" ] || die "dist/ is missing: run npm ci first (the host side of the test runs skr local from it)"
 NODE_IMAGE=$(sed -n 's/^ARG NODE_IMAGE=//p' "$DOCKERFILE" | head -n 1)
 [ -n "$NODE_IMAGE" ] || die "docker/Dockerfile has no 'ARG NODE_IMAGE=' line"
 # node:24.21.0-bookworm-slim -> 24.21.0 and bookworm
@@ -384,6 +385,8 @@ printf '| %-14s | %-58s |\n' "engine" "$ENGINE_DESC"
 printf '| %-14s | %-58s |\n' "base" "$BASE_DESC"
 printf '| %-14s | %-58s |\n' "build time" "$(secs "$BUILD_MS")"
 printf '| %-14s | %-58s |\n' "image size" "$SIZE_MB"
-printf '| %-14s | %-58s |\n' "start time" "${START_MS:+$(secs "$START_MS") (run to /status 200)}${START_MS:-n/a}"
+start_desc=n/a
+[ -z "$START_MS" ] || start_desc="$(secs "$START_MS") (container run to /status 200)"
+printf '| %-14s | %-58s |\n' "start time" "$start_desc"
 printf '| %-14s | %-58s |\n' "result" "$([ "$FAILED" = 0 ] && echo PASS || echo FAIL)"
 exit "$FAILED"
