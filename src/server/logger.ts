@@ -2,7 +2,10 @@
  * winston logger with a redaction pass: whatever a caller hands it, JWTs, bearer tokens and
  * key material never reach the output.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import winston from 'winston';
+import { ConfigError } from '../common/errors';
 import type { LogLevel } from './config';
 
 const SECRET_KEYS = /^(access_?token|token|authorization|bearer|key|k|d|p|q|dp|dq|qi|key_hsm|private_?key|secret|target|value|ciphertext)$/i;
@@ -50,7 +53,22 @@ export interface LoggerOptions {
   console?: boolean;
 }
 
+/**
+ * winston opens its file later and drops an open failure without a word: prove at start-up that the
+ * file can be appended to (creating its directory, as winston would), or fail naming path and reason.
+ */
+export function checkLogFile(file: string): void {
+  try {
+    if (!fs.existsSync(path.dirname(file))) fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.closeSync(fs.openSync(file, 'a'));
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new ConfigError(`cannot write log file ${file}: ${err.code ?? 'error'} on ${err.syscall ?? 'open'} ${err.path ?? file}`, e);
+  }
+}
+
 export function createLogger(opts: LoggerOptions = {}): Logger {
+  if (opts.file) checkLogFile(opts.file);
   const transports: winston.transport[] = [
     ...(opts.console === false ? [] : [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug', 'silly'] })]),
     ...(opts.transports ?? []),

@@ -25,6 +25,7 @@ const API_VERSIONS: Record<string, string> = {
   'Microsoft.Authorization/roleAssignments': '2022-04-01',
 };
 const RELEASE_USER_ROLE = '08bbd89e-9f13-488c-ac41-acfcb10c90ab'; // Key Vault Crypto Service Release User
+const ACR_PULL_ROLE = '7f951dca-4771-4ea1-a7ea-c0d8b1bf30d8'; // AcrPull (built-in)
 
 const TEMPLATES = ['arm/aci-arm-template.json', 'arm/keyvault-arm-template.json'];
 
@@ -104,6 +105,19 @@ describe('aci-arm-template.json', () => {
     expect(props.sku).toBe('Confidential');
     expect(props.confidentialComputeProperties).toEqual({ ccePolicy: "[parameters('ccePolicy')]" });
     expect(group.identity).toEqual({ type: 'UserAssigned', userAssignedIdentities: { "[parameters('identityResourceId')]": {} } });
+  });
+
+  it('pulls a private image with the group\'s user-assigned identity, and public images without credentials', () => {
+    const p = t.parameters as Record<string, Json>;
+    expect(p.registryServer).toMatchObject({ type: 'string', defaultValue: '' });
+    // Empty registryServer: no credentials at all; otherwise one entry, the server with the identity
+    // the group already carries (no username/password anywhere in the template).
+    expect(props.imageRegistryCredentials).toBe(
+      "[if(empty(parameters('registryServer')), createArray(), createArray(createObject('server', parameters('registryServer'), 'identity', parameters('identityResourceId'))))]",
+    );
+    expect(Object.keys(group.identity as Json)).toContain('userAssignedIdentities');
+    expect(Object.keys((group.identity as Json).userAssignedIdentities as Json)).toEqual(["[parameters('identityResourceId')]"]);
+    expect(JSON.stringify(t)).not.toMatch(/"(username|password)"/);
   });
 
   it('runs the sidecar and the reference example\'s three test clients, all from the image parameter', () => {
@@ -191,6 +205,22 @@ describe('keyvault-arm-template.json', () => {
       principalType: 'ServicePrincipal',
     });
     expect(release?.dependsOn).toEqual(["[variables('vaultId')]", "[variables('identityId')]"]);
+  });
+
+  it('optionally grants the identity AcrPull on the registry holding the image', () => {
+    const p = t.parameters as Record<string, Json>;
+    expect(p.acrName).toMatchObject({ type: 'string', defaultValue: '' });
+    expect((t.variables as Json).acrPullRoleId).toBe(ACR_PULL_ROLE);
+    const pull = byType('Microsoft.Authorization/roleAssignments').find((r) => String((r.properties as Json).roleDefinitionId).includes('acrPullRoleId'));
+    expect(pull?.condition).toBe("[not(empty(parameters('acrName')))]");
+    expect(pull?.scope).toBe("[format('Microsoft.ContainerRegistry/registries/{0}', parameters('acrName'))]");
+    expect(pull?.properties).toMatchObject({
+      principalId: "[reference(variables('identityId'), '2023-01-31').principalId]",
+      principalType: 'ServicePrincipal',
+    });
+    expect(pull?.dependsOn).toEqual(["[variables('identityId')]"]);
+    // Deterministic and distinct from the vault assignments, so a redeploy is idempotent.
+    expect(String(pull?.name)).toContain("variables('acrPullRoleId')");
   });
 
   it('outputs what the ACI template needs', () => {

@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseLogLevel, parsePort } from '../../server/config';
-import { startLocalStack, type LocalState } from '../local-stack';
+import type { LocalState } from '../local-stack';
 import { CliError, type Out } from '../io';
 import { exitOnSignals } from './serve';
 
@@ -16,6 +16,21 @@ export const usage =
 
 export const DEFAULT_STATE_DIR = process.env.SKR_LOCAL_STATE_DIR ?? path.join(os.homedir(), '.skr-local');
 export const STATE_FILE_NAME = 'state.json';
+
+/**
+ * The emulators are development tools: the container image leaves them (and local-stack) out, so
+ * they are loaded only when `skr local` runs, and their absence is a clear refusal, not a crash.
+ */
+async function loadLocalStack(): Promise<typeof import('../local-stack')> {
+  try {
+    return await import('../local-stack');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && /local-stack|emulators/.test((e as Error).message)) {
+      throw new CliError('skr local is not part of this installation (the emulators are left out of the container image): run it from a checkout (npm start)', 1);
+    }
+    throw e;
+  }
+}
 
 export function summary(s: LocalState, stateFile: string): string[] {
   const u = s.sidecarUrl;
@@ -52,6 +67,7 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   if (positionals.length) throw new CliError(`unexpected argument "${positionals[0]}"\nusage: ${usage}`);
   const stateDir = path.resolve(values['state-dir'] ?? DEFAULT_STATE_DIR);
   const stateFile = path.resolve(values['state-file'] ?? path.join(stateDir, STATE_FILE_NAME));
+  const { startLocalStack } = await loadLocalStack();
   io.err(`skr local: starting (state in ${stateDir}) ...`);
   const stack = await startLocalStack({
     stateDir,
