@@ -496,6 +496,36 @@ describe('arm/cvm/importkeyconfig.json: the CVM release policy', () => {
   });
 });
 
+describe('docs/deploy-cvm.md agrees with the template', () => {
+  const doc = fs.readFileSync(path.join(REPO, 'docs', 'deploy-cvm.md'), 'utf8');
+
+  it('its az deployment command passes every required parameter, and only declared ones', () => {
+    const lines = doc.split('\n');
+    const start = lines.findIndex((l) => l.startsWith('az deployment group create'));
+    expect(start).toBeGreaterThanOrEqual(0);
+    let end = start;
+    while (lines[end].endsWith('\\')) end++;
+    const command = lines.slice(start, end + 1).join('\n');
+    expect(command).toContain('--template-file arm/cvm/cvm-arm-template.json');
+    expect(command).toContain('--parameters @arm/cvm/cvm-arm-template.parameters.json');
+    const passed = [...command.matchAll(/(?:^|\s)([a-z][A-Za-z0-9]*)=/g)].map((m) => m[1]);
+    for (const name of passed) expect([name, name in params]).toEqual([name, true]);
+    const required = Object.entries(params).filter(([, p]) => !('defaultValue' in p)).map(([k]) => k);
+    for (const name of required) expect([name, passed.includes(name)]).toEqual([name, true]);
+  });
+
+  it('uses outputs the template has, and names files that exist', () => {
+    const outputs = Object.keys(t.outputs as Json);
+    const used = [...doc.matchAll(/properties\.outputs\.([A-Za-z]+)\.value/g)].map((m) => m[1]);
+    expect(used.length).toBeGreaterThan(0);
+    for (const o of used) expect([o, outputs.includes(o)]).toEqual([o, true]);
+    const files = new Set(doc.match(/arm\/cvm\/[A-Za-z0-9._-]+/g));
+    for (const f of files) expect([f, fs.existsSync(path.join(REPO, f))]).toEqual([f, true]);
+    expect(doc).toContain('/usr/local/sbin/skr-install');
+    expect(cloudInitText).toContain('- path: /usr/local/sbin/skr-install');
+  });
+});
+
 describe('the package the VM installs (npm pack)', () => {
   const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { files: string[]; bin: Record<string, string>; scripts: Record<string, string> };
   const packed = (p: string) => pkg.files.some((f) => p === f || p.startsWith(`${f.replace(/\/$/, '')}/`));
