@@ -9,6 +9,7 @@
  * refuses the same claims at the top level.
  */
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -322,8 +323,157 @@ describe('customData: arm/cvm/cloud-init.yaml, embedded verbatim and filled in a
     // Both downloads are verified before use.
     expect(script).toMatch(/sha256sum --check --strict --quiet - \|\| fail "the package at SKR_PACKAGE_URL does not match/);
     expect(script).toMatch(/SHASUMS256\.txt \| sha256sum --check --strict --quiet -\) \|\| fail/);
-    expect(script).toContain('[[ -x /usr/local/bin/skr ]] || fail');
+    expect(script).toMatch(/^PREFIX=\$\{SKR_PREFIX:-\/usr\/local\}$/m);
+    expect(script).toContain('[[ -x "$PREFIX/bin/skr" ]] || fail');
     expect(script).toContain('[[ -c "$TPM" ]] || fail');
+  });
+});
+
+/**
+ * The install script run for real, against fakes on PATH (curl serving fixtures, systemctl, udevadm,
+ * useradd, ...), a fixture Node.js tarball and package, and temp paths through its SKR_* overrides.
+ */
+describe('skr-install (the script cloud-init runs), with fakes', () => {
+  let root = '';
+  let fix = '';
+  let bin = '';
+  let script = '';
+  const nodeTar = 'node-v24.1.0-linux-x64.tar.xz';
+  const pkgBytes = Buffer.from('not really a tarball, the fake npm does not care');
+  const pkgSha = createHash('sha256').update(pkgBytes).digest('hex');
+  const PKG_URL = 'https://pkg.example/skr-sidecar-0.1.0.tgz?sp=r&se=2026-12-01&sig=AbC%2Bd%3D';
+  let run = 0;
+
+  const write = (p: string, content: string | Buffer, mode = 0o644) => {
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    fs.writeFileSync(p, content, { mode });
+  };
+
+  beforeAll(() => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-cvm-install-'));
+    fix = path.join(root, 'fixtures');
+    bin = path.join(root, 'bin');
+    script = path.join(root, 'skr-install');
+    fs.mkdirSync(fix);
+    write(script, writeFiles(parseYamlSubset(cloudInitText)).get('/usr/local/sbin/skr-install')!.content, 0o755);
+    // Fixture Node.js: a tarball laid out like nodejs.org's, with fake node and npm.
+    const tree = path.join(root, 'tree', 'node-v24.1.0-linux-x64');
+    write(path.join(tree, 'bin', 'node'), '#!/bin/sh\ncase "$1" in -p) echo 24 ;; --version) echo v24.1.0 ;; esac\n', 0o755);
+    write(path.join(tree, 'bin', 'npm'), '#!/bin/sh\necho "$@" >> "$FAKE_LOG/npm.log"\nprintf \'#!/bin/sh\\necho 0.1.0\\n\' > "$SKR_PREFIX/bin/skr"\nchmod 755 "$SKR_PREFIX/bin/skr"\n', 0o755);
+    for (const f of ['README.md', 'CHANGELOG.md', 'LICENSE', 'lib/node_modules/npm/README.md']) write(path.join(tree, f), f);
+    const tar = spawnSync('tar', ['-cJf', path.join(fix, nodeTar), '-C', path.join(root, 'tree'), 'node-v24.1.0-linux-x64']);
+    if (tar.status !== 0) throw new Error(`tar: ${String(tar.stderr)}`);
+    write(path.join(fix, 'pkg.tgz'), pkgBytes);
+    const curl = [
+      '#!/bin/bash',
+      'echo "$@" >> "$FAKE_LOG/curl.log"',
+      'out=""; url="${@: -1}"',
+      'while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done',
+      'case "$url" in',
+      '  https://nodejs.org/dist/latest-v24.x/SHASUMS256.txt) cp "$FIX/SHASUMS256.txt" "$out" ;;',
+      '  https://nodejs.org/dist/latest-v24.x/node-v*) cp "$FIX/${url##*/}" "$out" ;;',
+      '  https://pkg.example/*) cp "$FIX/pkg.tgz" "$out" ;;',
+      '  http://127.0.0.1:8080/status) exit 0 ;;',
+      '  *) exit 22 ;;',
+      'esac',
+    ].join('\n');
+    write(path.join(bin, 'curl'), `${curl}\n`, 0o755);
+    const logged = (name: string, body: string) => write(path.join(bin, name), `#!/bin/sh\necho "${name} $*" >> "$FAKE_LOG/commands.log"\n${body}\n`, 0o755);
+    logged('uname', 'echo x86_64');
+    logged('getent', 'exit 0');
+    logged('id', 'exit 1');
+    logged('useradd', 'exit 0');
+    logged('udevadm', 'exit 0');
+    logged('stat', 'echo tss');
+    logged('systemctl', 'exit 0');
+  });
+
+  afterAll(() => {
+    if (root) fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  function install(opts: { url?: string; sha?: string; shasums?: string; tpm?: string; omit?: string } = {}) {
+    const dir = path.join(root, `run-${++run}`);
+    const prefix = path.join(dir, 'prefix');
+    const logs = path.join(dir, 'logs');
+    fs.mkdirSync(path.join(prefix, 'bin'), { recursive: true });
+    fs.mkdirSync(logs);
+    const tarSha = createHash('sha256').update(fs.readFileSync(path.join(fix, nodeTar))).digest('hex');
+    write(path.join(fix, 'SHASUMS256.txt'), opts.shasums ?? `${'0'.repeat(64)}  node-v24.1.0-linux-arm64.tar.xz\n${tarSha}  ${nodeTar}\n`);
+    const env = [`SKR_PACKAGE_URL=${opts.url ?? PKG_URL}`, `SKR_PACKAGE_SHA256=${opts.sha ?? pkgSha}`, 'NODE_MAJOR=24']
+      .filter((l) => !opts.omit || !l.startsWith(`${opts.omit}=`));
+    write(path.join(dir, 'install.env'), `${env.join('\n')}\n`, 0o600);
+    write(path.join(dir, 'sidecar.env'), 'Port=8080\n');
+    const r = spawnSync('bash', [script], {
+      encoding: 'utf8',
+      env: {
+        PATH: `${bin}:${process.env.PATH}`,
+        TMPDIR: dir,
+        FIX: fix,
+        FAKE_LOG: logs,
+        SKR_PREFIX: prefix,
+        SKR_INSTALL_ENV: path.join(dir, 'install.env'),
+        SKR_SIDECAR_ENV: path.join(dir, 'sidecar.env'),
+        SKR_TPM_DEVICE: opts.tpm ?? '/dev/null',
+      },
+    });
+    const log = (name: string) => (fs.existsSync(path.join(logs, name)) ? fs.readFileSync(path.join(logs, name), 'utf8') : '');
+    return { status: r.status, out: r.stdout, err: r.stderr, prefix, dir, log };
+  }
+
+  it('installs the checked Node.js tarball and package, creates the user and starts the service', () => {
+    const r = install();
+    expect([r.status, r.err]).toEqual([0, '']);
+    expect(r.out).toContain('installed Node.js v24.1.0');
+    expect(r.out).toContain('installed skr 0.1.0');
+    expect(r.out).toContain('skr-sidecar answers on 127.0.0.1:8080');
+    // The tarball's top-level files stay out of the prefix; everything else lands in it.
+    expect(fs.existsSync(path.join(r.prefix, 'bin', 'node'))).toBe(true);
+    expect(fs.existsSync(path.join(r.prefix, 'README.md'))).toBe(false);
+    expect(fs.existsSync(path.join(r.prefix, 'LICENSE'))).toBe(false);
+    expect(fs.existsSync(path.join(r.prefix, 'lib', 'node_modules', 'npm', 'README.md'))).toBe(true);
+    expect(r.log('npm.log')).toMatch(/^install --global --omit=dev --ignore-scripts --no-fund --no-audit --no-update-notifier \/\S+\/skr-sidecar\.tgz\n$/);
+    const commands = r.log('commands.log');
+    expect(commands).toMatch(/^useradd --system --user-group --no-create-home --home-dir \/nonexistent --shell \/usr\/sbin\/nologin skr$/m);
+    expect(commands).toMatch(/^udevadm trigger --action=change --subsystem-match=tpmrm$/m);
+    expect(commands.split('\n').filter((l) => l.startsWith('systemctl'))).toEqual([
+      'systemctl daemon-reload', 'systemctl enable skr-sidecar.service', 'systemctl restart skr-sidecar.service',
+    ]);
+    // Downloads are https only (redirects included), and the SAS URL arrives intact.
+    const downloads = r.log('curl.log').split('\n').filter((l) => l.includes(' -o '));
+    expect(downloads).toHaveLength(3);
+    for (const d of downloads) expect(d).toContain('--proto =https');
+    expect(downloads[2].endsWith(` ${PKG_URL}`)).toBe(true);
+    // Its temp dir is gone.
+    expect(fs.readdirSync(r.dir).sort()).toEqual(['install.env', 'logs', 'prefix', 'sidecar.env']);
+  });
+
+  it('refuses a package that does not match its sha256, before npm runs', () => {
+    const r = install({ sha: 'a'.repeat(64) });
+    expect(r.status).toBe(1);
+    expect(r.err).toContain('the package at SKR_PACKAGE_URL does not match SKR_PACKAGE_SHA256');
+    expect(r.log('npm.log')).toBe('');
+    expect(r.log('commands.log')).not.toMatch(/systemctl/);
+  });
+
+  it('refuses a Node.js tarball that does not match SHASUMS256.txt, and extracts nothing', () => {
+    const r = install({ shasums: `${'b'.repeat(64)}  ${nodeTar}\n` });
+    expect(r.status).toBe(1);
+    expect(r.err).toContain(`${nodeTar} does not match https://nodejs.org/dist/latest-v24.x/SHASUMS256.txt`);
+    expect(fs.readdirSync(path.join(r.prefix, 'bin'))).toEqual([]);
+  });
+
+  it.each([
+    ['an http URL', { url: 'http://pkg.example/skr-sidecar-0.1.0.tgz' }, 'SKR_PACKAGE_URL must be an https URL'],
+    ['the placeholder URL', { url: '<https URL of skr-sidecar-0.1.0.tgz from npm pack>' }, 'SKR_PACKAGE_URL must be an https URL'],
+    ['a short hash', { sha: 'abc' }, 'SKR_PACKAGE_SHA256 must be 64 lower-case hex digits'],
+    ['a missing hash', { omit: 'SKR_PACKAGE_SHA256' }, 'has no SKR_PACKAGE_SHA256'],
+    ['no vTPM', { tpm: '/nonexistent/tpmrm0' }, '/nonexistent/tpmrm0 is missing: the VM has no vTPM'],
+  ])('fails closed on %s, before downloading anything', (_what, opts, message) => {
+    const r = install(opts);
+    expect(r.status).toBe(1);
+    expect(r.err).toContain(message);
+    expect(r.log('curl.log')).toBe('');
   });
 });
 
