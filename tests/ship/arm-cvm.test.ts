@@ -14,7 +14,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseImportKeyConfig, policyFromConfig } from '../../src/akv/import-key';
-import { decodeReleasePolicy, encodeReleasePolicy, evaluateReleasePolicy, failedConditions } from '../../src/akv/policy';
+import { buildReleasePolicy, decodeReleasePolicy, encodeReleasePolicy, evaluateReleasePolicy, failedConditions } from '../../src/akv/policy';
+import { explainPolicy } from '../../src/akv/policy-explain';
 import { loadServerConfig } from '../../src/server/config';
 import { STRING_FUNCTIONS, evaluate, type ArmContext } from './arm-expr';
 import { REPO } from './helpers';
@@ -636,6 +637,14 @@ describe('arm/cvm/importkeyconfig.json: the CVM release policy', () => {
       ['x-ms-isolation-tee.x-ms-attestation-type', false],
       ['x-ms-isolation-tee.x-ms-compliance-status', false],
     ]);
+  });
+
+  it('the mistake the troubleshooting table describes: the same claims written at the top level refuse a CVM token, and skr policy explain names the nested claim', () => {
+    const topLevel = buildReleasePolicy({ authority: cfg.key.authority.endpoint, anyOfGroups: [cfg.claims[0].map((c) => ({ ...c, claim: c.claim.replace(/^x-ms-isolation-tee\./, '') }))] });
+    expect(evaluateReleasePolicy(topLevel, cvmClaims()).granted).toBe(false);
+    const explained = explainPolicy(topLevel, cvmClaims());
+    expect(explained.granted).toBe(false);
+    expect(explained.hints.join('\n')).toContain('use "x-ms-isolation-tee.x-ms-compliance-status"');
   });
 
   it('refuses a VM MAA does not call compliant, and a token from another region\'s MAA', () => {
