@@ -2,7 +2,8 @@
  * Bearer tokens for Key Vault / Managed HSM. Three sources, in this order:
  *   1. the request's own `access_token` (returned as is, nothing else consulted);
  *   2. workload identity (AKS) when AZURE_FEDERATED_TOKEN_FILE is set: @azure/identity's
- *      WorkloadIdentityCredential with AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_AUTHORITY_HOST;
+ *      WorkloadIdentityCredential with AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_AUTHORITY_HOST
+ *      (read by the server config, passed in as `workload`);
  *   3. otherwise managed identity through @azure/identity's ManagedIdentityCredential
  *      (system-assigned, or user-assigned by `SkrSideCarArgs.identity.client_id`).
  * Tokens are cached by @azure/identity / msal-node and never logged here.
@@ -130,11 +131,22 @@ function imdsOrigin(endpoint: string): string {
 
 export type IdentityMode = 'managed-identity' | 'workload-identity';
 
+/** AKS workload identity, as the server config reads it from AZURE_FEDERATED_TOKEN_FILE and friends. */
+export interface WorkloadIdentitySettings {
+  tokenFilePath: string;
+  /** AZURE_CLIENT_ID (an explicit `clientId` option wins). */
+  clientId?: string;
+  /** AZURE_TENANT_ID. */
+  tenantId?: string;
+  /** AZURE_AUTHORITY_HOST. */
+  authorityHost?: string;
+}
+
 export interface TokenProviderOptions {
   /** User-assigned managed identity client id (`SkrSideCarArgs.identity.client_id`); empty: system-assigned. */
   clientId?: string;
-  /** Environment to read workload identity settings from (default process.env, read at construction). */
-  env?: NodeJS.ProcessEnv;
+  /** Workload identity settings (see config.ts); absent: managed identity. */
+  workload?: WorkloadIdentitySettings;
   /** IMDS base URL, e.g. the emulator's `http://127.0.0.1:<port>` (default: the real 169.254.169.254). */
   imdsEndpoint?: string;
   /** Extra CAs trusted for the workload identity authority (a private or local test authority). */
@@ -147,12 +159,11 @@ export class TokenProvider {
   private readonly imdsOrigin?: string;
 
   constructor(opts: TokenProviderOptions = {}) {
-    const env = opts.env ?? process.env;
     const clientId = opts.clientId?.trim() || undefined;
     try {
-      if (env.AZURE_FEDERATED_TOKEN_FILE) {
+      if (opts.workload) {
         this.mode = 'workload-identity';
-        this.credential = TokenProvider.workloadCredential(env, clientId, opts.extraCaPem);
+        this.credential = TokenProvider.workloadCredential(opts.workload, clientId, opts.extraCaPem);
       } else {
         this.mode = 'managed-identity';
         if (opts.imdsEndpoint) this.imdsOrigin = imdsOrigin(opts.imdsEndpoint);
@@ -167,16 +178,16 @@ export class TokenProvider {
     }
   }
 
-  private static workloadCredential(env: NodeJS.ProcessEnv, clientId: string | undefined, extraCaPem?: string[]): TokenCredential {
+  private static workloadCredential(w: WorkloadIdentitySettings, clientId: string | undefined, extraCaPem?: string[]): TokenCredential {
     // Same precedence as @azure/identity's own AKS path: an explicit client id, then AZURE_CLIENT_ID.
-    const id = clientId ?? (env.AZURE_CLIENT_ID || undefined);
+    const id = clientId ?? (w.clientId || undefined);
     if (!id) throw new ConfigError('workload identity: AZURE_FEDERATED_TOKEN_FILE is set but no client id (AZURE_CLIENT_ID)');
-    if (!env.AZURE_TENANT_ID) throw new ConfigError('workload identity: AZURE_FEDERATED_TOKEN_FILE is set but AZURE_TENANT_ID is not');
+    if (!w.tenantId) throw new ConfigError('workload identity: AZURE_FEDERATED_TOKEN_FILE is set but AZURE_TENANT_ID is not');
     return new WorkloadIdentityCredential({
       clientId: id,
-      tenantId: env.AZURE_TENANT_ID,
-      tokenFilePath: env.AZURE_FEDERATED_TOKEN_FILE,
-      ...(env.AZURE_AUTHORITY_HOST ? { authorityHost: env.AZURE_AUTHORITY_HOST } : {}),
+      tenantId: w.tenantId,
+      tokenFilePath: w.tokenFilePath,
+      ...(w.authorityHost ? { authorityHost: w.authorityHost } : {}),
       // As @azure/identity does for AKS: trust the configured authority instead of asking
       // login.microsoftonline.com for instance metadata first.
       disableInstanceDiscovery: true,

@@ -22,7 +22,8 @@ import { runWithContext, SidecarMetrics, UpstreamHealth, type RequestContext } f
 import { jsonBody, requireJson, requiredString, runtimeData } from './request';
 import { DEFAULT_LIMITS } from './config';
 
-export const BODY_LIMIT = '1mb';
+/** Default request body limit (config.limits.maxBodyBytes). */
+export const BODY_LIMIT = DEFAULT_LIMITS.maxBodyBytes;
 
 export interface AppDeps {
   attestation: AttestationService;
@@ -41,6 +42,8 @@ export interface AppDeps {
   /** Slots for /attest/maa and /key/release; beyond them 429. */
   releaseSlots?: Semaphore;
   maxJsonDepth?: number;
+  /** Request body size limit in bytes (default 1 MiB). */
+  maxBodyBytes?: number;
   metrics?: SidecarMetrics;
   health?: UpstreamHealth;
 }
@@ -121,7 +124,7 @@ export function createApp(deps: AppDeps): Express {
   });
   app.use(callerGuard({ apiSecret: deps.apiSecret, onRefused: (reason) => metrics.refusals.inc({ reason }) }));
   // Any Content-Type: parse as text, then JSON ourselves.
-  app.use(express.text({ type: () => true, limit: BODY_LIMIT }));
+  app.use(express.text({ type: () => true, limit: deps.maxBodyBytes ?? BODY_LIMIT }));
 
   app.get('/status', (_req, res) => {
     if (deps.isReady && !deps.isReady()) {

@@ -18,7 +18,7 @@ import type { EvidenceSource } from '../snp/evidence';
 import { SimulatedPlatform, simulatedUvmEndorsementBase64 } from '../snp/simulator';
 import { createHttpsFetch } from '../common/https-fetch';
 import { KeyReleaseClient } from '../akv/release';
-import { releaseTuningFromEnv, startReleaseFastPath, type ReleaseTuning } from '../akv/release-tuning';
+import { startReleaseFastPath, type ReleaseTuning } from '../akv/release-tuning';
 import { createApp } from './app';
 import { EndpointAllowlist, KidAllowlist } from './allowlist';
 import { Semaphore } from './limits';
@@ -27,9 +27,6 @@ import { SidecarAttestation } from './attestation-service';
 import type { ServerConfig } from './config';
 import { createLogger, type Logger } from './logger';
 import { writeSecurityContext } from './simulation';
-
-/** One vault HTTP attempt; the SDK retries (2×, backoff + jitter, Retry-After) within the request deadline. */
-export const VAULT_ATTEMPT_TIMEOUT_MS = 30_000;
 
 export interface SidecarOptions {
   config: ServerConfig;
@@ -42,7 +39,7 @@ export interface SidecarOptions {
   platform?: SimulatedPlatform;
   /** reference-info-base64 the simulator publishes; default: its own test-signed UVM endorsement. */
   referenceInfoBase64?: string;
-  /** Wrapping-key pool and MAA token reuse; default from SKR_WRAPPING_KEY_POOL_SIZE / SKR_MAA_TOKEN_REUSE(_MARGIN_SECONDS). */
+  /** Wrapping-key pool and MAA token reuse over config.release (tests and the bench tune them). */
   release?: ReleaseTuning;
 }
 
@@ -100,9 +97,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   evidence = new GuardedEvidenceSource(rawEvidence, deviceGate, metrics);
   const releaseSlots = new Semaphore(limits.maxInFlightReleases, limits.maxQueuedReleases, 'key releases and MAA attestations', 1);
 
-  const context = readSecurityContext(contextDir ? { dir: contextDir } : {});
+  const context = readSecurityContext({ ...(contextDir ? { dir: contextDir } : {}), env: config.securityContextEnv });
   const fromArgs = collateralSourceFromArgs(config.args.certcache, { onAttempt: metrics.attemptObserver(health, 'collateral') });
-  const primary: CollateralSource = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir }) : fromArgs;
+  const primary: CollateralSource = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir, env: config.securityContextEnv }) : fromArgs;
   const collateral = new ObservedCollateralProvider(metrics, {
     evidence,
     primary,
@@ -119,16 +116,17 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const tokens = new ObservedTokenProvider(metrics, health, {
     clientId: config.args.identity?.client_id,
     ...(config.imdsEndpoint ? { imdsEndpoint: config.imdsEndpoint } : {}),
+    ...(config.workloadIdentity ? { workload: config.workloadIdentity } : {}),
     extraCaPem: config.extraCaPem,
   });
-  const fastPath = startReleaseFastPath(opts.release ?? releaseTuningFromEnv(process.env));
+  const fastPath = startReleaseFastPath(opts.release ?? config.release);
   const release = new KeyReleaseClient({
     wrappingKeyPool: fastPath.wrappingKeyPool,
     maaTokenReuse: fastPath.maaTokenReuse,
     attest: (endpoint, runtimeData, signal) => attestation.maaToken(endpoint, runtimeData, signal),
     tokens,
     // The SDK sets no per-attempt timeout of its own: bound each vault call here.
-    fetch: observedFetch(outbound, 'vault', metrics, health, { timeoutMs: VAULT_ATTEMPT_TIMEOUT_MS, stage: 'vault' }),
+    fetch: observedFetch(outbound, 'vault', metrics, health, { timeoutMs: limits.vaultAttemptTimeoutMs, stage: 'vault' }),
     extraCaPem: config.extraCaPem,
     managedHsmEndpoints: config.managedHsmEndpoints,
     relaxedChallengeEndpoints: config.loopbackVaultEndpoints,
@@ -149,6 +147,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     deadlineMs: limits.requestDeadlineMs,
     releaseSlots,
     maxJsonDepth: limits.maxJsonDepth,
+    maxBodyBytes: limits.maxBodyBytes,
   });
 
   const server = await new Promise<Server>((resolve, reject) => {
