@@ -27,10 +27,12 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { ManagedIdentityCredential, WorkloadIdentityCredential, type AccessToken, type TokenCredential } from '@azure/identity';
 import type { HttpClient } from '@azure/core-rest-pipeline';
+import { toEndpoint, type Endpoint } from '../common/endpoint';
 import { ConfigError, InvalidInputError, UpstreamError } from '../common/errors';
 import type { FetchLike } from '../common/http';
 import { createHttpsFetch } from '../common/https-fetch';
 import { createSdkHttpClient } from './sdk-http-client';
+import { NO_TELEMETRY, type Telemetry } from '../common/telemetry';
 
 export const VAULT_RESOURCE = 'https://vault.azure.net';
 export const MANAGED_HSM_RESOURCE = 'https://managedhsm.azure.net';
@@ -54,21 +56,6 @@ const ALL_VAULT_RESOURCES: ReadonlySet<string> = new Set(Object.values(VAULT_RES
 /** The real IMDS origin that msal-node's IMDS source always calls. */
 export const IMDS_ORIGIN = 'http://169.254.169.254';
 
-/** Host name (lower case, no port, no trailing dot) of "host", "host:port" or an https URL. */
-function hostnameOf(host: string): string {
-  if (typeof host !== 'string' || !host.trim()) throw new InvalidInputError('ERR_VAULT_HOST', 'vault host is empty');
-  let url: URL;
-  try {
-    url = new URL(host.includes('://') ? host : `https://${host}`);
-  } catch {
-    throw new InvalidInputError('ERR_VAULT_HOST', `vault host ${JSON.stringify(host)} is not a host name`);
-  }
-  if (!host.includes('://') && (url.pathname !== '/' || url.search || url.hash || url.username)) {
-    throw new InvalidInputError('ERR_VAULT_HOST', `vault host ${JSON.stringify(host)} must be a bare host[:port]`);
-  }
-  return url.hostname.toLowerCase().replace(/\.$/, '');
-}
-
 /** Azure cloud DNS suffixes under which `<name>.managedhsm.<suffix>` is a Managed HSM pool. */
 export const MANAGED_HSM_CLOUD_SUFFIXES: readonly string[] = ['azure.net', 'azure.cn', 'usgovcloudapi.net', 'microsoftazure.de'];
 
@@ -77,11 +64,9 @@ export const MANAGED_HSM_CLOUD_SUFFIXES: readonly string[] = ['azure.net', 'azur
  * → `https://vault.azure.cn`, `<name>.managedhsm.usgovcloudapi.net` → `https://managedhsm.usgovcloudapi.net`).
  * Any other host (custom allowlisted names, loopback emulators) gets the public Key Vault audience.
  */
-export function resourceForVaultHost(host: string): VaultResource {
-  const name = hostnameOf(host);
-  for (const [suffix, resource] of Object.entries(VAULT_RESOURCES)) {
-    if (name.endsWith(`.${suffix}`) && name.length > suffix.length + 1) return resource;
-  }
+export function resourceForVaultHost(host: Endpoint | string): VaultResource {
+  const ep = toEndpoint('akv', host);
+  if ((ep.service === 'vault' || ep.service === 'managedhsm') && ep.suffix) return VAULT_RESOURCES[ep.suffix as keyof typeof VAULT_RESOURCES];
   return VAULT_RESOURCE;
 }
 
@@ -151,14 +136,18 @@ export interface TokenProviderOptions {
   imdsEndpoint?: string;
   /** Extra CAs trusted for the workload identity authority (a private or local test authority). */
   extraCaPem?: string[];
+  /** Each token fetch is the `identity` stage and counts in the identity's health. */
+  telemetry?: Telemetry;
 }
 
 export class TokenProvider {
   readonly mode: IdentityMode;
   private readonly credential: TokenCredential;
   private readonly imdsOrigin?: string;
+  private readonly telemetry: Telemetry;
 
   constructor(opts: TokenProviderOptions = {}) {
+    this.telemetry = opts.telemetry ?? NO_TELEMETRY;
     const clientId = opts.clientId?.trim() || undefined;
     try {
       if (opts.workload) {
@@ -210,6 +199,17 @@ export class TokenProvider {
    * it nears expiry, so repeated calls cost no round trip.
    */
   async getAccessToken(resource: VaultResource, signal?: AbortSignal): Promise<AccessToken> {
+    try {
+      const t = await this.telemetry.stage('identity', () => this.fetchAccessToken(resource, signal));
+      this.telemetry.outcome('identity');
+      return t;
+    } catch (e) {
+      this.telemetry.outcome('identity', e instanceof Error ? e.message : 'error');
+      throw e;
+    }
+  }
+
+  private async fetchAccessToken(resource: VaultResource, signal?: AbortSignal): Promise<AccessToken> {
     if (!isVaultResource(resource)) {
       throw new InvalidInputError('ERR_TOKEN_RESOURCE', `token resource must be ${VAULT_RESOURCE} or ${MANAGED_HSM_RESOURCE}`);
     }

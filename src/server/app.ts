@@ -7,9 +7,8 @@
  * Nothing leaves the box for an endpoint that is not allowlisted.
  */
 import express, { type Express, type Request, type Response } from 'express';
-import { vaultBaseUrl } from '../akv/release';
+import { parseEndpoint } from '../common/endpoint';
 import { SkrError } from '../common/errors';
-import { maaBaseUrl } from '../maa/client';
 import { reportDataFor } from '../snp/report';
 import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, type KidAllowlist } from './allowlist';
 import type { AttestationService, KeyReleaseService } from './attestation';
@@ -164,10 +163,11 @@ export function createApp(deps: AppDeps): Express {
 
   app.post('/attest/maa', async (req, res) => {
     const b = body(req);
-    const endpoint = requiredString(b, 'maa_endpoint').trim();
+    const raw = requiredString(b, 'maa_endpoint');
     const data = runtimeData(b);
     requireJson(data, 'runtime_data');
-    maaBaseUrl(endpoint); // 400 for anything that is not an https host
+    // Parsed once (400 for anything but an https host): the allowlist approves and MAA dials this value.
+    const endpoint = parseEndpoint('maa', raw);
     try {
       maaAllow.check(endpoint);
     } catch (e) {
@@ -180,15 +180,16 @@ export function createApp(deps: AppDeps): Express {
 
   app.post('/key/release', async (req, res) => {
     const b = body(req);
-    const maaEndpoint = requiredString(b, 'maa_endpoint').trim();
-    const akvEndpoint = requiredString(b, 'akv_endpoint').trim();
+    const maaRaw = requiredString(b, 'maa_endpoint');
+    const akvRaw = requiredString(b, 'akv_endpoint');
     const kid = requiredString(b, 'kid').trim();
     const token = b.access_token;
     if (token !== undefined && token !== null && typeof token !== 'string') throw badRequest('access_token must be a string', 'ERR_FIELD_TYPE');
     const accessToken = typeof token === 'string' && token.trim() !== '' ? token.trim() : undefined;
-    const authority = maaBaseUrl(maaEndpoint);
-    const vaultHost = vaultBaseUrl(akvEndpoint).host;
-    await audited(res, { kid, vaultHost, authority }, async () => {
+    // Each endpoint is parsed once; the allowlists, the clients, the audience and the caches all use these values.
+    const maaEndpoint = parseEndpoint('maa', maaRaw);
+    const akvEndpoint = parseEndpoint('akv', akvRaw);
+    await audited(res, { kid, vaultHost: akvEndpoint.host, authority: maaEndpoint.origin }, async () => {
       try {
         maaAllow.check(maaEndpoint);
       } catch (e) {

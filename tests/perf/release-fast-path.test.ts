@@ -13,7 +13,11 @@ import { staticTokenCredential } from '../../src/akv/credentials';
 import { TokenProvider } from '../../src/akv/identity';
 import { importReleasableKey, sdkJwkFor } from '../../src/akv/import-key';
 import { buildReleasePolicy } from '../../src/akv/policy';
-import { KeyReleaseClient, ReleaseRefusedError } from '../../src/akv/release';
+import { ReleaseJwsVerifier } from '../../src/akv/jws';
+import { KeyReleasePipeline, ReleaseRefusedError } from '../../src/akv/release';
+import { SoftwareKekSource } from '../../src/akv/software-kek';
+import { SdkVaultRelease } from '../../src/akv/vault-release';
+import type { Endpoint } from '../../src/common/endpoint';
 import { WrappingKeyPool } from '../../src/akv/wrapping-key-pool';
 import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
 import type { FetchLike } from '../../src/common/http';
@@ -72,18 +76,22 @@ describe('key release fast path on the local stack', () => {
   const uvm = () => fs.readFileSync(path.join(stack.state.securityContextDir, 'reference-info-base64'), 'utf8').trim();
 
   /** The production client, observed through its attest dependency (real evidence, real MAA emulator). */
-  function client(opts: { reuse?: boolean; tokens?: TokenProvider; fetch?: FetchLike } = {}): KeyReleaseClient {
-    return new KeyReleaseClient({
-      attest: async (endpoint, runtimeData, signal) => {
-        attestCalls.push(endpoint);
-        const { report } = await stack.platform.evidenceSource().getReport({ reportData: reportDataFor(runtimeData) });
-        return maa().attest(endpoint, { report, vcekPem: stack.platform.vcekPem, chainPem: stack.platform.askPem + stack.platform.arkPem, uvmEndorsementBase64: uvm(), runtimeData }, signal);
+  function client(opts: { reuse?: boolean; tokens?: TokenProvider; fetch?: FetchLike } = {}): KeyReleasePipeline {
+    return new KeyReleasePipeline({
+      attester: {
+        attest: async (endpoint: Endpoint, runtimeData: Buffer, signal?: AbortSignal) => {
+          attestCalls.push(endpoint.raw);
+          const { report } = await stack.platform.evidenceSource().getReport({ reportData: reportDataFor(runtimeData) });
+          return maa().attest(endpoint, { report, vcekPem: stack.platform.vcekPem, chainPem: stack.platform.askPem + stack.platform.arkPem, uvmEndorsementBase64: uvm(), runtimeData }, signal);
+        },
       },
-      tokens: opts.tokens ?? new TokenProvider({ imdsEndpoint: imdsProxyUrl }),
-      fetch: opts.fetch ?? fetch,
-      extraCaPem: [ca],
-      relaxedChallengeEndpoints: [stack.state.vaultEndpoint],
-      wrappingKeyPool: pool,
+      keks: new SoftwareKekSource(pool),
+      vault: new SdkVaultRelease({
+        tokens: opts.tokens ?? new TokenProvider({ imdsEndpoint: imdsProxyUrl }),
+        fetch: opts.fetch ?? fetch,
+        relaxedChallengeEndpoints: [stack.state.vaultEndpoint],
+      }),
+      jws: new ReleaseJwsVerifier({ extraCaPem: [ca] }),
       ...(opts.reuse === false ? { maaTokenReuse: { enabled: false } } : {}),
     });
   }
