@@ -24,7 +24,7 @@ import { ReleaseJwsVerifier } from '../akv/jws';
 import { KeyReleasePipeline } from '../akv/release';
 import { startReleaseFastPath, type ReleaseTuning } from '../akv/release-tuning';
 import { SoftwareKekSource } from '../akv/software-kek';
-import { SdkVaultRelease } from '../akv/vault-release';
+import { KeyVaultRelease } from '../akv/vault-release';
 import { SevSnpAttester } from '../maa/attester';
 import { MaaClient } from '../maa/client';
 import { createApp } from './app';
@@ -134,12 +134,13 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const release = new KeyReleasePipeline({
     attester,
     keks: new SoftwareKekSource(fastPath.wrappingKeyPool),
-    vault: new SdkVaultRelease({
+    vault: new KeyVaultRelease({
       tokens,
       // The SDK sets no per-attempt timeout of its own: bound each vault call here.
       fetch: reportingFetch(outbound, 'vault', telemetry, { timeoutMs: limits.vaultAttemptTimeoutMs, stage: 'vault' }),
       managedHsmEndpoints: config.managedHsmEndpoints,
       relaxedChallengeEndpoints: config.loopbackVaultEndpoints,
+      attemptTimeoutMs: limits.vaultAttemptTimeoutMs,
     }),
     jws: new ReleaseJwsVerifier({ extraCaPem: config.extraCaPem }),
     maaTokenReuse: fastPath.maaTokenReuse,

@@ -16,7 +16,7 @@ import { buildReleasePolicy } from '../../src/akv/policy';
 import { ReleaseJwsVerifier } from '../../src/akv/jws';
 import { KeyReleasePipeline, ReleaseRefusedError } from '../../src/akv/release';
 import { SoftwareKekSource } from '../../src/akv/software-kek';
-import { SdkVaultRelease } from '../../src/akv/vault-release';
+import { KeyVaultRelease } from '../../src/akv/vault-release';
 import type { Endpoint } from '../../src/common/endpoint';
 import { WrappingKeyPool } from '../../src/akv/wrapping-key-pool';
 import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
@@ -86,7 +86,7 @@ describe('key release fast path on the local stack', () => {
         },
       },
       keks: new SoftwareKekSource(pool),
-      vault: new SdkVaultRelease({
+      vault: new KeyVaultRelease({
         tokens: opts.tokens ?? new TokenProvider({ imdsEndpoint: imdsProxyUrl }),
         fetch: opts.fetch ?? fetch,
         relaxedChallengeEndpoints: [stack.state.vaultEndpoint],
@@ -183,7 +183,7 @@ describe('key release fast path on the local stack', () => {
     expect(k((await c.release(req('override'))).jwk)).toEqual(bytes);
   });
 
-  it('answers the vault\'s 401 challenge once per vault for the identity, and per request for a caller\'s token', async () => {
+  it('sends the token with the first request to a vault whose audience is known: no 401 challenge round trip, for the identity or a caller\'s token', async () => {
     const statuses: number[] = [];
     const counting: FetchLike = async (input, init) => {
       const res = await fetch(input, init);
@@ -193,11 +193,11 @@ describe('key release fast path on the local stack', () => {
     const c = client({ fetch: counting });
     await importKey('challenge', randomBytes(32));
     for (let i = 0; i < 3; i++) await c.release(req('challenge'));
-    expect(statuses).toEqual([401, 200, 200, 200]);
+    expect(statuses).toEqual([200, 200, 200]);
     statuses.length = 0;
     const token = await directImdsToken();
     for (let i = 0; i < 2; i++) await c.release(req('challenge', { accessToken: token }));
-    expect(statuses).toEqual([401, 200, 401, 200]);
+    expect(statuses).toEqual([200, 200]);
   });
 
   it('fetched the identity token from IMDS once for all the releases above', () => {

@@ -4,7 +4,7 @@
  * audience, token-cache key and audit host come from the same value.
  */
 import { TokenProvider, resourceForVaultHost } from '../../src/akv/identity';
-import { SdkVaultRelease } from '../../src/akv/vault-release';
+import { KeyVaultRelease } from '../../src/akv/vault-release';
 import { parseEndpoint, type EndpointKind } from '../../src/common/endpoint';
 import type { FetchLike } from '../../src/common/http';
 import { MaaClient } from '../../src/maa/client';
@@ -61,7 +61,7 @@ describe.each(CASES)('%s endpoint %s: approved host = dialled host', (kind, patt
       await new MaaClient({ fetch, retries: 0 }).attest(ep, minimalSevSnpInput()).catch(() => undefined);
       expect(MaaTokenCache.keyOf(ep)).toBe(ep.origin);
     } else {
-      const vault = new SdkVaultRelease({ tokens: new TokenProvider({ imdsEndpoint: 'http://127.0.0.1:9' }), fetch });
+      const vault = new KeyVaultRelease({ tokens: new TokenProvider({ imdsEndpoint: 'http://127.0.0.1:9' }), fetch });
       await vault.release({ vault: ep, name: 'k', maaToken: 'a.b.c', enc: 'CKM_RSA_AES_KEY_WRAP', accessToken: 'caller-token' }).catch(() => undefined);
       expect(resourceForVaultHost(ep)).toBe(resourceForVaultHost(host));
     }
@@ -97,3 +97,28 @@ function minimalSevSnpInput(): Parameters<MaaClient['attest']>[1] {
   const pem = createLocalCa().certPem;
   return { report: Buffer.alloc(REPORT_SIZE), vcekPem: pem, chainPem: pem, runtimeData: Buffer.from('{}') };
 }
+
+describe('which vaults get a token with the first request', () => {
+  /** Records the Authorization header of each request and answers 404. */
+  function authRecorder(): { fetch: FetchLike; auth: Array<string | null> } {
+    const auth: Array<string | null> = [];
+    const fetch: FetchLike = async (_input, init) => {
+      auth.push(new Headers(init?.headers).get('authorization'));
+      return new Response('{"error":{"code":"KeyNotFound","message":"no"}}', { status: 404 });
+    };
+    return { fetch, auth };
+  }
+  const tokens = new TokenProvider({ imdsEndpoint: 'http://127.0.0.1:9' });
+
+  it('an Azure vault name fixes the audience: the token goes with the one POST', async () => {
+    const { fetch, auth } = authRecorder();
+    await new KeyVaultRelease({ tokens, fetch }).release({ vault: parseEndpoint('akv', 'v.vault.azure.net'), name: 'k', maaToken: 'a.b.c', enc: 'CKM_RSA_AES_KEY_WRAP', accessToken: 'caller-token' }).catch(() => undefined);
+    expect(auth).toEqual(['Bearer caller-token']);
+  });
+
+  it('any other allowlisted host first gets no token: the SDK learns and checks its 401 challenge', async () => {
+    const { fetch, auth } = authRecorder();
+    await new KeyVaultRelease({ tokens, fetch }).release({ vault: parseEndpoint('akv', 'vault.example.com'), name: 'k', maaToken: 'a.b.c', enc: 'CKM_RSA_AES_KEY_WRAP', accessToken: 'caller-token' }).catch(() => undefined);
+    expect(auth).toEqual([null]);
+  });
+});
