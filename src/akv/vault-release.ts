@@ -27,7 +27,7 @@ import type { ReleaseEnc } from './wrap';
 /** The vault refused the release (or the identity): 403 with a precise reason. */
 export class ReleaseRefusedError extends SkrError {
   constructor(message: string, readonly vaultStatus: number, readonly vaultCode?: string) {
-    super('ERR_RELEASE_REFUSED', message, { status: 403 });
+    super('ERR_RELEASE_REFUSED', message);
   }
 }
 

@@ -34,8 +34,8 @@ const FIELD: Record<EndpointKind, string> = { maa: 'maa_endpoint', akv: 'akv_end
 
 /** A refused endpoint, kid or caller: 403 with a message naming what would allow it. */
 export class ForbiddenError extends SkrError {
-  constructor(code: string, message: string) {
-    super(code, message, { status: 403 });
+  constructor(code: 'ERR_ENDPOINT_NOT_ALLOWED' | 'ERR_KID_NOT_ALLOWED' | 'ERR_PEER_NOT_LOOPBACK', message: string) {
+    super(code, message);
   }
 }
 

@@ -66,7 +66,7 @@ export function outcomeOf(status: number): string {
 
 export class DeadlineError extends SkrError {
   constructor(ms: number) {
-    super('ERR_DEADLINE', `request deadline of ${ms / 1000} s exceeded (SKR_REQUEST_DEADLINE_SECONDS)`, { status: 504 });
+    super('ERR_DEADLINE', `request deadline of ${ms / 1000} s exceeded (SKR_REQUEST_DEADLINE_SECONDS)`);
   }
 }
 
@@ -243,7 +243,7 @@ export function createApp(deps: AppDeps): Express {
   }
 
   app.use((req, _res, next) => {
-    next(new HttpError(404, 'ERR_NOT_FOUND', `no route ${req.method} ${req.path.slice(0, 200)}`));
+    next(new HttpError('ERR_NOT_FOUND', `no route ${req.method} ${req.path.slice(0, 200)}`));
   });
   app.use(errorHandler(logger));
   return app;
