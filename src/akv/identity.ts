@@ -2,7 +2,8 @@
  * Bearer tokens for Key Vault / Managed HSM. Three sources, in this order:
  *   1. the request's own `access_token` (returned as is, nothing else consulted);
  *   2. workload identity (AKS) when AZURE_FEDERATED_TOKEN_FILE is set: @azure/identity's
- *      WorkloadIdentityCredential with AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_AUTHORITY_HOST;
+ *      WorkloadIdentityCredential with AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_AUTHORITY_HOST
+ *      (read by the server config, passed in as `workload`);
  *   3. otherwise managed identity through @azure/identity's ManagedIdentityCredential
  *      (system-assigned, or user-assigned by `SkrSideCarArgs.identity.client_id`).
  * Tokens are cached by @azure/identity / msal-node and never logged here.
@@ -26,10 +27,12 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { ManagedIdentityCredential, WorkloadIdentityCredential, type AccessToken, type TokenCredential } from '@azure/identity';
 import type { HttpClient } from '@azure/core-rest-pipeline';
+import { toEndpoint, type Endpoint } from '../common/endpoint';
 import { ConfigError, InvalidInputError, UpstreamError } from '../common/errors';
 import type { FetchLike } from '../common/http';
 import { createHttpsFetch } from '../common/https-fetch';
 import { createSdkHttpClient } from './sdk-http-client';
+import { NO_TELEMETRY, type Telemetry } from '../common/telemetry';
 
 export const VAULT_RESOURCE = 'https://vault.azure.net';
 export const MANAGED_HSM_RESOURCE = 'https://managedhsm.azure.net';
@@ -53,21 +56,6 @@ const ALL_VAULT_RESOURCES: ReadonlySet<string> = new Set(Object.values(VAULT_RES
 /** The real IMDS origin that msal-node's IMDS source always calls. */
 export const IMDS_ORIGIN = 'http://169.254.169.254';
 
-/** Host name (lower case, no port, no trailing dot) of "host", "host:port" or an https URL. */
-function hostnameOf(host: string): string {
-  if (typeof host !== 'string' || !host.trim()) throw new InvalidInputError('ERR_VAULT_HOST', 'vault host is empty');
-  let url: URL;
-  try {
-    url = new URL(host.includes('://') ? host : `https://${host}`);
-  } catch {
-    throw new InvalidInputError('ERR_VAULT_HOST', `vault host ${JSON.stringify(host)} is not a host name`);
-  }
-  if (!host.includes('://') && (url.pathname !== '/' || url.search || url.hash || url.username)) {
-    throw new InvalidInputError('ERR_VAULT_HOST', `vault host ${JSON.stringify(host)} must be a bare host[:port]`);
-  }
-  return url.hostname.toLowerCase().replace(/\.$/, '');
-}
-
 /** Azure cloud DNS suffixes under which `<name>.managedhsm.<suffix>` is a Managed HSM pool. */
 export const MANAGED_HSM_CLOUD_SUFFIXES: readonly string[] = ['azure.net', 'azure.cn', 'usgovcloudapi.net', 'microsoftazure.de'];
 
@@ -76,11 +64,9 @@ export const MANAGED_HSM_CLOUD_SUFFIXES: readonly string[] = ['azure.net', 'azur
  * → `https://vault.azure.cn`, `<name>.managedhsm.usgovcloudapi.net` → `https://managedhsm.usgovcloudapi.net`).
  * Any other host (custom allowlisted names, loopback emulators) gets the public Key Vault audience.
  */
-export function resourceForVaultHost(host: string): VaultResource {
-  const name = hostnameOf(host);
-  for (const [suffix, resource] of Object.entries(VAULT_RESOURCES)) {
-    if (name.endsWith(`.${suffix}`) && name.length > suffix.length + 1) return resource;
-  }
+export function resourceForVaultHost(host: Endpoint | string): VaultResource {
+  const ep = toEndpoint('akv', host);
+  if ((ep.service === 'vault' || ep.service === 'managedhsm') && ep.suffix) return VAULT_RESOURCES[ep.suffix as keyof typeof VAULT_RESOURCES];
   return VAULT_RESOURCE;
 }
 
@@ -130,29 +116,43 @@ function imdsOrigin(endpoint: string): string {
 
 export type IdentityMode = 'managed-identity' | 'workload-identity';
 
+/** AKS workload identity, as the server config reads it from AZURE_FEDERATED_TOKEN_FILE and friends. */
+export interface WorkloadIdentitySettings {
+  tokenFilePath: string;
+  /** AZURE_CLIENT_ID (an explicit `clientId` option wins). */
+  clientId?: string;
+  /** AZURE_TENANT_ID. */
+  tenantId?: string;
+  /** AZURE_AUTHORITY_HOST. */
+  authorityHost?: string;
+}
+
 export interface TokenProviderOptions {
   /** User-assigned managed identity client id (`SkrSideCarArgs.identity.client_id`); empty: system-assigned. */
   clientId?: string;
-  /** Environment to read workload identity settings from (default process.env, read at construction). */
-  env?: NodeJS.ProcessEnv;
+  /** Workload identity settings (see config.ts); absent: managed identity. */
+  workload?: WorkloadIdentitySettings;
   /** IMDS base URL, e.g. the emulator's `http://127.0.0.1:<port>` (default: the real 169.254.169.254). */
   imdsEndpoint?: string;
   /** Extra CAs trusted for the workload identity authority (a private or local test authority). */
   extraCaPem?: string[];
+  /** Each token fetch is the `identity` stage and counts in the identity's health. */
+  telemetry?: Telemetry;
 }
 
 export class TokenProvider {
   readonly mode: IdentityMode;
   private readonly credential: TokenCredential;
   private readonly imdsOrigin?: string;
+  private readonly telemetry: Telemetry;
 
   constructor(opts: TokenProviderOptions = {}) {
-    const env = opts.env ?? process.env;
+    this.telemetry = opts.telemetry ?? NO_TELEMETRY;
     const clientId = opts.clientId?.trim() || undefined;
     try {
-      if (env.AZURE_FEDERATED_TOKEN_FILE) {
+      if (opts.workload) {
         this.mode = 'workload-identity';
-        this.credential = TokenProvider.workloadCredential(env, clientId, opts.extraCaPem);
+        this.credential = TokenProvider.workloadCredential(opts.workload, clientId, opts.extraCaPem);
       } else {
         this.mode = 'managed-identity';
         if (opts.imdsEndpoint) this.imdsOrigin = imdsOrigin(opts.imdsEndpoint);
@@ -167,16 +167,16 @@ export class TokenProvider {
     }
   }
 
-  private static workloadCredential(env: NodeJS.ProcessEnv, clientId: string | undefined, extraCaPem?: string[]): TokenCredential {
+  private static workloadCredential(w: WorkloadIdentitySettings, clientId: string | undefined, extraCaPem?: string[]): TokenCredential {
     // Same precedence as @azure/identity's own AKS path: an explicit client id, then AZURE_CLIENT_ID.
-    const id = clientId ?? (env.AZURE_CLIENT_ID || undefined);
+    const id = clientId ?? (w.clientId || undefined);
     if (!id) throw new ConfigError('workload identity: AZURE_FEDERATED_TOKEN_FILE is set but no client id (AZURE_CLIENT_ID)');
-    if (!env.AZURE_TENANT_ID) throw new ConfigError('workload identity: AZURE_FEDERATED_TOKEN_FILE is set but AZURE_TENANT_ID is not');
+    if (!w.tenantId) throw new ConfigError('workload identity: AZURE_FEDERATED_TOKEN_FILE is set but AZURE_TENANT_ID is not');
     return new WorkloadIdentityCredential({
       clientId: id,
-      tenantId: env.AZURE_TENANT_ID,
-      tokenFilePath: env.AZURE_FEDERATED_TOKEN_FILE,
-      ...(env.AZURE_AUTHORITY_HOST ? { authorityHost: env.AZURE_AUTHORITY_HOST } : {}),
+      tenantId: w.tenantId,
+      tokenFilePath: w.tokenFilePath,
+      ...(w.authorityHost ? { authorityHost: w.authorityHost } : {}),
       // As @azure/identity does for AKS: trust the configured authority instead of asking
       // login.microsoftonline.com for instance metadata first.
       disableInstanceDiscovery: true,
@@ -199,6 +199,17 @@ export class TokenProvider {
    * it nears expiry, so repeated calls cost no round trip.
    */
   async getAccessToken(resource: VaultResource, signal?: AbortSignal): Promise<AccessToken> {
+    try {
+      const t = await this.telemetry.stage('identity', () => this.fetchAccessToken(resource, signal));
+      this.telemetry.outcome('identity');
+      return t;
+    } catch (e) {
+      this.telemetry.outcome('identity', e instanceof Error ? e.message : 'error');
+      throw e;
+    }
+  }
+
+  private async fetchAccessToken(resource: VaultResource, signal?: AbortSignal): Promise<AccessToken> {
     if (!isVaultResource(resource)) {
       throw new InvalidInputError('ERR_TOKEN_RESOURCE', `token resource must be ${VAULT_RESOURCE} or ${MANAGED_HSM_RESOURCE}`);
     }

@@ -181,6 +181,6 @@ export async function importReleasableKey(o: ImportOptions): Promise<ImportedKey
   } catch (e) {
     const err = e as { statusCode?: number; message?: string; code?: string };
     if (err.statusCode === undefined) throw new UpstreamError('vault', `vault ${url.host} could not be reached: ${err.code ?? err.message}`, { cause: e });
-    throw new SkrError('ERR_IMPORT_REFUSED', `vault ${url.host} refused the import (${err.statusCode}): ${err.message ?? ''}`, { status: 403 });
+    throw new SkrError('ERR_IMPORT_REFUSED', `vault ${url.host} refused the import (${err.statusCode}): ${err.message ?? ''}`);
   }
 }

@@ -14,7 +14,7 @@ export const RELEASED_KTYS: readonly ReleasedKty[] = ['oct', 'oct-HSM', 'RSA', '
 /** The material came out of a verified vault response; not matching its declared kty is the vault's fault. */
 export class ReleasedKeyError extends SkrError {
   constructor(message: string, cause?: unknown) {
-    super('ERR_RELEASED_KEY', message, { status: 502, cause });
+    super('ERR_RELEASED_KEY', message, { cause });
   }
 }
 

@@ -19,7 +19,7 @@ export interface KeyHsm {
 /** key_hsm arrives inside a vault response we already verified, so a malformed one is the vault's fault. */
 export class KeyHsmError extends SkrError {
   constructor(message: string) {
-    super('ERR_KEY_HSM', `malformed key_hsm: ${message}`, { status: 502 });
+    super('ERR_KEY_HSM', `malformed key_hsm: ${message}`);
   }
 }
 

@@ -1,37 +1,43 @@
 /**
- * Secure key release, end to end for one request:
- *   ephemeral RSA wrapping key → MAA token carrying its public JWKS → vault `release` with an
- *   identity token → verify the JWS (signature, x5c chain, vault host) → decode `key_hsm` →
- *   unwrap (RSA-OAEP + AES-KWP) → JWK. Key buffers are wiped as soon as the JWK exists.
+ * Secure key release, end to end for one request, as one pipeline of explicit parts:
  *
- * What is not redone per request (issue 7): wrapping keys come pre-generated from a pool; an MAA
- * token is reused together with its wrapping key while valid (per MAA endpoint, with a margin
- * before exp); the identity token and the vault's auth challenge are cached in one KeyClient per
- * vault. Released keys are never cached, and a caller's own access_token never outlives its request.
+ *   KEK source ──take──▶ KEK ──runtimeData──▶ Attester ──▶ MAA token   (reused with its KEK while valid)
+ *   VaultReleaseCall(vault, kid, MAA token, enc) ──▶ release JWS
+ *   ReleaseJwsVerifier(JWS, vault) ──▶ payload ──▶ key_hsm ──▶ KEK.unwrap ──▶ JWK
+ *
+ * The parts are interfaces (attester.ts in src/maa, kek.ts, vault-release.ts, jws.ts); the server
+ * wires today's implementations (SEV-SNP evidence + MAA, a software RSA key pool, the SDK's vault
+ * call) and another platform wires its own. docs/architecture.md has the picture.
+ *
+ * What is not redone per request (issue 7): KEKs come pre-generated from a pool; an MAA token is
+ * reused together with its KEK while valid (per MAA origin, with a margin before exp); the identity
+ * token and the vault's auth challenge are cached per vault; the release JWS chain is verified once
+ * per signing chain. Released keys are never cached, and a caller's own access_token never
+ * outlives its request. Key buffers are wiped as soon as the JWK exists.
  */
 import type { JsonWebKey } from 'node:crypto';
-import type { KeyClient, KeyExportEncryptionAlgorithm } from '@azure/keyvault-keys';
-import { decodeJwt } from 'jose';
-import { InvalidInputError, SkrError, UpstreamError, VerificationError } from '../common/errors';
-import type { FetchLike } from '../common/http';
+import { toEndpoint, type Endpoint } from '../common/endpoint';
+import { InvalidInputError, UpstreamError, VerificationError } from '../common/errors';
 import { wipe } from '../common/bytes';
-import { resourceForVaultHost, MANAGED_HSM_RESOURCE, type TokenProvider, type VaultResource } from './identity';
-import { releasedKeyToJwk } from './jwk';
-import { verifyReleaseJws } from './jws';
-import { decodeKeyHsm } from './key-hsm';
-import { decodeReleasePolicy, evaluateReleasePolicy, failedConditions } from './policy';
+import { NO_TELEMETRY, type Telemetry } from '../common/telemetry';
+import type { Attester } from '../maa/attester';
 import { MaaTokenCache, type MaaTokenCacheOptions, type TokenLookup } from '../maa/token-cache';
-import { VaultClients } from './vault-clients';
-import { isReleaseEnc, unwrapKeyMaterial, type ReleaseEnc } from './wrap';
-import { createWrappingKeyAsync, type WrappingKey } from './wrapping-key';
-import type { WrappingKeyPool } from './wrapping-key-pool';
+import { releasedKeyToJwk } from './jwk';
+import type { ReleaseJwsVerifier } from './jws';
+import type { KeyEncryptionKey, KeyEncryptionKeySource } from './kek';
+import { decodeKeyHsm } from './key-hsm';
+import { ReleaseRefusedError, type VaultReleaseCall } from './vault-release';
+import { isReleaseEnc, type ReleaseEnc } from './wrap';
+
+export { ReleaseRefusedError };
 
 export const DEFAULT_RELEASE_ENC: ReleaseEnc = 'CKM_RSA_AES_KEY_WRAP';
 
 export interface KeyReleaseRequest {
-  maaEndpoint: string;
-  /** Bare vault host (`myvault.vault.azure.net`), host:port, or an https URL. */
-  akvEndpoint: string;
+  /** The MAA endpoint (parsed once by the caller; a string is parsed here). */
+  maaEndpoint: Endpoint | string;
+  /** The vault: bare host (`myvault.vault.azure.net`), host:port, or an https URL. */
+  akvEndpoint: Endpoint | string;
   /** `name` or `name/version`. */
   kid: string;
   /** Bearer token to use instead of the managed identity. */
@@ -46,31 +52,19 @@ export interface ReleasedKey {
   vaultHost: string;
 }
 
-export interface KeyReleaseClientOptions {
-  /** MAA token for evidence binding `runtimeData` (the wrapping key's JWKS). */
-  attest: (maaEndpoint: string, runtimeData: Buffer, signal?: AbortSignal) => Promise<string>;
-  tokens: TokenProvider;
-  /** Outbound HTTPS (keep-alive, extra CAs) for the vault. */
-  fetch: FetchLike;
-  /** Extra roots for the release JWS chain (the local CA in local mode). */
-  extraCaPem?: string[];
-  /** host:port endpoints that are Managed HSMs although their names do not say so (loopback emulators). */
-  managedHsmEndpoints?: string[];
-  /** host:port endpoints whose 401 challenge names a resource on another domain (loopback emulators only). */
-  relaxedChallengeEndpoints?: string[];
-  /** Supplies a wrapping key; default: from `wrappingKeyPool`, else a fresh RSA-2048 key. */
-  wrappingKey?: () => WrappingKey | Promise<WrappingKey>;
-  /** Pre-generated wrapping keys (the sidecar starts one at start-up). */
-  wrappingKeyPool?: WrappingKeyPool;
-  /** Reuse of an MAA token with its wrapping key: default on with a 5 min margin; `{ enabled: false }` turns it off. */
-  maaTokenReuse?: MaaTokenCacheOptions | MaaTokenCache<WrappingKey>;
-}
-
-/** The vault refused the release (or the identity): 403 with a precise reason. */
-export class ReleaseRefusedError extends SkrError {
-  constructor(message: string, readonly vaultStatus: number, readonly vaultCode?: string) {
-    super('ERR_RELEASE_REFUSED', message, { status: 403 });
-  }
+export interface KeyReleaseParts {
+  /** Evidence + runtime data → MAA token. */
+  attester: Attester;
+  /** Where KEKs come from (a pool of software keys today). */
+  keks: KeyEncryptionKeySource;
+  /** The vault's release call. */
+  vault: VaultReleaseCall;
+  /** Signature, chain-to-roots and vault-host checks of the release response. */
+  jws: ReleaseJwsVerifier;
+  /** Reuse of an MAA token with its KEK: default on with a 5 min margin; `{ enabled: false }` turns it off. */
+  maaTokenReuse?: MaaTokenCacheOptions | MaaTokenCache<KeyEncryptionKey>;
+  /** The `unwrap` stage (everything after the vault's answer) is timed here. */
+  telemetry?: Telemetry;
 }
 
 const KEY_NAME = /^[0-9a-zA-Z-]{1,127}$/;
@@ -84,45 +78,9 @@ export function parseKid(kid: string): { name: string; version?: string } {
   return parts.length === 2 ? { name: parts[0], version: parts[1] } : { name: parts[0] };
 }
 
-/** `https://host[:port]` from a bare host, host:port or https URL; anything else is refused. */
+/** `https://host[:port]` from a bare host, host:port or https URL; anything else is refused (ERR_AKV_ENDPOINT). */
 export function vaultBaseUrl(endpoint: string): URL {
-  const e = endpoint.trim();
-  let url: URL;
-  try {
-    url = new URL(e.includes('://') ? e : `https://${e}`);
-  } catch {
-    throw new InvalidInputError('ERR_AKV_ENDPOINT', `akv_endpoint "${endpoint}" is not a host name`);
-  }
-  if (url.protocol !== 'https:') throw new InvalidInputError('ERR_AKV_ENDPOINT', `akv_endpoint "${endpoint}" must use https`);
-  if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash || url.username || url.password) {
-    throw new InvalidInputError('ERR_AKV_ENDPOINT', `akv_endpoint "${endpoint}" must be a bare host (no path, query or credentials)`);
-  }
-  return new URL(url.origin);
-}
-
-interface RestErrorLike {
-  statusCode?: number;
-  code?: string;
-  message?: string;
-  details?: unknown;
-  response?: { bodyAsText?: string | null };
-}
-
-function vaultErrorBody(e: RestErrorLike): { code?: string; message?: string; innererror?: Record<string, unknown> } {
-  const fromDetails = (e.details as { error?: Record<string, unknown> } | undefined)?.error;
-  let err = fromDetails;
-  if (!err && e.response?.bodyAsText) {
-    try {
-      err = (JSON.parse(e.response.bodyAsText) as { error?: Record<string, unknown> }).error;
-    } catch {
-      err = undefined;
-    }
-  }
-  return {
-    code: typeof err?.code === 'string' ? err.code : e.code,
-    message: typeof err?.message === 'string' ? err.message : e.message,
-    innererror: (err?.innererror as Record<string, unknown> | undefined) ?? undefined,
-  };
+  return new URL(toEndpoint('akv', endpoint).origin);
 }
 
 /** Vault answers that say the target token itself was not accepted: a cached token must not be offered again. */
@@ -132,7 +90,7 @@ const TOKEN_REFUSALS = new Set([400, 403]);
  * The verified response must be for the key that was asked for, on the vault that was called: a
  * signed release of another key (or from another vault with a wildcard certificate) is refused.
  */
-export function checkReleasedKid(kid: unknown, url: URL, name: string, version: string | undefined): void {
+export function checkReleasedKid(kid: unknown, url: Endpoint, name: string, version: string | undefined): void {
   const refuse = (why: string): never => {
     throw new VerificationError('release-kid', `release response is for another key: ${why}`);
   };
@@ -149,34 +107,23 @@ export function checkReleasedKid(kid: unknown, url: URL, name: string, version: 
   if (version && parts[2]?.toLowerCase() !== version.toLowerCase()) refuse(`key id ${kid} is not version ${version}`);
 }
 
-export class KeyReleaseClient {
-  /** MAA tokens with the wrapping keys they bind, by MAA origin. */
-  readonly maaTokens: MaaTokenCache<WrappingKey>;
-  private readonly vaults: VaultClients;
+export class KeyReleasePipeline {
+  /** MAA tokens with the KEKs they bind, by MAA origin. */
+  readonly maaTokens: MaaTokenCache<KeyEncryptionKey>;
+  private readonly telemetry: Telemetry;
 
-  constructor(private readonly opts: KeyReleaseClientOptions) {
-    this.maaTokens = opts.maaTokenReuse instanceof MaaTokenCache ? opts.maaTokenReuse : new MaaTokenCache<WrappingKey>(opts.maaTokenReuse);
-    this.vaults = new VaultClients(opts.tokens, { fetch: opts.fetch, relaxedChallengeEndpoints: opts.relaxedChallengeEndpoints });
+  constructor(private readonly parts: KeyReleaseParts) {
+    this.maaTokens = parts.maaTokenReuse instanceof MaaTokenCache ? parts.maaTokenReuse : new MaaTokenCache<KeyEncryptionKey>(parts.maaTokenReuse);
+    this.telemetry = parts.telemetry ?? NO_TELEMETRY;
   }
 
-  private resourceFor(url: URL): VaultResource {
-    if (this.opts.managedHsmEndpoints?.includes(url.host)) return MANAGED_HSM_RESOURCE;
-    return resourceForVaultHost(url.host);
-  }
-
-  private takeWrappingKey(): Promise<WrappingKey> {
-    if (this.opts.wrappingKey) return Promise.resolve(this.opts.wrappingKey());
-    if (this.opts.wrappingKeyPool) return this.opts.wrappingKeyPool.take();
-    return createWrappingKeyAsync();
-  }
-
-  /** A token for `maaEndpoint` and the wrapping key it binds: reused while valid, else a new key attested now. */
-  private attested(maaEndpoint: string, signal?: AbortSignal): Promise<TokenLookup<WrappingKey>> {
+  /** A token for `maa` and the KEK it binds: reused while valid, else a new KEK attested now. */
+  private attested(maa: Endpoint, signal?: AbortSignal): Promise<TokenLookup<KeyEncryptionKey>> {
     return this.maaTokens.get(
-      maaEndpoint,
+      maa,
       async (s) => {
-        const wrapping = await this.takeWrappingKey();
-        return { token: await this.opts.attest(maaEndpoint, wrapping.runtimeData, s), binding: wrapping };
+        const kek = await this.parts.keks.take();
+        return { token: await this.parts.attester.attest(maa, kek.runtimeData, s), binding: kek };
       },
       signal,
     );
@@ -184,132 +131,41 @@ export class KeyReleaseClient {
 
   async release(req: KeyReleaseRequest, signal?: AbortSignal): Promise<ReleasedKey> {
     const { name, version } = parseKid(req.kid);
-    const url = vaultBaseUrl(req.akvEndpoint);
+    const vault = toEndpoint('akv', req.akvEndpoint);
+    const maa = toEndpoint('maa', req.maaEndpoint);
     const enc = req.enc ?? DEFAULT_RELEASE_ENC;
     if (!isReleaseEnc(enc)) throw new InvalidInputError('ERR_RELEASE_ENC', `enc "${String(enc)}" is not supported`);
-    const resource = this.resourceFor(url);
 
-    // The SDK's KeyClient.releaseKey carries everything this call needs; it runs the 401 challenge
-    // flow and its own retry policy. See vault-clients.ts for which client holds which token.
-    let client: KeyClient;
-    let lookup: TokenLookup<WrappingKey>;
-    if (req.accessToken) {
-      client = this.vaults.forCallerToken(url, req.accessToken);
-      lookup = await this.attested(req.maaEndpoint, signal);
-    } else {
-      const identity = this.vaults.forIdentity(url, resource);
-      client = identity.client;
-      // On a vault's first use, get the identity token while MAA works (and fail early if there is none).
-      [lookup] = await Promise.all([
-        this.attested(req.maaEndpoint, signal),
-        identity.fresh ? this.opts.tokens.getAccessToken(resource, signal) : undefined,
-      ]);
-    }
-    const { token: maaToken, binding: wrapping } = lookup;
+    // On a vault's first use the identity token is fetched while MAA works.
+    const [lookup] = await Promise.all([this.attested(maa, signal), this.parts.vault.prepare(vault, req.accessToken, signal)]);
+    const { token: maaToken, binding: kek } = lookup;
     let jws: string;
     try {
-      const result = await client.releaseKey(name, maaToken, {
-        ...(version ? { version } : {}),
-        algorithm: enc as KeyExportEncryptionAlgorithm,
-        ...(signal ? { abortSignal: signal } : {}),
-      });
-      jws = result.value;
+      jws = await this.parts.vault.release({ vault, name, ...(version ? { version } : {}), maaToken, enc, ...(req.accessToken ? { accessToken: req.accessToken } : {}) }, signal);
     } catch (e) {
-      if (e instanceof SkrError) throw e; // our identity layer failed inside the SDK pipeline
-      const status = (e as RestErrorLike).statusCode;
-      if (status !== undefined && TOKEN_REFUSALS.has(status)) this.maaTokens.invalidate(req.maaEndpoint, maaToken);
-      throw await this.explainFailure(e as RestErrorLike, client, name, version, maaToken, url, signal);
+      if (e instanceof ReleaseRefusedError && TOKEN_REFUSALS.has(e.vaultStatus)) this.maaTokens.invalidate(maa, maaToken);
+      throw e;
     }
+    return this.telemetry.stage('unwrap', () => this.open(jws, vault, name, version, kek, maaToken, signal));
+  }
 
-    const payload = verifyReleaseJws(jws, { vaultHost: url.hostname, extraCaPem: this.opts.extraCaPem });
+  /** What remains after the vault answered, all local: verify the JWS, decode key_hsm, unwrap, build the JWK. */
+  private async open(jws: string, vault: Endpoint, name: string, version: string | undefined, kek: KeyEncryptionKey, maaToken: string, signal?: AbortSignal): Promise<ReleasedKey> {
+    const payload = await this.parts.jws.verify(jws, vault.hostname);
     const released = (payload.response as { key?: { key?: Record<string, unknown> } } | undefined)?.key?.key;
     if (!released || typeof released.key_hsm !== 'string' || typeof released.kty !== 'string') {
       throw new UpstreamError('vault', 'release response carries no key with key_hsm', { code: 'ERR_RELEASE_RESPONSE' });
     }
-    checkReleasedKid(released.kid, url, name, version);
+    checkReleasedKid(released.kid, vault, name, version);
     const keyHsm = decodeKeyHsm(released.key_hsm);
-    const material = unwrapKeyMaterial(keyHsm.ciphertext, wrapping.privateKey, keyHsm.enc as ReleaseEnc);
+    const material = await kek.unwrap(keyHsm, { maaToken, ...(signal ? { signal } : {}) });
     try {
-      const keyId = typeof released.kid === 'string' ? released.kid : `${url.origin}/keys/${name}${version ? `/${version}` : ''}`;
+      const keyId = typeof released.kid === 'string' ? released.kid : `${vault.origin}/keys/${name}${version ? `/${version}` : ''}`;
       const keyOps = Array.isArray(released.key_ops) ? (released.key_ops.filter((x) => typeof x === 'string') as string[]) : undefined;
       const jwk = releasedKeyToJwk({ kty: released.kty, material, kid: keyId, ...(keyOps ? { key_ops: keyOps } : {}) });
-      return { jwk, keyId, vaultHost: url.host };
+      return { jwk, keyId, vaultHost: vault.host };
     } finally {
       wipe(material, keyHsm.ciphertext);
     }
-  }
-
-  /** Turn a failed release into a precise error, reading the key's policy when the identity may. */
-  private async explainFailure(
-    e: RestErrorLike,
-    client: KeyClient,
-    name: string,
-    version: string | undefined,
-    maaToken: string,
-    url: URL,
-    signal?: AbortSignal,
-  ): Promise<Error> {
-    const status = e.statusCode;
-    const body = vaultErrorBody(e);
-    const vaultSays = [body.code, body.message].filter(Boolean).join(': ');
-    if (status === undefined) {
-      return new UpstreamError('vault', `vault ${url.host} could not be reached: ${e.code ?? e.message ?? 'network error'}`, { cause: e });
-    }
-    if (status === 401) {
-      return new ReleaseRefusedError(`identity: vault ${url.host} did not accept the access token (${vaultSays || '401'})`, status, body.code);
-    }
-    if (status === 404) {
-      return new ReleaseRefusedError(`vault ${url.host} has no key "${name}${version ? `/${version}` : ''}" (${vaultSays || '404'})`, status, body.code);
-    }
-    if (status === 403) {
-      const failed = (body.innererror?.failedConditions as unknown[] | undefined) ?? undefined;
-      // The diagnosis is a courtesy: it must not outlive the request's deadline (and hold its slot).
-      const detail = signal?.aborted ? undefined : await this.policyFailure(client, name, version, maaToken, vaultSays, signal).catch(() => undefined);
-      const why =
-        detail ??
-        (failed?.length
-          ? `failed conditions: ${failed.map((f) => (typeof f === 'string' ? f : JSON.stringify(f))).join('; ')}`
-          : 'check that the token satisfies the key release policy (x-ms-sevsnpvm-hostdata = sha256 of the deployed ccePolicy, ' +
-            'the authority = this MAA endpoint), and that the identity holds the "Key Vault Crypto Service Release User" role ' +
-            '(or the release permission)');
-      return new ReleaseRefusedError(`vault ${url.host} refused the release: ${vaultSays || '403'}; ${why}`, status, body.code);
-    }
-    if (status >= 400 && status < 500) {
-      return new ReleaseRefusedError(`vault ${url.host} refused the release: ${vaultSays || String(status)}`, status, body.code);
-    }
-    return new UpstreamError('vault', `vault ${url.host} answered ${status}${vaultSays ? `: ${vaultSays}` : ''}`, { upstreamStatus: status });
-  }
-
-  /** When the identity can read the key, evaluate its release policy against the token and name what failed. */
-  private async policyFailure(
-    client: KeyClient,
-    name: string,
-    version: string | undefined,
-    maaToken: string,
-    vaultSays: string,
-    signal?: AbortSignal,
-  ): Promise<string | undefined> {
-    const key = await client.getKey(name, { ...(version ? { version } : {}), ...(signal ? { abortSignal: signal } : {}) });
-    const encoded = key.properties.releasePolicy?.encodedPolicy;
-    if (!encoded) return 'the key has no release policy (it must be exportable with one)';
-    const policy = decodeReleasePolicy({ data: Buffer.from(encoded).toString('base64url') });
-    const ev = evaluateReleasePolicy(policy, decodeJwt(maaToken) as Record<string, unknown>);
-    if (ev.granted) {
-      // The claims pass, so the vault objected to the token itself or to the caller.
-      const exp = (decodeJwt(maaToken) as { exp?: unknown }).exp;
-      if (typeof exp === 'number' && exp * 1000 < Date.now()) return 'the MAA token has expired';
-      if (/verif|signature|expired|statement/i.test(vaultSays)) {
-        return "the token's claims satisfy the release policy, but the vault could not verify the MAA token itself (signature, expiry, or the authority's signing keys)";
-      }
-      if (/rbac|authoriz|permission|not allowed/i.test(vaultSays)) {
-        return 'the release policy grants this token, so the refusal is about the identity: check its release permission/role';
-      }
-      return "the token's claims satisfy the release policy: check that the vault can verify the MAA token (authority reachable, token not expired) and that the identity holds the release permission/role";
-    }
-    const failed = failedConditions(ev);
-    if (!failed.length) return `no authority in the release policy matches the token issuer ${ev.tokenIssuer ?? '(none)'}`;
-    return `release policy conditions not met: ${failed
-      .map((c) => `${c.claim} ${c.operator} ${JSON.stringify(c.expected)} (token has ${c.present ? JSON.stringify(c.actual) : 'no such claim'})`)
-      .join('; ')}`;
   }
 }

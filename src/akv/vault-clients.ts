@@ -12,6 +12,7 @@
 import type { AccessToken, TokenCredential } from '@azure/core-auth';
 import type { HttpClient } from '@azure/core-rest-pipeline';
 import { KeyClient } from '@azure/keyvault-keys';
+import type { Endpoint } from '../common/endpoint';
 import type { FetchLike } from '../common/http';
 import { staticTokenCredential } from './credentials';
 import type { TokenProvider, VaultResource } from './identity';
@@ -48,7 +49,7 @@ export class VaultClients {
     this.maxClients = opts.maxClients ?? DEFAULT_MAX_CLIENTS;
   }
 
-  private create(url: URL, credential: TokenCredential): KeyClient {
+  private create(url: Endpoint, credential: TokenCredential): KeyClient {
     return new KeyClient(url.origin, credential, {
       httpClient: this.httpClient,
       serviceVersion: '7.4',
@@ -58,7 +59,7 @@ export class VaultClients {
   }
 
   /** The long-lived client authenticating as the sidecar's identity; `fresh` on its first use. */
-  forIdentity(url: URL, resource: VaultResource): { client: KeyClient; fresh: boolean } {
+  forIdentity(url: Endpoint, resource: VaultResource): { client: KeyClient; fresh: boolean } {
     const key = `${url.origin} ${resource}`;
     const known = this.identityClients.get(key);
     if (known) {
@@ -76,7 +77,7 @@ export class VaultClients {
   }
 
   /** A single-use client carrying a caller's own bearer token. */
-  forCallerToken(url: URL, token: string): KeyClient {
+  forCallerToken(url: Endpoint, token: string): KeyClient {
     return this.create(url, staticTokenCredential(token));
   }
 }

@@ -51,7 +51,7 @@ export function createWrappingKeyAsync(): Promise<WrappingKey> {
   return new Promise((resolve, reject) => {
     generateKeyPair('rsa', RSA_PARAMS, (err, publicKey, privateKey) => {
       if (err) {
-        reject(new SkrError('ERR_WRAPPING_KEY', `RSA-2048 wrapping key generation failed: ${err.message}`, { cause: err }));
+        reject(new SkrError('ERR_KEYGEN', `RSA-2048 wrapping key generation failed: ${err.message}`, { cause: err }));
         return;
       }
       try {

@@ -5,7 +5,7 @@ import { SkrError } from '../common/errors';
 export class CollateralUnavailableError extends SkrError {
   readonly source: string;
   constructor(source: string, message: string, cause?: unknown) {
-    super('ERR_COLLATERAL_UNAVAILABLE', message, { status: 500, cause });
+    super('ERR_COLLATERAL_UNAVAILABLE', message, { cause });
     this.source = source;
   }
 }
@@ -15,7 +15,7 @@ export class TcbMismatchError extends SkrError {
   readonly reportedTcb: bigint;
   readonly chainTcb: bigint;
   constructor(reportedTcb: bigint, chainTcb: bigint, message: string) {
-    super('ERR_TCB_MISMATCH', message, { status: 500 });
+    super('ERR_TCB_MISMATCH', message);
     this.reportedTcb = reportedTcb;
     this.chainTcb = chainTcb;
   }

@@ -10,6 +10,7 @@ import type { Evidence, EvidenceSource, ReportRequest } from '../snp/evidence';
 import { CollateralCache, CollateralCacheOptions, CacheStats } from './cache';
 import { TcbMismatchError } from './errors';
 import type { AmdCertChain, CollateralKey, CollateralSource } from './types';
+import { NO_TELEMETRY, type Telemetry } from '../common/telemetry';
 
 export interface CollateralProviderOptions {
   evidence: EvidenceSource;
@@ -21,6 +22,8 @@ export interface CollateralProviderOptions {
   cache?: CollateralCacheOptions;
   /** Product for v2 reports, which carry no CPUID. Default Milan. */
   fallbackProduct?: Product;
+  /** Times each getEvidenceWithChain as the `collateral` stage (it includes the device call). */
+  telemetry?: Telemetry;
 }
 
 export interface EvidenceWithChain {
@@ -67,7 +70,11 @@ export class CollateralProvider {
   }
 
   /** A report for `req` and the chain that endorses it. */
-  async getEvidenceWithChain(req: ReportRequest, signal?: AbortSignal): Promise<EvidenceWithChain> {
+  getEvidenceWithChain(req: ReportRequest, signal?: AbortSignal): Promise<EvidenceWithChain> {
+    return (this.opts.telemetry ?? NO_TELEMETRY).stage('collateral', () => this.evidenceWithChain(req, signal));
+  }
+
+  private async evidenceWithChain(req: ReportRequest, signal?: AbortSignal): Promise<EvidenceWithChain> {
     let evidence = await this.opts.evidence.getReport(req);
     let report = parseReport(evidence.report);
     let chain = await this.tryChain(report, signal);

@@ -96,11 +96,15 @@ export interface SecurityContext {
   referenceInfoBase64?: string;
 }
 
+/** The environment variables the security context reads (the server's config collects them). */
+export const SECURITY_CONTEXT_ENV = ['UVM_SECURITY_CONTEXT_DIR', 'UVM_SECURITY_POLICY', 'UVM_HOST_AMD_CERTIFICATE', 'UVM_REFERENCE_INFO'] as const;
+export type SecurityContextEnv = Partial<Record<(typeof SECURITY_CONTEXT_ENV)[number], string>>;
+
 export interface SecurityContextOptions {
   /** Use this directory (skips discovery). */
   dir?: string;
-  /** Environment to read; default process.env. */
-  env?: NodeJS.ProcessEnv;
+  /** The UVM_* variables to consult (from the server config); none when absent. */
+  env?: SecurityContextEnv;
   /** Filesystem root searched for `security-context-*`; default `/` (injectable for tests). */
   root?: string;
   /** The AKS default directory; injectable for tests. */
@@ -110,7 +114,7 @@ export interface SecurityContextOptions {
 /** $UVM_SECURITY_CONTEXT_DIR, else the first `security-context-*` directory at the root, else the AKS default. */
 export function findSecurityContextDir(opts: SecurityContextOptions = {}): string {
   if (opts.dir) return opts.dir;
-  const env = opts.env ?? process.env;
+  const env = opts.env ?? {};
   if (env.UVM_SECURITY_CONTEXT_DIR) return env.UVM_SECURITY_CONTEXT_DIR;
   const root = opts.root ?? '/';
   let entries: fs.Dirent[] = [];
@@ -142,13 +146,13 @@ function readTrimmed(file: string): string | undefined {
  * malformed host certificate is an error (never silently ignored).
  */
 export function readSecurityContext(opts: SecurityContextOptions = {}): SecurityContext {
-  const env = opts.env ?? process.env;
+  const env = opts.env ?? {};
   const dir = findSecurityContextDir(opts);
   const out: SecurityContext = {};
   const haveDir = fs.existsSync(dir);
   if (haveDir) out.dir = dir;
   const file = (name: string) => (haveDir ? readTrimmed(path.join(dir, name)) : undefined);
-  const envVal = (name: string) => {
+  const envVal = (name: keyof SecurityContextEnv) => {
     const v = env[name]?.trim();
     return v ? v : undefined;
   };

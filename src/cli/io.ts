@@ -1,11 +1,11 @@
 /** CLI plumbing: reading inputs, and errors that end a command with a message and exit code. */
 import { readFile } from 'node:fs/promises';
-import { SkrError } from '../common/errors';
+import { SkrError, type ErrorCode } from '../common/errors';
 
 export class CliError extends SkrError {
   readonly exitCode: number;
-  constructor(message: string, exitCode = 2, code = 'ERR_CLI') {
-    super(code, message, { status: 400 });
+  constructor(message: string, exitCode = 2, code: ErrorCode = 'ERR_CLI') {
+    super(code, message);
     this.exitCode = exitCode;
   }
 }

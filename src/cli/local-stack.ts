@@ -10,7 +10,7 @@ import { loadOrCreateLocalCa } from '../emulators/ca';
 import { startImdsEmulator, type ImdsEmulator } from '../emulators/imds';
 import { startMaaEmulator, type MaaEmulator } from '../emulators/maa';
 import { startVaultEmulator, type VaultEmulator } from '../emulators/akv';
-import { loadServerConfig, type LogLevel, type ServerLimits } from '../server/config';
+import { loadServerConfig, releaseTuningFromProcess, type LogLevel, type ServerLimits } from '../server/config';
 import { createLogger, type Logger } from '../server/logger';
 import { startSidecar, type RunningSidecar } from '../server/sidecar';
 import { SimulatedPlatform, TEST_ONLY_UVM_ROOT_SHA256 } from '../snp/simulator';
@@ -94,7 +94,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       platform,
       logger,
       securityContextDir: path.join(dir, 'security-context'),
-      ...(opts.release ? { release: opts.release } : {}),
+      // `skr local` takes no other settings from the environment, but the fast-path ones (the bench sets them).
+      release: opts.release ?? releaseTuningFromProcess(),
     });
     started.push(sidecar);
 

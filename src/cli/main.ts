@@ -4,39 +4,34 @@
  */
 import { SkrError } from '../common/errors';
 import { CliError, stdio, type Out } from './io';
-import * as digest from './commands/policy-digest';
-import * as decode from './commands/report-decode';
-import * as verify from './commands/report-verify';
-import * as serve from './commands/serve';
-import * as local from './commands/local';
-import * as explain from './commands/policy-explain';
-import * as importKey from './commands/import-key';
-import * as demo from './commands/demo';
-import * as tokenVerify from './commands/token-verify';
-import * as reportGet from './commands/report-get';
 
 type Command = { usage: string; run: (args: string[], io: Out) => Promise<number> };
 
-const COMMANDS: Record<string, Command> = {
-  serve: { usage: serve.usage, run: serve.serveCommand },
-  local: { usage: local.usage, run: local.localCommand },
-  'import-key': { usage: importKey.usage, run: importKey.importKeyCommand },
-  demo: { usage: demo.usage, run: demo.demoCommand },
-  'report get': { usage: reportGet.usage, run: reportGet.reportGetCommand },
-  'report decode': { usage: decode.usage, run: decode.reportDecodeCommand },
-  'report verify': { usage: verify.usage, run: verify.reportVerifyCommand },
-  'policy digest': { usage: digest.usage, run: digest.policyDigestCommand },
-  'policy explain': { usage: explain.usage, run: explain.policyExplainCommand },
-  'token verify': { usage: tokenVerify.usage, run: tokenVerify.tokenVerifyCommand },
+/**
+ * Each command's module is loaded only when that command runs: `skr serve` (the production path)
+ * never loads the emulators and test-only keys that `skr local` and the report tools use.
+ */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  serve: async () => import('./commands/serve').then((m) => ({ usage: m.usage, run: m.serveCommand })),
+  local: async () => import('./commands/local').then((m) => ({ usage: m.usage, run: m.localCommand })),
+  'import-key': async () => import('./commands/import-key').then((m) => ({ usage: m.usage, run: m.importKeyCommand })),
+  demo: async () => import('./commands/demo').then((m) => ({ usage: m.usage, run: m.demoCommand })),
+  'report get': async () => import('./commands/report-get').then((m) => ({ usage: m.usage, run: m.reportGetCommand })),
+  'report decode': async () => import('./commands/report-decode').then((m) => ({ usage: m.usage, run: m.reportDecodeCommand })),
+  'report verify': async () => import('./commands/report-verify').then((m) => ({ usage: m.usage, run: m.reportVerifyCommand })),
+  'policy digest': async () => import('./commands/policy-digest').then((m) => ({ usage: m.usage, run: m.policyDigestCommand })),
+  'policy explain': async () => import('./commands/policy-explain').then((m) => ({ usage: m.usage, run: m.policyExplainCommand })),
+  'token verify': async () => import('./commands/token-verify').then((m) => ({ usage: m.usage, run: m.tokenVerifyCommand })),
 };
 
-export function helpText(): string {
-  return ['usage: skr <command> [options]', '', 'commands:', ...Object.values(COMMANDS).map((c) => `  ${c.usage}`)].join('\n');
+export async function helpText(): Promise<string> {
+  const commands = await Promise.all(Object.values(COMMANDS).map((load) => load()));
+  return ['usage: skr <command> [options]', '', 'commands:', ...commands.map((c) => `  ${c.usage}`)].join('\n');
 }
 
 export async function main(argv: string[], io: Out = stdio): Promise<number> {
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
-    io.out(helpText());
+    io.out(await helpText());
     return argv.length === 0 ? 2 : 0;
   }
   if (argv[0] === '--version') {
@@ -46,11 +41,12 @@ export async function main(argv: string[], io: Out = stdio): Promise<number> {
   }
   const two = `${argv[0]} ${argv[1] ?? ''}`.trim();
   const [name, rest] = COMMANDS[two] ? [two, argv.slice(2)] : [argv[0], argv.slice(1)];
-  const cmd = COMMANDS[name];
-  if (!cmd) {
-    io.err(`skr: unknown command "${argv.slice(0, 2).join(' ')}"\n\n${helpText()}`);
+  const load = COMMANDS[name];
+  if (!load) {
+    io.err(`skr: unknown command "${argv.slice(0, 2).join(' ')}"\n\n${await helpText()}`);
     return 2;
   }
+  const cmd = await load();
   if (rest.includes('--help') || rest.includes('-h')) {
     io.out(`usage: ${cmd.usage}`);
     return 0;

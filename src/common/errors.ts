@@ -1,25 +1,33 @@
 /**
- * Typed errors with stable codes. Every error the sidecar raises on purpose is an SkrError, so the
- * HTTP layer can map it to a status without string matching, and the CLI can print `code: message`.
+ * Typed errors with stable codes from one closed union (error-codes.ts). Every error the sidecar
+ * raises on purpose is an SkrError, so the HTTP layer maps it to a status by its code alone (one
+ * table, src/server/error-status.ts) and the CLI can print `code: message`.
  */
+import type { ErrorCode } from './error-codes';
+import { httpStatusOf } from '../server/error-status';
+
+export type { ErrorCode };
+
 export class SkrError extends Error {
   /** Stable machine-readable code, e.g. `ERR_REPORT_LENGTH`. Never changes once released. */
-  readonly code: string;
-  /** Suggested HTTP status when this error ends a request. */
-  readonly status: number;
+  readonly code: ErrorCode;
 
-  constructor(code: string, message: string, options?: { status?: number; cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
     this.name = new.target.name;
     this.code = code;
-    this.status = options?.status ?? 500;
+  }
+
+  /** The HTTP status a request ends with when this error ends it (the server's table, by code). */
+  get status(): number {
+    return httpStatusOf(this.code);
   }
 }
 
 /** Input that cannot be right: malformed bytes, bad base64, wrong length. → 400 */
 export class InvalidInputError extends SkrError {
-  constructor(code: string, message: string, cause?: unknown) {
-    super(code, message, { status: 400, cause });
+  constructor(code: ErrorCode, message: string, cause?: unknown) {
+    super(code, message, { cause });
   }
 }
 
@@ -28,7 +36,7 @@ export class VerificationError extends SkrError {
   /** The verification step that failed, e.g. `report-signature`, `ask-signs-vcek`. */
   readonly step: string;
   constructor(step: string, message: string, cause?: unknown) {
-    super('ERR_VERIFICATION', message, { status: 403, cause });
+    super('ERR_VERIFICATION', message, { cause });
     this.step = step;
   }
 }
@@ -39,8 +47,8 @@ export class DeviceError extends SkrError {
   readonly errno?: string;
   /** SEV firmware error (exitinfo2) when the firmware answered with one. */
   readonly firmwareError?: bigint;
-  constructor(code: string, message: string, opts?: { errno?: string; firmwareError?: bigint; cause?: unknown }) {
-    super(code, message, { status: 500, cause: opts?.cause });
+  constructor(code: ErrorCode, message: string, opts?: { errno?: string; firmwareError?: bigint; cause?: unknown }) {
+    super(code, message, { cause: opts?.cause });
     if (opts?.errno !== undefined) this.errno = opts.errno;
     if (opts?.firmwareError !== undefined) this.firmwareError = opts.firmwareError;
   }
@@ -50,8 +58,8 @@ export class DeviceError extends SkrError {
 export class UpstreamError extends SkrError {
   readonly upstream: string;
   readonly upstreamStatus?: number;
-  constructor(upstream: string, message: string, opts?: { upstreamStatus?: number; code?: string; status?: number; cause?: unknown }) {
-    super(opts?.code ?? 'ERR_UPSTREAM', message, { status: opts?.status ?? 502, cause: opts?.cause });
+  constructor(upstream: string, message: string, opts?: { upstreamStatus?: number; code?: ErrorCode; cause?: unknown }) {
+    super(opts?.code ?? 'ERR_UPSTREAM', message, { cause: opts?.cause });
     this.upstream = upstream;
     if (opts?.upstreamStatus !== undefined) this.upstreamStatus = opts.upstreamStatus;
   }
@@ -60,6 +68,6 @@ export class UpstreamError extends SkrError {
 /** Configuration that cannot work (bad SkrSideCarArgs, unknown product). */
 export class ConfigError extends SkrError {
   constructor(message: string, cause?: unknown) {
-    super('ERR_CONFIG', message, { status: 500, cause });
+    super('ERR_CONFIG', message, { cause });
   }
 }

@@ -121,7 +121,7 @@ export async function fetchWithRetry(url: string | URL, init: RequestInit | unde
   let lastStatus: number | undefined;
   let lastReason = 'no attempt made';
   const deadlineError = () =>
-    new UpstreamError(opts.upstream, `${what}: deadline exceeded`, { code: 'ERR_UPSTREAM_TIMEOUT', status: 504, upstreamStatus: lastStatus });
+    new UpstreamError(opts.upstream, `${what}: deadline exceeded`, { code: 'ERR_UPSTREAM_TIMEOUT', upstreamStatus: lastStatus });
 
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
     if (opts.signal?.aborted) throw deadlineError();
@@ -162,7 +162,6 @@ export async function fetchWithRetry(url: string | URL, init: RequestInit | unde
   }
   throw new UpstreamError(opts.upstream, `${what} failed after ${retries + 1} attempt(s): ${lastReason}`, {
     code: lastReason === 'timeout' ? 'ERR_UPSTREAM_TIMEOUT' : 'ERR_UPSTREAM',
-    status: lastReason === 'timeout' ? 504 : 502,
     upstreamStatus: lastStatus,
   });
 }

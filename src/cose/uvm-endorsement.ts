@@ -63,7 +63,7 @@ export interface VerifiedUvmEndorsement {
 /** Lowercase hex without separators; throws on anything that is not a SHA-256 fingerprint. */
 export function normaliseFingerprint(fp: string): string {
   const s = fp.replace(/[:\s]/g, '').toLowerCase();
-  if (!/^[0-9a-f]{64}$/.test(s)) throw new SkrError('ERR_FINGERPRINT', `not a SHA-256 fingerprint: ${JSON.stringify(fp)}`, { status: 500 });
+  if (!/^[0-9a-f]{64}$/.test(s)) throw new SkrError('ERR_FINGERPRINT', `not a SHA-256 fingerprint: ${JSON.stringify(fp)}`);
   return s;
 }
 
@@ -278,10 +278,10 @@ export interface IssueUvmOptions {
 
 /** Issue a COSE_Sign1 UVM endorsement shaped like the real ones (PS384, x5chain, x5t, iss, feed, signingtime). */
 export function issueUvmEndorsement(o: IssueUvmOptions): Buffer {
-  if (!/^[0-9a-fA-F]{96}$/.test(o.launchMeasurement)) throw new SkrError('ERR_UVM_ISSUE', 'launchMeasurement must be 96 hex characters', { status: 500 });
+  if (!/^[0-9a-fA-F]{96}$/.test(o.launchMeasurement)) throw new SkrError('ERR_UVM_ISSUE', 'launchMeasurement must be 96 hex characters');
   const svn = String(o.guestSvn);
-  if (!/^[0-9]+$/.test(svn)) throw new SkrError('ERR_UVM_ISSUE', 'guestSvn must be a decimal number', { status: 500 });
-  if (o.chainDer.length === 0) throw new SkrError('ERR_UVM_ISSUE', 'chainDer must hold at least the signer certificate', { status: 500 });
+  if (!/^[0-9]+$/.test(svn)) throw new SkrError('ERR_UVM_ISSUE', 'guestSvn must be a decimal number');
+  if (o.chainDer.length === 0) throw new SkrError('ERR_UVM_ISSUE', 'chainDer must hold at least the signer certificate');
   const certs = o.chainDer.map((c) => Buffer.from(c));
   const payload = Buffer.from(JSON.stringify({ [GUEST_SVN_CLAIM]: svn, [LAUNCH_MEASUREMENT_CLAIM]: o.launchMeasurement.toLowerCase() }));
   const signingTime = o.signingTime ?? Math.floor(Date.now() / 1000);

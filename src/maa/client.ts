@@ -5,14 +5,16 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { toEndpoint, parseEndpoint, type Endpoint } from '../common/endpoint';
 import { InvalidInputError, UpstreamError } from '../common/errors';
+import { attemptHook, NO_TELEMETRY, type Telemetry } from '../common/telemetry';
 import { fetchWithRetry, readBodyLimited, type AttemptInfo, type FetchLike } from '../common/http';
 import { MaaRefusedError, parseMaaErrorBody } from './errors';
 import { buildSevSnpVmRequest, serializeSevSnpVmRequest, type SevSnpVmRequestInput } from './request';
 
 export const DEFAULT_MAA_API_VERSION = '2020-10-01';
 /** Name of this upstream in errors and metrics. */
-export const MAA_UPSTREAM = 'maa';
+export const MAA_UPSTREAM = 'maa' as const;
 /** A token is a few KB; anything near this is not an MAA answer. */
 const MAX_RESPONSE_BYTES = 1 << 20;
 const JWS_COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
@@ -33,32 +35,12 @@ export function defaultUserAgent(): string {
   return `skr-sidecar/${cachedVersion}`;
 }
 
-function badEndpoint(endpoint: string, why: string): InvalidInputError {
-  return new InvalidInputError('ERR_MAA_ENDPOINT', `MAA endpoint ${JSON.stringify(endpoint.slice(0, 200))}: ${why}`);
-}
-
 /**
  * `https://host[:port]` for an endpoint given as a bare host, `host:port`, or an https URL with no
  * path, query or credentials. Plain http is refused: the token authorises key release.
  */
 export function maaBaseUrl(endpoint: string): string {
-  const e = endpoint.trim();
-  if (e === '') throw badEndpoint(endpoint, 'is empty');
-  const hasScheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(e);
-  let url: URL;
-  try {
-    url = new URL(hasScheme ? e : `https://${e}`);
-  } catch {
-    throw badEndpoint(endpoint, 'is not a host name or URL');
-  }
-  if (url.protocol !== 'https:') throw badEndpoint(endpoint, `scheme ${url.protocol} is not allowed (https only)`);
-  if (url.username !== '' || url.password !== '') throw badEndpoint(endpoint, 'must not carry credentials');
-  if (url.search !== '' || url.hash !== '' || e.includes('?') || e.includes('#')) throw badEndpoint(endpoint, 'must not carry a query or fragment');
-  if (url.pathname !== '/' && url.pathname !== '') throw badEndpoint(endpoint, 'must not carry a path');
-  // A bare "host/" would pass the checks above; refuse anything but host[:port] without a scheme.
-  if (!hasScheme && !/^[^/\s]+$/.test(e)) throw badEndpoint(endpoint, 'must be host or host:port');
-  if (url.hostname === '') throw badEndpoint(endpoint, 'has no host');
-  return url.origin;
+  return parseEndpoint('maa', endpoint).origin;
 }
 
 export interface MaaClientOptions {
@@ -73,8 +55,10 @@ export interface MaaClientOptions {
   retries?: number;
   baseDelayMs?: number;
   maxDelayMs?: number;
-  /** Observe every attempt (metrics, logs). */
+  /** Observe every attempt (tests, logs). */
   onAttempt?: (info: AttemptInfo) => void;
+  /** Each attest call is the `maa` stage; each HTTP attempt an attempt of upstream `maa`. */
+  telemetry?: Telemetry;
 }
 
 export class MaaClient {
@@ -82,8 +66,12 @@ export class MaaClient {
   readonly userAgent: string;
   readonly apiVersion: string;
 
+  private readonly onAttempt?: (info: AttemptInfo) => void;
+
   constructor(opts: MaaClientOptions = {}) {
     this.opts = opts;
+    const hooks = [opts.onAttempt, opts.telemetry ? attemptHook(opts.telemetry, MAA_UPSTREAM) : undefined].filter((h): h is (info: AttemptInfo) => void => h !== undefined);
+    if (hooks.length) this.onAttempt = (info) => hooks.forEach((h) => h(info));
     this.userAgent = opts.userAgent?.trim() ? opts.userAgent.trim() : defaultUserAgent();
     this.apiVersion = opts.apiVersion ?? DEFAULT_MAA_API_VERSION;
     if (!/^[A-Za-z0-9._-]+$/.test(this.apiVersion)) throw new InvalidInputError('ERR_MAA_API_VERSION', `MAA api-version ${JSON.stringify(this.apiVersion)} is not valid`);
@@ -91,12 +79,16 @@ export class MaaClient {
   }
 
   /** The attest URL for an endpoint (exposed for logs and tests). */
-  attestUrl(endpoint: string): string {
-    return `${maaBaseUrl(endpoint)}/attest/SevSnpVm?api-version=${encodeURIComponent(this.apiVersion)}`;
+  attestUrl(endpoint: Endpoint | string): string {
+    return `${toEndpoint('maa', endpoint).origin}/attest/SevSnpVm?api-version=${encodeURIComponent(this.apiVersion)}`;
   }
 
   /** Attest the evidence; resolves with MAA's JWT. */
-  async attest(endpoint: string, input: SevSnpVmRequestInput, signal?: AbortSignal): Promise<string> {
+  attest(endpoint: Endpoint | string, input: SevSnpVmRequestInput, signal?: AbortSignal): Promise<string> {
+    return (this.opts.telemetry ?? NO_TELEMETRY).stage('maa', () => this.attestOnce(endpoint, input, signal));
+  }
+
+  private async attestOnce(endpoint: Endpoint | string, input: SevSnpVmRequestInput, signal?: AbortSignal): Promise<string> {
     const url = this.attestUrl(endpoint);
     const body = serializeSevSnpVmRequest(buildSevSnpVmRequest(input));
     const res = await fetchWithRetry(
@@ -113,7 +105,7 @@ export class MaaClient {
         retries: this.opts.retries ?? 3,
         ...(this.opts.baseDelayMs !== undefined ? { baseDelayMs: this.opts.baseDelayMs } : {}),
         ...(this.opts.maxDelayMs !== undefined ? { maxDelayMs: this.opts.maxDelayMs } : {}),
-        ...(this.opts.onAttempt ? { onAttempt: this.opts.onAttempt } : {}),
+        ...(this.onAttempt ? { onAttempt: this.onAttempt } : {}),
         ...(signal ? { signal } : {}),
         retryOn: (s) => s === 408 || s === 429 || s >= 500,
       },

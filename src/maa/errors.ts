@@ -26,7 +26,7 @@ export class MaaRefusedError extends SkrError {
 
   constructor(maaStatus: number, detail: { code?: string; message?: string }) {
     const what = [detail.code, detail.message].filter((s) => s !== undefined && s !== '').join(': ');
-    super('ERR_MAA_REFUSED', `MAA refused the attestation request (HTTP ${maaStatus})${what ? `: ${what}` : ''}`, { status: 403 });
+    super('ERR_MAA_REFUSED', `MAA refused the attestation request (HTTP ${maaStatus})${what ? `: ${what}` : ''}`);
     this.maaStatus = maaStatus;
     if (detail.code !== undefined) this.maaCode = detail.code;
     if (detail.message !== undefined) this.maaMessage = detail.message;

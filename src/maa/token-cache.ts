@@ -11,7 +11,7 @@
  * - Only tokens and their wrapping keys live here; released keys never do.
  */
 import { ConfigError } from '../common/errors';
-import { maaBaseUrl } from './client';
+import { toEndpoint, type Endpoint } from '../common/endpoint';
 
 export const DEFAULT_TOKEN_REUSE_MARGIN_MS = 5 * 60_000;
 const DEFAULT_MAX_LIFETIME_MS = 8 * 3600_000;
@@ -93,8 +93,8 @@ export class MaaTokenCache<T> {
   }
 
   /** The cache key of an endpoint (throws InvalidInputError for a bad endpoint, as the MAA client would). */
-  static keyOf(endpoint: string): string {
-    return maaBaseUrl(endpoint).toLowerCase();
+  static keyOf(endpoint: Endpoint | string): string {
+    return toEndpoint('maa', endpoint).origin;
   }
 
   /**
@@ -102,7 +102,7 @@ export class MaaTokenCache<T> {
    * `mint`, or a fresh `mint(signal)`. The shared mint runs without any caller's signal, so one
    * caller giving up does not fail the others; each caller still stops waiting on its own signal.
    */
-  async get(endpoint: string, mint: (signal?: AbortSignal) => Promise<AttestedBinding<T>>, signal?: AbortSignal): Promise<TokenLookup<T>> {
+  async get(endpoint: Endpoint | string, mint: (signal?: AbortSignal) => Promise<AttestedBinding<T>>, signal?: AbortSignal): Promise<TokenLookup<T>> {
     if (!this.enabled) return { ...(await mint(signal)), source: 'minted' };
     const key = MaaTokenCache.keyOf(endpoint);
     const hit = this.entries.get(key);
@@ -134,7 +134,7 @@ export class MaaTokenCache<T> {
   }
 
   /** Forget `token` for `endpoint` (e.g. the vault refused it); a newer entry is left alone. */
-  invalidate(endpoint: string, token: string): void {
+  invalidate(endpoint: Endpoint | string, token: string): void {
     let key: string;
     try {
       key = MaaTokenCache.keyOf(endpoint);

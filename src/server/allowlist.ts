@@ -4,6 +4,7 @@
  * fetch a managed-identity token and hand it to a host of its choosing. Checked before anything
  * else happens for the request: no device call, no token, no connection.
  */
+import { parseEndpoint, type Endpoint, type EndpointKind } from '../common/endpoint';
 import { SkrError } from '../common/errors';
 
 /**
@@ -21,7 +22,7 @@ export const DEFAULT_AKV_ALLOWLIST: readonly string[] = [
   '*.managedhsm.usgovcloudapi.net',
 ];
 
-export type EndpointKind = 'maa' | 'akv';
+export type { EndpointKind };
 
 /** Where the allowlists come from, for error messages that say how to allow an endpoint. */
 export const ALLOWLIST_SETTING: Record<EndpointKind, string> = {
@@ -33,8 +34,10 @@ const FIELD: Record<EndpointKind, string> = { maa: 'maa_endpoint', akv: 'akv_end
 
 /** A refused endpoint, kid or caller: 403 with a message naming what would allow it. */
 export class ForbiddenError extends SkrError {
-  constructor(code: string, message: string) {
-    super(code, message, { status: 403 });
+  constructor(
+    code: 'ERR_ENDPOINT_NOT_ALLOWED' | 'ERR_KID_NOT_ALLOWED' | 'ERR_PEER_NOT_LOOPBACK' | 'ERR_RUNTIME_KEYS_REFUSED',
+    message: string) {
+    super(code, message);
   }
 }
 
@@ -68,22 +71,6 @@ export function parseAllowEntry(raw: string): Entry | string {
   return { wildcard: Boolean(m[1]), host, port };
 }
 
-/** host (lower case, no trailing dot) and port of an endpoint as the clients will dial it. */
-export function endpointHostPort(endpoint: string): { scheme: string; host: string; port: number } | undefined {
-  const e = endpoint.trim();
-  const hasScheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(e);
-  let url: URL;
-  try {
-    url = new URL(hasScheme ? e : `https://${e}`);
-  } catch {
-    return undefined;
-  }
-  if (url.hostname === '') return undefined;
-  const scheme = url.protocol.replace(/:$/, '');
-  const port = url.port ? Number(url.port) : scheme === 'http' ? 80 : 443;
-  return { scheme, host: url.hostname.toLowerCase().replace(/\.$/, ''), port };
-}
-
 export class EndpointAllowlist {
   private readonly entries: Entry[];
 
@@ -96,25 +83,38 @@ export class EndpointAllowlist {
     });
   }
 
-  allows(endpoint: string): boolean {
-    const hp = endpointHostPort(endpoint);
-    if (!hp || hp.scheme !== 'https') return false;
-    return this.entries.some((e) => e.port === hp.port && (e.wildcard ? hp.host.endsWith(`.${e.host}`) : hp.host === e.host));
+  /** Whether the parsed endpoint (a string is parsed first; unparsable: false) matches an entry. */
+  allows(endpoint: Endpoint | string): boolean {
+    const ep = parsedOrUndefined(this.kind, endpoint);
+    return ep !== undefined && this.matches(ep);
+  }
+
+  private matches(ep: Endpoint): boolean {
+    return this.entries.some((e) => e.port === ep.port && (e.wildcard ? ep.hostname.endsWith(`.${e.host}`) : ep.hostname === e.host));
   }
 
   /** Throw 403 unless the endpoint is https and matches an entry. */
-  check(endpoint: string): void {
-    const hp = endpointHostPort(endpoint);
-    const shown = JSON.stringify(endpoint.slice(0, 200));
-    if (hp && hp.scheme !== 'https') {
-      throw new ForbiddenError('ERR_ENDPOINT_NOT_ALLOWED', `${FIELD[this.kind]} ${shown} is refused: only https endpoints are allowed`);
+  check(endpoint: Endpoint | string): void {
+    if (typeof endpoint === 'string' && /^\s*[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(endpoint) && !/^\s*https:\/\//i.test(endpoint)) {
+      throw new ForbiddenError('ERR_ENDPOINT_NOT_ALLOWED', `${FIELD[this.kind]} ${JSON.stringify(endpoint.slice(0, 200))} is refused: only https endpoints are allowed`);
     }
-    if (this.allows(endpoint)) return;
-    const what = hp ? `${hp.host}:${hp.port}` : 'it';
+    const ep = parsedOrUndefined(this.kind, endpoint);
+    if (ep && this.matches(ep)) return;
+    const shown = JSON.stringify(typeof endpoint === 'string' ? endpoint.slice(0, 200) : endpoint.raw);
+    const what = ep ? `${ep.hostname}:${ep.port}` : 'it';
     throw new ForbiddenError(
       'ERR_ENDPOINT_NOT_ALLOWED',
       `${FIELD[this.kind]} ${shown} is not allowlisted; add ${what} to ${ALLOWLIST_SETTING[this.kind]} to allow it`,
     );
+  }
+}
+
+function parsedOrUndefined(kind: EndpointKind, endpoint: Endpoint | string): Endpoint | undefined {
+  if (typeof endpoint !== 'string') return endpoint;
+  try {
+    return parseEndpoint(kind, endpoint);
+  } catch {
+    return undefined;
   }
 }
 

@@ -7,9 +7,8 @@
  * Nothing leaves the box for an endpoint that is not allowlisted.
  */
 import express, { type Express, type Request, type Response } from 'express';
-import { vaultBaseUrl } from '../akv/release';
+import { parseEndpoint } from '../common/endpoint';
 import { SkrError } from '../common/errors';
-import { maaBaseUrl } from '../maa/client';
 import { reportDataFor } from '../snp/report';
 import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, type KidAllowlist } from './allowlist';
 import type { AttestationService, KeyReleaseService } from './attestation';
@@ -24,7 +23,8 @@ import { runWithContext, SidecarMetrics, UpstreamHealth, type RequestContext } f
 import { jsonBody, requireJson, requiredString, runtimeData } from './request';
 import { DEFAULT_LIMITS } from './config';
 
-export const BODY_LIMIT = '1mb';
+/** Default request body limit (config.limits.maxBodyBytes). */
+export const BODY_LIMIT = DEFAULT_LIMITS.maxBodyBytes;
 
 export interface AppDeps {
   attestation: AttestationService;
@@ -47,6 +47,8 @@ export interface AppDeps {
   /** Slots for /attest/maa and /key/release; beyond them 429. */
   releaseSlots?: Semaphore;
   maxJsonDepth?: number;
+  /** Request body size limit in bytes (default 1 MiB). */
+  maxBodyBytes?: number;
   metrics?: SidecarMetrics;
   health?: UpstreamHealth;
 }
@@ -70,7 +72,7 @@ export function outcomeOf(status: number): string {
 
 export class DeadlineError extends SkrError {
   constructor(ms: number) {
-    super('ERR_DEADLINE', `request deadline of ${ms / 1000} s exceeded (SKR_REQUEST_DEADLINE_SECONDS)`, { status: 504 });
+    super('ERR_DEADLINE', `request deadline of ${ms / 1000} s exceeded (SKR_REQUEST_DEADLINE_SECONDS)`);
   }
 }
 
@@ -128,7 +130,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(hostGuard(deps.hostGuard ?? hostGuardPolicy(), (reason) => metrics.refusals.inc({ reason })));
   app.use(callerGuard({ apiSecret: deps.apiSecret, onRefused: (reason) => metrics.refusals.inc({ reason }) }));
   // Any Content-Type: parse as text, then JSON ourselves.
-  app.use(express.text({ type: () => true, limit: BODY_LIMIT }));
+  app.use(express.text({ type: () => true, limit: deps.maxBodyBytes ?? BODY_LIMIT }));
 
   app.get('/status', (_req, res) => {
     if (deps.isReady && !deps.isReady()) {
@@ -179,10 +181,11 @@ export function createApp(deps: AppDeps): Express {
 
   app.post('/attest/maa', async (req, res) => {
     const b = body(req);
-    const endpoint = requiredString(b, 'maa_endpoint').trim();
+    const raw = requiredString(b, 'maa_endpoint');
     const data = runtimeData(b);
     requireJson(data, 'runtime_data');
-    maaBaseUrl(endpoint); // 400 for anything that is not an https host
+    // Parsed once (400 for anything but an https host): the allowlist approves and MAA dials this value.
+    const endpoint = parseEndpoint('maa', raw);
     guardRuntimeKeys(data, 'token');
     try {
       maaAllow.check(endpoint);
@@ -196,15 +199,16 @@ export function createApp(deps: AppDeps): Express {
 
   app.post('/key/release', async (req, res) => {
     const b = body(req);
-    const maaEndpoint = requiredString(b, 'maa_endpoint').trim();
-    const akvEndpoint = requiredString(b, 'akv_endpoint').trim();
+    const maaRaw = requiredString(b, 'maa_endpoint');
+    const akvRaw = requiredString(b, 'akv_endpoint');
     const kid = requiredString(b, 'kid').trim();
     const token = b.access_token;
     if (token !== undefined && token !== null && typeof token !== 'string') throw badRequest('access_token must be a string', 'ERR_FIELD_TYPE');
     const accessToken = typeof token === 'string' && token.trim() !== '' ? token.trim() : undefined;
-    const authority = maaBaseUrl(maaEndpoint);
-    const vaultHost = vaultBaseUrl(akvEndpoint).host;
-    await audited(res, { kid, vaultHost, authority }, async () => {
+    // Each endpoint is parsed once; the allowlists, the clients, the audience and the caches all use these values.
+    const maaEndpoint = parseEndpoint('maa', maaRaw);
+    const akvEndpoint = parseEndpoint('akv', akvRaw);
+    await audited(res, { kid, vaultHost: akvEndpoint.host, authority: maaEndpoint.origin }, async () => {
       try {
         maaAllow.check(maaEndpoint);
       } catch (e) {
@@ -258,7 +262,7 @@ export function createApp(deps: AppDeps): Express {
   }
 
   app.use((req, _res, next) => {
-    next(new HttpError(404, 'ERR_NOT_FOUND', `no route ${req.method} ${req.path.slice(0, 200)}`));
+    next(new HttpError('ERR_NOT_FOUND', `no route ${req.method} ${req.path.slice(0, 200)}`));
   });
   app.use(errorHandler(logger));
   return app;

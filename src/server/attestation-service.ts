@@ -1,14 +1,14 @@
-/** The AttestationService the sidecar runs: an EvidenceSource plus the collateral provider. */
+/** The AttestationService the sidecar runs: an EvidenceSource, the collateral provider and the Attester. */
 import type { CollateralProvider } from '../certs/provider';
-import type { MaaClient } from '../maa/client';
+import type { Endpoint } from '../common/endpoint';
+import type { Attester } from '../maa/attester';
 import type { EvidenceSource } from '../snp/evidence';
-import { reportDataFor } from '../snp/report';
 import type { AttestationService, CombinedAttestation } from './attestation';
 
 export interface SidecarAttestationOptions {
   evidence: EvidenceSource;
   collateral: CollateralProvider;
-  maa: MaaClient;
+  attester: Attester;
   /** reference-info-base64 from the security context ('' when the platform provides none). */
   referenceInfoBase64?: string;
 }
@@ -25,19 +25,8 @@ export class SidecarAttestation implements AttestationService {
     return { report: evidence.report, chain, uvmEndorsementsBase64: this.opts.referenceInfoBase64 ?? '' };
   }
 
-  async maaToken(maaEndpoint: string, runtimeData: Buffer, signal?: AbortSignal): Promise<string> {
-    const { evidence, chain } = await this.opts.collateral.getEvidenceWithChain({ reportData: reportDataFor(runtimeData) }, signal);
-    return this.opts.maa.attest(
-      maaEndpoint,
-      {
-        report: evidence.report,
-        vcekPem: chain.vcekPem,
-        chainPem: chain.chainPem,
-        uvmEndorsementBase64: this.opts.referenceInfoBase64,
-        runtimeData,
-      },
-      signal,
-    );
+  maaToken(maaEndpoint: Endpoint, runtimeData: Buffer, signal?: AbortSignal): Promise<string> {
+    return this.opts.attester.attest(maaEndpoint, runtimeData, signal);
   }
 
   describe(): string {

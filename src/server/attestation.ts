@@ -3,6 +3,7 @@
  * started against real hardware, the simulator, or any EvidenceSource without knowing which.
  */
 import type { AmdCertChain } from '../certs/types';
+import type { Endpoint } from '../common/endpoint';
 
 export interface CombinedAttestation {
   report: Buffer;
@@ -18,14 +19,14 @@ export interface AttestationService {
   combined(reportData: Buffer): Promise<CombinedAttestation>;
   /**
    * An MAA token for fresh evidence binding `runtimeData` (REPORT_DATA = sha256(runtimeData)).
-   * `maaEndpoint` is a bare host, host:port or https URL.
+   * `maaEndpoint` is the request's endpoint, parsed once (the allowlist approved this value).
    */
-  maaToken(maaEndpoint: string, runtimeData: Buffer, signal?: AbortSignal): Promise<string>;
+  maaToken(maaEndpoint: Endpoint, runtimeData: Buffer, signal?: AbortSignal): Promise<string>;
   /** One-line description of where evidence comes from, for /status and logs. */
   describe(): string;
 }
 
 /** What POST /key/release needs. */
 export interface KeyReleaseService {
-  release(req: { maaEndpoint: string; akvEndpoint: string; kid: string; accessToken?: string }, signal?: AbortSignal): Promise<{ jwk: object; keyId: string }>;
+  release(req: { maaEndpoint: Endpoint; akvEndpoint: Endpoint; kid: string; accessToken?: string }, signal?: AbortSignal): Promise<{ jwk: object; keyId: string }>;
 }

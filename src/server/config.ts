@@ -1,11 +1,17 @@
 /**
  * Sidecar configuration: the reference's env vars (`Port`, `LogLevel`, `LogFile`, `SkrSideCarArgs`)
- * overridden by CLI flags. Parsed once at start-up into a frozen, fully-typed object.
+ * and our own (`SKR_*`, the identity and security-context variables) overridden by CLI flags.
+ * Parsed once at start-up into a frozen, fully-typed object. This is the one module of the
+ * production path that reads the process environment; every other part takes its settings from
+ * the object built here.
  */
 import * as fs from 'node:fs';
 import { ConfigError } from '../common/errors';
 import { decodeBase64Strict } from '../common/bytes';
 import { hostGuardPolicy } from '../common/host-guard';
+import { releaseTuningFromEnv, type ReleaseTuning } from '../akv/release-tuning';
+import type { WorkloadIdentitySettings } from '../akv/identity';
+import { SECURITY_CONTEXT_ENV, type SecurityContextEnv } from '../certs/thim';
 import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, KidAllowlist } from './allowlist';
 import { parseAttestMaaKeys, type AttestMaaKeys } from './runtime-keys';
 
@@ -156,6 +162,10 @@ export interface ServerLimits {
   requestTimeoutMs: number;
   /** On SIGTERM, how long in-flight requests may still run before their sockets are closed. */
   shutdownGraceMs: number;
+  /** Request body size (bytes) the routes accept; beyond it 413. */
+  maxBodyBytes: number;
+  /** One vault HTTP attempt; the SDK retries (2×, backoff + jitter, Retry-After) within the request deadline. */
+  vaultAttemptTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
@@ -167,6 +177,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   shutdownGraceMs: 10_000,
+  maxBodyBytes: 1024 * 1024,
+  vaultAttemptTimeoutMs: 30_000,
 });
 
 export interface ServerConfig {
@@ -200,6 +212,12 @@ export interface ServerConfig {
   /** When set, every route but /status needs `Authorization: Bearer <apiSecret>`. */
   apiSecret?: string;
   limits: ServerLimits;
+  /** Wrapping-key pool and MAA token reuse (SKR_WRAPPING_KEY_POOL_SIZE, SKR_MAA_TOKEN_REUSE[_MARGIN_SECONDS]). */
+  release: ReleaseTuning;
+  /** Workload identity (AKS) settings when AZURE_FEDERATED_TOKEN_FILE is set; managed identity otherwise. */
+  workloadIdentity?: WorkloadIdentitySettings;
+  /** UVM_SECURITY_CONTEXT_DIR and the older UVM_* variables the security context falls back to. */
+  securityContextEnv: SecurityContextEnv;
 }
 
 export interface ConfigFlags {
@@ -276,6 +294,28 @@ function readCaFiles(files: string[]): string[] {
   });
 }
 
+/** Workload identity settings from the environment @azure/identity's AKS path reads; undefined when not on AKS. */
+export function workloadIdentityFromEnv(env: NodeJS.ProcessEnv = process.env): WorkloadIdentitySettings | undefined {
+  if (!env.AZURE_FEDERATED_TOKEN_FILE) return undefined;
+  return {
+    tokenFilePath: env.AZURE_FEDERATED_TOKEN_FILE,
+    ...(env.AZURE_CLIENT_ID ? { clientId: env.AZURE_CLIENT_ID } : {}),
+    ...(env.AZURE_TENANT_ID ? { tenantId: env.AZURE_TENANT_ID } : {}),
+    ...(env.AZURE_AUTHORITY_HOST ? { authorityHost: env.AZURE_AUTHORITY_HOST } : {}),
+  };
+}
+
+/** Release fast-path settings from the environment (for `skr local`, which takes no other env settings). */
+export function releaseTuningFromProcess(env: NodeJS.ProcessEnv = process.env): ReleaseTuning {
+  return releaseTuningFromEnv(env);
+}
+
+function securityContextEnvOf(env: NodeJS.ProcessEnv): SecurityContextEnv {
+  const out: SecurityContextEnv = {};
+  for (const k of SECURITY_CONTEXT_ENV) if (env[k] !== undefined) out[k] = env[k];
+  return out;
+}
+
 /** Flags win over env; env follows the reference's names. */
 export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const cfg: ServerConfig = {
@@ -290,7 +330,11 @@ export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = pr
     allowedMaa: [],
     allowedAkv: [],
     limits: { ...DEFAULT_LIMITS },
+    release: releaseTuningFromEnv(env),
+    securityContextEnv: securityContextEnvOf(env),
   };
+  const workload = workloadIdentityFromEnv(env);
+  if (workload) cfg.workloadIdentity = workload;
   const lists = cfg.args.allowlist ?? {};
   cfg.allowedMaa = parseList(env.SKR_ALLOWED_MAA) ?? lists.maa ?? [...DEFAULT_MAA_ALLOWLIST];
   cfg.allowedAkv = parseList(env.SKR_ALLOWED_AKV) ?? lists.akv ?? [...DEFAULT_AKV_ALLOWLIST];

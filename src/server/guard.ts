@@ -32,7 +32,7 @@ export function hostGuard(policy: HostGuardPolicy, onRefused?: (reason: string) 
     const refusal = checkHostAndOrigin(req, policy);
     if (!refusal) return next();
     onRefused?.(refusal.reason);
-    next(new HttpError(403, refusal.code, refusal.message, { connection: 'close' }));
+    next(new HttpError(refusal.code, refusal.message, { connection: 'close' }));
   };
 }
 
@@ -47,7 +47,7 @@ export function callerGuard(opts: { apiSecret?: string; onRefused?: (reason: str
       const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.get('authorization') ?? '');
       if (!m || !secretMatches(m[1], opts.apiSecret)) {
         opts.onRefused?.('auth');
-        const e = new HttpError(401, 'ERR_UNAUTHORIZED', 'this sidecar requires "Authorization: Bearer <secret>" (SKR_API_SECRET)', { 'www-authenticate': 'Bearer realm="skr-sidecar"' });
+        const e = new HttpError('ERR_UNAUTHORIZED', 'this sidecar requires "Authorization: Bearer <secret>" (SKR_API_SECRET)', { 'www-authenticate': 'Bearer realm="skr-sidecar"' });
         next(e);
         return;
       }

@@ -3,28 +3,30 @@
  * Exactly one response per request; a stack trace never leaves the process.
  */
 import type { ErrorRequestHandler } from 'express';
-import { SkrError } from '../common/errors';
+import { SkrError, type ErrorCode } from '../common/errors';
+import { httpStatusOf } from './error-status';
 import { OverloadedError } from './limits';
 import { redactString } from './logger';
 import type { Logger } from './logger';
 
+/** An error raised by the HTTP layer itself, with headers for the answer (its status comes from its code). */
 export class HttpError extends SkrError {
-  constructor(status: number, code: string, message: string, readonly headers?: Record<string, string>) {
-    super(code, message, { status });
+  constructor(code: ErrorCode, message: string, readonly headers?: Record<string, string>) {
+    super(code, message);
   }
 }
 
-/** HTTP status of whatever ended a request (the same mapping the error handler uses). */
+/** HTTP status of whatever ended a request (the same mapping the error handler uses): the code's, from the table. */
 export function statusOf(err: unknown): number {
-  if (err instanceof SkrError) return err.status;
+  if (err instanceof SkrError) return httpStatusOf(err.code);
   const e = err as { type?: string; status?: number } | null;
   if (e?.type === 'entity.too.large') return 413;
   if (e && typeof e.status === 'number' && e.status >= 400 && e.status < 500) return e.status;
   return 500;
 }
 
-export function badRequest(message: string, code = 'ERR_BAD_REQUEST'): HttpError {
-  return new HttpError(400, code, message);
+export function badRequest(message: string, code: ErrorCode = 'ERR_BAD_REQUEST'): HttpError {
+  return new HttpError(code, message);
 }
 
 /** Describe an error for the client: message plus, for causes, the first cause's message. */
@@ -38,10 +40,10 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     let status = 500;
     let message = 'internal error';
-    let code = 'ERR_INTERNAL';
+    let code: ErrorCode = 'ERR_INTERNAL';
     const e = err as { type?: string; status?: number; message?: string };
     if (err instanceof SkrError) {
-      status = err.status;
+      status = httpStatusOf(err.code);
       message = describe(err);
       code = err.code;
     } else if (e && e.type === 'entity.too.large') {

@@ -7,7 +7,7 @@ import { SkrError } from '../common/errors';
 /** 429 Too Many Requests, with the Retry-After the error handler sends. */
 export class OverloadedError extends SkrError {
   constructor(message: string, readonly retryAfterSeconds: number) {
-    super('ERR_OVERLOADED', message, { status: 429 });
+    super('ERR_OVERLOADED', message);
   }
 }
 

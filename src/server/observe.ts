@@ -1,30 +1,23 @@
 /**
  * What the sidecar records about its own work: Prometheus series (requests, stages, upstream
  * attempts, refusals, cache ratios), per-upstream health for /status, and a per-request context
- * (AsyncLocalStorage) that collects upstream request ids for the audit line. The wrappers here sit
- * between the sidecar's assembly and the layers below, so those layers need no metrics code.
+ * (AsyncLocalStorage) that collects upstream request ids for the audit line. The parts of the
+ * release path report through the Telemetry interface (src/common/telemetry.ts) that
+ * SidecarTelemetry implements here; none of them holds metrics code.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { AccessToken } from '@azure/core-auth';
-import { TokenProvider, type TokenProviderOptions } from '../akv/identity';
 import type { CacheStats } from '../certs/cache';
-import { CollateralProvider } from '../certs/provider';
-import { MaaClient, type MaaClientOptions } from '../maa/client';
-import type { KeyReleaseService } from './attestation';
-import type { AttemptInfo, FetchLike } from '../common/http';
+import type { Stage, Telemetry, Upstream, UpstreamAttempt } from '../common/telemetry';
 import type { EvidenceSource, Evidence, ReportRequest } from '../snp/evidence';
 import type { Semaphore } from './limits';
 import { Counter, Gauge, Histogram, Registry } from './metrics';
 
-export type Stage = 'device' | 'collateral' | 'maa' | 'identity' | 'vault' | 'unwrap';
-export type Upstream = 'maa' | 'vault' | 'identity' | 'collateral';
+export type { Stage, Upstream };
 
 /** Per-request facts gathered while the request runs. */
 export interface RequestContext {
   /** x-ms-request-id (and similar) of every upstream answer, in order. */
   upstreamRequestIds: string[];
-  /** When the last vault answer arrived (ms since epoch): the rest of a release is JWS check + unwrap. */
-  lastVaultAt?: number;
 }
 
 const requestContext = new AsyncLocalStorage<RequestContext>();
@@ -126,62 +119,30 @@ export class SidecarMetrics {
       throw e;
     }
   }
-
-  /** An onAttempt hook for fetchWithRetry-based clients (MAA, THIM/KDS). */
-  attemptObserver(health: UpstreamHealth, name: Upstream): (info: AttemptInfo) => void {
-    return (info) => {
-      const failed = info.reason !== undefined;
-      this.upstreamAttempts.inc({ upstream: name, result: failed ? (info.status ? `status_${info.status}` : 'network') : 'ok' });
-      if (failed) health.failure(name, info.reason ?? 'error');
-      else health.success(name);
-    };
-  }
 }
 
-const REQUEST_ID_HEADERS = ['x-ms-request-id', 'x-ms-correlation-request-id', 'request-id'];
+/** The Telemetry every part of the sidecar reports through: Prometheus series, /status health, audit ids. */
+export class SidecarTelemetry implements Telemetry {
+  constructor(readonly metrics: SidecarMetrics, readonly health: UpstreamHealth) {}
 
-/**
- * A FetchLike that times each call, records the upstream's request id in the request context, and
- * counts failures (network errors, 429, 5xx) against the upstream's health. `timeoutMs` bounds one
- * attempt for clients (the vault SDK) that set none themselves.
- */
-export function observedFetch(inner: FetchLike, name: Upstream, metrics: SidecarMetrics, health: UpstreamHealth, opts: { timeoutMs?: number; stage?: Stage } = {}): FetchLike {
-  return async (input, init) => {
-    const t0 = performance.now();
-    const signals = [init?.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined].filter((s): s is AbortSignal => Boolean(s));
-    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
-    const ctx = currentContext();
-    let outcome = 'ok';
-    try {
-      const res = await inner(input, { ...init, ...(signal ? { signal } : {}) });
-      for (const h of REQUEST_ID_HEADERS) {
-        const id = res.headers.get(h);
-        if (id && ctx) {
-          ctx.upstreamRequestIds.push(`${name}:${id.slice(0, 100)}`);
-          break;
-        }
-      }
-      if (res.status === 429 || res.status >= 500) {
-        outcome = 'error';
-        health.failure(name, `status ${res.status}`);
-        metrics.upstreamAttempts.inc({ upstream: name, result: `status_${res.status}` });
-      } else {
-        health.success(name);
-        metrics.upstreamAttempts.inc({ upstream: name, result: 'ok' });
-      }
-      if (ctx && name === 'vault') ctx.lastVaultAt = Date.now();
-      return res;
-    } catch (e) {
-      outcome = 'error';
-      const err = e as { name?: string; cause?: { code?: string } };
-      const reason = err.name === 'TimeoutError' ? 'timeout' : (err.cause?.code ?? err.name ?? 'error');
-      health.failure(name, reason);
-      metrics.upstreamAttempts.inc({ upstream: name, result: 'network' });
-      throw e;
-    } finally {
-      if (opts.stage) metrics.stageSeconds.observe({ stage: opts.stage, outcome }, (performance.now() - t0) / 1000);
-    }
-  };
+  stage<T>(stage: Stage, fn: () => Promise<T>): Promise<T> {
+    return this.metrics.stage(stage, fn);
+  }
+
+  attempt(upstream: Upstream, a: UpstreamAttempt): void {
+    const failed = a.failure !== undefined;
+    this.metrics.upstreamAttempts.inc({ upstream, result: failed ? (a.status ? `status_${a.status}` : 'network') : 'ok' });
+    this.outcome(upstream, a.failure);
+  }
+
+  outcome(upstream: Upstream, failure?: string): void {
+    if (failure !== undefined) this.health.failure(upstream, failure);
+    else this.health.success(upstream);
+  }
+
+  requestId(upstream: Upstream, id: string): void {
+    currentContext()?.upstreamRequestIds.push(`${upstream}:${id}`);
+  }
 }
 
 /**
@@ -193,67 +154,12 @@ export class GuardedEvidenceSource implements EvidenceSource {
   readonly kind: EvidenceSource['kind'];
   readonly description: string;
 
-  constructor(private readonly inner: EvidenceSource, private readonly gate: Semaphore, private readonly metrics: SidecarMetrics) {
+  constructor(private readonly inner: EvidenceSource, private readonly gate: Semaphore, private readonly telemetry: Telemetry) {
     this.kind = inner.kind;
     this.description = inner.description;
   }
 
   getReport(req: ReportRequest): Promise<Evidence> {
-    return this.gate.run(() => this.metrics.stage('device', () => this.inner.getReport(req)));
+    return this.gate.run(() => this.telemetry.stage('device', () => this.inner.getReport(req)));
   }
-}
-
-/** The MAA client, each attest call timed as the `maa` stage. */
-export class ObservedMaaClient extends MaaClient {
-  constructor(private readonly metrics: SidecarMetrics, opts: MaaClientOptions) {
-    super(opts);
-  }
-
-  override attest(...args: Parameters<MaaClient['attest']>): Promise<string> {
-    return this.metrics.stage('maa', () => super.attest(...args));
-  }
-}
-
-/** Evidence + chain, timed as the `collateral` stage (it includes the device call it makes). */
-export class ObservedCollateralProvider extends CollateralProvider {
-  constructor(private readonly metrics: SidecarMetrics, opts: ConstructorParameters<typeof CollateralProvider>[0]) {
-    super(opts);
-  }
-
-  override getEvidenceWithChain(...args: Parameters<CollateralProvider['getEvidenceWithChain']>): ReturnType<CollateralProvider['getEvidenceWithChain']> {
-    return this.metrics.stage('collateral', () => super.getEvidenceWithChain(...args));
-  }
-}
-
-/** Identity tokens (IMDS / workload identity), timed as the `identity` stage and counted in /status. */
-export class ObservedTokenProvider extends TokenProvider {
-  constructor(private readonly metrics: SidecarMetrics, private readonly health: UpstreamHealth, opts: TokenProviderOptions) {
-    super(opts);
-  }
-
-  override async getAccessToken(...args: Parameters<TokenProvider['getAccessToken']>): Promise<AccessToken> {
-    try {
-      const t = await this.metrics.stage('identity', () => super.getAccessToken(...args));
-      this.health.success('identity');
-      return t;
-    } catch (e) {
-      this.health.failure('identity', e instanceof Error ? e.message : 'error');
-      throw e;
-    }
-  }
-}
-
-/**
- * The release service the route calls. After the vault's last answer, what remains of a release is
- * local: JWS + chain verification, key_hsm decoding and the unwrap; that span is the `unwrap` stage.
- */
-export function observedRelease(inner: KeyReleaseService, metrics: SidecarMetrics): KeyReleaseService {
-  return {
-    async release(req, signal) {
-      const out = await inner.release(req, signal);
-      const at = currentContext()?.lastVaultAt;
-      if (at !== undefined) metrics.stageSeconds.observe({ stage: 'unwrap', outcome: 'ok' }, (Date.now() - at) / 1000);
-      return out;
-    },
-  };
 }

@@ -15,22 +15,26 @@ import { decodeBase64Strict } from '../common/bytes';
 import { ConfigError } from '../common/errors';
 import { detectEvidenceSource, type DetectOptions } from '../snp/detect';
 import type { EvidenceSource } from '../snp/evidence';
-import { SimulatedPlatform, simulatedUvmEndorsementBase64 } from '../snp/simulator';
+import type { SimulatedPlatform } from '../snp/simulator';
+import { CollateralProvider } from '../certs/provider';
 import { createHttpsFetch } from '../common/https-fetch';
-import { KeyReleaseClient } from '../akv/release';
-import { releaseTuningFromEnv, startReleaseFastPath, type ReleaseTuning } from '../akv/release-tuning';
+import { attemptHook, reportingFetch } from '../common/telemetry';
+import { TokenProvider } from '../akv/identity';
+import { ReleaseJwsVerifier } from '../akv/jws';
+import { KeyReleasePipeline } from '../akv/release';
+import { startReleaseFastPath, type ReleaseTuning } from '../akv/release-tuning';
+import { SoftwareKekSource } from '../akv/software-kek';
+import { KeyVaultRelease } from '../akv/vault-release';
+import { SevSnpAttester } from '../maa/attester';
+import { MaaClient } from '../maa/client';
 import { createApp } from './app';
 import { hostGuardPolicy } from '../common/host-guard';
 import { EndpointAllowlist, KidAllowlist } from './allowlist';
 import { Semaphore } from './limits';
-import { GuardedEvidenceSource, ObservedCollateralProvider, ObservedMaaClient, ObservedTokenProvider, observedFetch, observedRelease, SidecarMetrics, UpstreamHealth } from './observe';
+import { GuardedEvidenceSource, SidecarMetrics, SidecarTelemetry, UpstreamHealth } from './observe';
 import { SidecarAttestation } from './attestation-service';
 import type { ServerConfig } from './config';
 import { createLogger, type Logger } from './logger';
-import { writeSecurityContext } from './simulation';
-
-/** One vault HTTP attempt; the SDK retries (2×, backoff + jitter, Retry-After) within the request deadline. */
-export const VAULT_ATTEMPT_TIMEOUT_MS = 30_000;
 
 export interface SidecarOptions {
   config: ServerConfig;
@@ -43,7 +47,7 @@ export interface SidecarOptions {
   platform?: SimulatedPlatform;
   /** reference-info-base64 the simulator publishes; default: its own test-signed UVM endorsement. */
   referenceInfoBase64?: string;
-  /** Wrapping-key pool and MAA token reuse; default from SKR_WRAPPING_KEY_POOL_SIZE / SKR_MAA_TOKEN_REUSE(_MARGIN_SECONDS). */
+  /** Wrapping-key pool and MAA token reuse over config.release (tests and the bench tune them). */
   release?: ReleaseTuning;
 }
 
@@ -81,6 +85,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   let platform: SimulatedPlatform | undefined;
   let contextDir = opts.securityContextDir;
   if (config.simulate) {
+    // The simulator and its test-only keys are loaded only here: `skr serve` without --simulate never loads them.
+    const { SimulatedPlatform, simulatedUvmEndorsementBase64 } = await import('../snp/simulator');
+    const { writeSecurityContext } = await import('./simulation');
     platform =
       opts.platform ??
       new SimulatedPlatform(config.securityPolicyFile ? { securityPolicyBase64: readSecurityPolicyFile(config.securityPolicyFile) } : {});
@@ -94,51 +101,57 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
 
   const metrics = new SidecarMetrics();
   const health = new UpstreamHealth();
+  const telemetry = new SidecarTelemetry(metrics, health);
   const limits = config.limits;
   // One device call at a time, a bounded queue in front (429 beyond it).
   const deviceGate = new Semaphore(1, limits.maxQueuedReports, 'report requests', 1);
   const rawEvidence = evidence;
-  evidence = new GuardedEvidenceSource(rawEvidence, deviceGate, metrics);
+  evidence = new GuardedEvidenceSource(rawEvidence, deviceGate, telemetry);
   const releaseSlots = new Semaphore(limits.maxInFlightReleases, limits.maxQueuedReleases, 'key releases and MAA attestations', 1);
 
-  const context = readSecurityContext(contextDir ? { dir: contextDir } : {});
-  const fromArgs = collateralSourceFromArgs(config.args.certcache, { onAttempt: metrics.attemptObserver(health, 'collateral') });
-  const primary: CollateralSource = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir }) : fromArgs;
-  const collateral = new ObservedCollateralProvider(metrics, {
+  // The parts of the release path (docs/architecture.md), each reporting through `telemetry`.
+  const context = readSecurityContext({ ...(contextDir ? { dir: contextDir } : {}), env: config.securityContextEnv });
+  const fromArgs = collateralSourceFromArgs(config.args.certcache, { onAttempt: attemptHook(telemetry, 'collateral') });
+  const primary: CollateralSource = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir, env: config.securityContextEnv }) : fromArgs;
+  const collateral = new CollateralProvider({
     evidence,
     primary,
     refresh: fromArgs,
     cache: config.certCacheDir ? { dir: config.certCacheDir } : undefined,
+    telemetry,
   });
   const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
-  const maa = new ObservedMaaClient(metrics, {
-    fetch: outbound,
-    userAgent: config.args.maaconfig?.user_agent,
-    onAttempt: metrics.attemptObserver(health, 'maa'),
-  });
-  const attestation = new SidecarAttestation({ evidence, collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
-  const tokens = new ObservedTokenProvider(metrics, health, {
+  const maa = new MaaClient({ fetch: outbound, userAgent: config.args.maaconfig?.user_agent, telemetry });
+  const attester = new SevSnpAttester({ collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
+  const attestation = new SidecarAttestation({ evidence, collateral, attester, referenceInfoBase64: context.referenceInfoBase64 });
+  const tokens = new TokenProvider({
     clientId: config.args.identity?.client_id,
     ...(config.imdsEndpoint ? { imdsEndpoint: config.imdsEndpoint } : {}),
+    ...(config.workloadIdentity ? { workload: config.workloadIdentity } : {}),
     extraCaPem: config.extraCaPem,
+    telemetry,
   });
-  const fastPath = startReleaseFastPath(opts.release ?? releaseTuningFromEnv(process.env));
-  const release = new KeyReleaseClient({
-    wrappingKeyPool: fastPath.wrappingKeyPool,
+  const fastPath = startReleaseFastPath(opts.release ?? config.release);
+  const release = new KeyReleasePipeline({
+    attester,
+    keks: new SoftwareKekSource(fastPath.wrappingKeyPool),
+    vault: new KeyVaultRelease({
+      tokens,
+      // The SDK sets no per-attempt timeout of its own: bound each vault call here.
+      fetch: reportingFetch(outbound, 'vault', telemetry, { timeoutMs: limits.vaultAttemptTimeoutMs, stage: 'vault' }),
+      managedHsmEndpoints: config.managedHsmEndpoints,
+      relaxedChallengeEndpoints: config.loopbackVaultEndpoints,
+      attemptTimeoutMs: limits.vaultAttemptTimeoutMs,
+    }),
+    jws: new ReleaseJwsVerifier({ extraCaPem: config.extraCaPem }),
     maaTokenReuse: fastPath.maaTokenReuse,
-    attest: (endpoint, runtimeData, signal) => attestation.maaToken(endpoint, runtimeData, signal),
-    tokens,
-    // The SDK sets no per-attempt timeout of its own: bound each vault call here.
-    fetch: observedFetch(outbound, 'vault', metrics, health, { timeoutMs: VAULT_ATTEMPT_TIMEOUT_MS, stage: 'vault' }),
-    extraCaPem: config.extraCaPem,
-    managedHsmEndpoints: config.managedHsmEndpoints,
-    relaxedChallengeEndpoints: config.loopbackVaultEndpoints,
+    telemetry,
   });
   metrics.attach({ releases: releaseSlots, device: deviceGate, cache: () => collateral.stats() });
   let shuttingDown = false;
   const app = createApp({
     attestation,
-    release: observedRelease(release, metrics),
+    release,
     logger,
     metrics,
     health,
@@ -152,6 +165,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     deadlineMs: limits.requestDeadlineMs,
     releaseSlots,
     maxJsonDepth: limits.maxJsonDepth,
+    maxBodyBytes: limits.maxBodyBytes,
   });
 
   const server = await new Promise<Server>((resolve, reject) => {

@@ -1,4 +1,5 @@
-import { constants, createCipheriv, createHash, generateKeyPairSync, privateDecrypt, type KeyObject } from 'node:crypto';
+import { constants, createCipheriv, createHash, createPublicKey, generateKeyPairSync, privateDecrypt, randomBytes, type KeyObject } from 'node:crypto';
+import { SoftwareKekSource } from '../../src/akv/software-kek';
 import { aesKwpUnwrap, aesKwpWrap, RELEASE_ENCS, unwrapKeyMaterial, wrapKeyMaterial, type ReleaseEnc } from '../../src/akv/wrap';
 import { VerificationError } from '../../src/common/errors';
 
@@ -157,5 +158,24 @@ describe('wrapKeyMaterial / unwrapKeyMaterial', () => {
     const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     expect(() => wrapKeyMaterial(materials[0][1], ec.publicKey, 'RSA_AES_KEY_WRAP_256')).toThrow(expect.objectContaining({ code: 'ERR_WRAPPING_KEY' }));
     expect(() => unwrapKeyMaterial(ct, rsa.publicKey as KeyObject, 'RSA_AES_KEY_WRAP_256')).toThrow(expect.objectContaining({ code: 'ERR_WRAPPING_KEY' }));
+  });
+});
+
+describe('SoftwareKek: the key-encryption key of a release', () => {
+  it.each(['CKM_RSA_AES_KEY_WRAP', 'RSA_AES_KEY_WRAP_256', 'RSA_AES_KEY_WRAP_384'] as const)('unwraps what the vault wrapped to its public JWK with %s', async (enc) => {
+    const kek = await new SoftwareKekSource().take();
+    expect(JSON.parse(kek.runtimeData.toString('utf8'))).toEqual({ keys: [kek.publicJwk] });
+    const material = randomBytes(32);
+    const publicKey = createPublicKey({ key: kek.publicJwk, format: 'jwk' });
+    const keyHsm = { kid: 'k', enc, ciphertext: wrapKeyMaterial(material, publicKey, enc) };
+    expect(await kek.unwrap(keyHsm, { maaToken: 'a.b.c' })).toEqual(material);
+    const other = RELEASE_ENCS.find((e) => e !== enc) ?? enc;
+    await expect(kek.unwrap({ ...keyHsm, enc: other }, { maaToken: 'a.b.c' })).rejects.toThrow(expect.objectContaining({ step: 'unwrap' }));
+  });
+
+  it('two takes never hand out the same key', async () => {
+    const src = new SoftwareKekSource();
+    const [a, b] = await Promise.all([src.take(), src.take()]);
+    expect(a.publicJwk.n).not.toBe(b.publicJwk.n);
   });
 });

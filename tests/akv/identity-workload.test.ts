@@ -1,3 +1,4 @@
+import { workloadIdentityFromEnv } from '../../src/server/config';
 /**
  * Workload identity through the real @azure/identity WorkloadIdentityCredential against a small
  * fake Entra ID authority on loopback. @azure/identity insists on an https:// authority host, so the
@@ -101,7 +102,7 @@ describe('TokenProvider: workload identity', () => {
 
   it('exchanges the federated token for an access token at AZURE_AUTHORITY_HOST', async () => {
     const before = { ...process.env };
-    const p = new TokenProvider({ env: env(), extraCaPem: [authority.caPem] });
+    const p = new TokenProvider({ workload: workloadIdentityFromEnv(env()), extraCaPem: [authority.caPem] });
     expect(p.mode).toBe('workload-identity');
     await expect(p.getToken(MANAGED_HSM_RESOURCE)).resolves.toBe('wi-token-for-https://managedhsm.azure.net/.default');
     expect(authority.requests).toHaveLength(1);
@@ -118,7 +119,7 @@ describe('TokenProvider: workload identity', () => {
   });
 
   it('caches the token per scope inside @azure/identity', async () => {
-    const p = new TokenProvider({ env: env(), extraCaPem: [authority.caPem] });
+    const p = new TokenProvider({ workload: workloadIdentityFromEnv(env()), extraCaPem: [authority.caPem] });
     const n = authority.requests.length;
     await expect(p.getToken(VAULT_RESOURCE)).resolves.toBe('wi-token-for-https://vault.azure.net/.default');
     await expect(p.getToken(VAULT_RESOURCE)).resolves.toBe('wi-token-for-https://vault.azure.net/.default');
@@ -127,13 +128,13 @@ describe('TokenProvider: workload identity', () => {
 
   it('prefers an explicit client id over AZURE_CLIENT_ID, as @azure/identity does', async () => {
     const explicit = randomUUID();
-    const p = new TokenProvider({ env: env(), clientId: explicit, extraCaPem: [authority.caPem] });
+    const p = new TokenProvider({ workload: workloadIdentityFromEnv(env()), clientId: explicit, extraCaPem: [authority.caPem] });
     await p.getToken(VAULT_RESOURCE);
     expect(authority.requests[authority.requests.length - 1].form.client_id).toBe(explicit);
   });
 
   it('does not trust the authority without its CA', async () => {
-    const p = new TokenProvider({ env: { ...env(), AZURE_CLIENT_ID: randomUUID() } });
+    const p = new TokenProvider({ workload: workloadIdentityFromEnv({ ...env(), AZURE_CLIENT_ID: randomUUID() }) });
     const seen = authority.paths.length;
     const err = await p.getToken(VAULT_RESOURCE).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UpstreamError);
@@ -143,7 +144,7 @@ describe('TokenProvider: workload identity', () => {
   });
 
   it('still returns an override token without reading the federated token', async () => {
-    const p = new TokenProvider({ env: { ...env(), AZURE_FEDERATED_TOKEN_FILE: path.join(dir, 'missing') } });
+    const p = new TokenProvider({ workload: workloadIdentityFromEnv({ ...env(), AZURE_FEDERATED_TOKEN_FILE: path.join(dir, 'missing') }) });
     await expect(p.getToken(VAULT_RESOURCE, 'override')).resolves.toBe('override');
   });
 });

@@ -1,3 +1,4 @@
+import { workloadIdentityFromEnv } from '../../src/server/config';
 import { randomUUID } from 'node:crypto';
 import { ConfigError, InvalidInputError, UpstreamError } from '../../src/common/errors';
 import {
@@ -64,7 +65,6 @@ describe('TokenProvider', () => {
   const SYSTEM = { clientId: randomUUID(), objectId: randomUUID() };
   const USER = { clientId: randomUUID(), objectId: randomUUID() };
   let imds: ImdsEmulator;
-  const noWorkload = {} as NodeJS.ProcessEnv;
 
   beforeAll(async () => {
     imds = await startImdsEmulator({ principals: [SYSTEM, USER] });
@@ -73,14 +73,14 @@ describe('TokenProvider', () => {
 
   it('returns an override token as is, without asking any identity endpoint', async () => {
     // Port 9 (discard) on loopback: any attempt to fetch would fail, so success proves no call.
-    const p = new TokenProvider({ env: noWorkload, imdsEndpoint: 'http://127.0.0.1:9' });
+    const p = new TokenProvider({ imdsEndpoint: 'http://127.0.0.1:9' });
     await expect(p.getToken(VAULT_RESOURCE, 'eyJ.override .token')).resolves.toBe('eyJ.override .token');
     await expect(p.getToken(MANAGED_HSM_RESOURCE, 'x')).resolves.toBe('x');
   });
 
   it('gets a system-assigned managed identity token through @azure/identity from the IMDS emulator', async () => {
     const before = endpointEnv();
-    const p = new TokenProvider({ env: noWorkload, imdsEndpoint: imds.url });
+    const p = new TokenProvider({ imdsEndpoint: imds.url });
     expect(p.mode).toBe('managed-identity');
     const pending = p.getToken(VAULT_RESOURCE);
     // Nothing is published through the process environment while the request is in flight.
@@ -93,7 +93,7 @@ describe('TokenProvider', () => {
   });
 
   it('gets a user-assigned token (client id) for Managed HSM', async () => {
-    const p = new TokenProvider({ env: noWorkload, clientId: USER.clientId, imdsEndpoint: imds.url });
+    const p = new TokenProvider({ clientId: USER.clientId, imdsEndpoint: imds.url });
     const token = await p.getToken(MANAGED_HSM_RESOURCE);
     const claims = await verifyAccessToken(token, { jwks: imds.jwks, issuer: imds.issuer, audience: MANAGED_HSM_RESOURCE });
     expect(claims.oid).toBe(USER.objectId);
@@ -104,7 +104,7 @@ describe('TokenProvider', () => {
     const otherPrincipal = { clientId: randomUUID(), objectId: randomUUID() };
     const other = await startImdsEmulator({ principals: [otherPrincipal] });
     try {
-      const p = new TokenProvider({ env: noWorkload, clientId: otherPrincipal.clientId, imdsEndpoint: other.url });
+      const p = new TokenProvider({ clientId: otherPrincipal.clientId, imdsEndpoint: other.url });
       const token = await p.getToken(VAULT_RESOURCE);
       // Signed by the second emulator's key, which the first emulator does not have.
       const claims = await verifyAccessToken(token, { publicKey: other.publicKey, issuer: other.issuer, audience: VAULT_RESOURCE });
@@ -116,7 +116,7 @@ describe('TokenProvider', () => {
   });
 
   it('fails with ERR_IDENTITY_TOKEN naming the IMDS error for an unknown user-assigned identity', async () => {
-    const p = new TokenProvider({ env: noWorkload, clientId: randomUUID(), imdsEndpoint: imds.url });
+    const p = new TokenProvider({ clientId: randomUUID(), imdsEndpoint: imds.url });
     const err = await p.getToken(VAULT_RESOURCE).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UpstreamError);
     expect((err as UpstreamError).code).toBe('ERR_IDENTITY_TOKEN');
@@ -125,22 +125,22 @@ describe('TokenProvider', () => {
   });
 
   it('refuses resources other than the vault and HSM audiences', async () => {
-    const p = new TokenProvider({ env: noWorkload, imdsEndpoint: imds.url });
+    const p = new TokenProvider({ imdsEndpoint: imds.url });
     await expect(p.getToken('https://management.azure.com' as VaultResource)).rejects.toThrow(InvalidInputError);
   });
 
   it.each(['ftp://127.0.0.1:1', 'http://127.0.0.1:1/metadata', 'not a url', 'http://u:p@127.0.0.1:1'])(
     'refuses imdsEndpoint %j',
     (imdsEndpoint) => {
-      expect(() => new TokenProvider({ env: noWorkload, imdsEndpoint })).toThrow(ConfigError);
+      expect(() => new TokenProvider({ imdsEndpoint })).toThrow(ConfigError);
     },
   );
 
   it('chooses workload identity when AZURE_FEDERATED_TOKEN_FILE is set and needs tenant and client id', () => {
     const env = { AZURE_FEDERATED_TOKEN_FILE: '/var/run/secrets/azure/tokens/azure-identity-token' };
-    expect(() => new TokenProvider({ env: { ...env, AZURE_CLIENT_ID: randomUUID() } })).toThrow(/AZURE_TENANT_ID/);
-    expect(() => new TokenProvider({ env: { ...env, AZURE_TENANT_ID: randomUUID() } })).toThrow(/AZURE_CLIENT_ID/);
-    const p = new TokenProvider({ env: { ...env, AZURE_TENANT_ID: randomUUID() }, clientId: randomUUID() });
+    expect(() => new TokenProvider({ workload: workloadIdentityFromEnv({ ...env, AZURE_CLIENT_ID: randomUUID() }) })).toThrow(/AZURE_TENANT_ID/);
+    expect(() => new TokenProvider({ workload: workloadIdentityFromEnv({ ...env, AZURE_TENANT_ID: randomUUID() }) })).toThrow(/AZURE_CLIENT_ID/);
+    const p = new TokenProvider({ workload: workloadIdentityFromEnv({ ...env, AZURE_TENANT_ID: randomUUID() }), clientId: randomUUID() });
     expect(p.mode).toBe('workload-identity');
   });
 });

@@ -4,12 +4,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { checkReleasedKid } from '../../src/akv/release';
+import { parseEndpoint } from '../../src/common/endpoint';
 import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
 import { createLogger } from '../../src/server/logger';
 import { postJson } from '../helpers/sidecar';
 
 describe('checkReleasedKid', () => {
-  const url = new URL('https://myvault.vault.azure.net');
+  const url = parseEndpoint('akv', 'https://myvault.vault.azure.net');
   it('accepts the key that was asked for (any version, or the requested one)', () => {
     expect(() => checkReleasedKid('https://myvault.vault.azure.net/keys/k1/abc123', url, 'k1', undefined)).not.toThrow();
     expect(() => checkReleasedKid('https://MYVAULT.vault.azure.net:443/keys/K1/ABC123', url, 'k1', 'abc123')).not.toThrow();

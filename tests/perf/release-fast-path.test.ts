@@ -13,7 +13,11 @@ import { staticTokenCredential } from '../../src/akv/credentials';
 import { TokenProvider } from '../../src/akv/identity';
 import { importReleasableKey, sdkJwkFor } from '../../src/akv/import-key';
 import { buildReleasePolicy } from '../../src/akv/policy';
-import { KeyReleaseClient, ReleaseRefusedError } from '../../src/akv/release';
+import { ReleaseJwsVerifier } from '../../src/akv/jws';
+import { KeyReleasePipeline, ReleaseRefusedError } from '../../src/akv/release';
+import { SoftwareKekSource } from '../../src/akv/software-kek';
+import { KeyVaultRelease } from '../../src/akv/vault-release';
+import type { Endpoint } from '../../src/common/endpoint';
 import { WrappingKeyPool } from '../../src/akv/wrapping-key-pool';
 import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
 import type { FetchLike } from '../../src/common/http';
@@ -72,18 +76,22 @@ describe('key release fast path on the local stack', () => {
   const uvm = () => fs.readFileSync(path.join(stack.state.securityContextDir, 'reference-info-base64'), 'utf8').trim();
 
   /** The production client, observed through its attest dependency (real evidence, real MAA emulator). */
-  function client(opts: { reuse?: boolean; tokens?: TokenProvider; fetch?: FetchLike } = {}): KeyReleaseClient {
-    return new KeyReleaseClient({
-      attest: async (endpoint, runtimeData, signal) => {
-        attestCalls.push(endpoint);
-        const { report } = await stack.platform.evidenceSource().getReport({ reportData: reportDataFor(runtimeData) });
-        return maa().attest(endpoint, { report, vcekPem: stack.platform.vcekPem, chainPem: stack.platform.askPem + stack.platform.arkPem, uvmEndorsementBase64: uvm(), runtimeData }, signal);
+  function client(opts: { reuse?: boolean; tokens?: TokenProvider; fetch?: FetchLike } = {}): KeyReleasePipeline {
+    return new KeyReleasePipeline({
+      attester: {
+        attest: async (endpoint: Endpoint, runtimeData: Buffer, signal?: AbortSignal) => {
+          attestCalls.push(endpoint.raw);
+          const { report } = await stack.platform.evidenceSource().getReport({ reportData: reportDataFor(runtimeData) });
+          return maa().attest(endpoint, { report, vcekPem: stack.platform.vcekPem, chainPem: stack.platform.askPem + stack.platform.arkPem, uvmEndorsementBase64: uvm(), runtimeData }, signal);
+        },
       },
-      tokens: opts.tokens ?? new TokenProvider({ imdsEndpoint: imdsProxyUrl }),
-      fetch: opts.fetch ?? fetch,
-      extraCaPem: [ca],
-      relaxedChallengeEndpoints: [stack.state.vaultEndpoint],
-      wrappingKeyPool: pool,
+      keks: new SoftwareKekSource(pool),
+      vault: new KeyVaultRelease({
+        tokens: opts.tokens ?? new TokenProvider({ imdsEndpoint: imdsProxyUrl }),
+        fetch: opts.fetch ?? fetch,
+        relaxedChallengeEndpoints: [stack.state.vaultEndpoint],
+      }),
+      jws: new ReleaseJwsVerifier({ extraCaPem: [ca] }),
       ...(opts.reuse === false ? { maaTokenReuse: { enabled: false } } : {}),
     });
   }
@@ -175,7 +183,7 @@ describe('key release fast path on the local stack', () => {
     expect(k((await c.release(req('override'))).jwk)).toEqual(bytes);
   });
 
-  it('answers the vault\'s 401 challenge once per vault for the identity, and per request for a caller\'s token', async () => {
+  it('sends the token with the first request to a vault whose audience is known: no 401 challenge round trip, for the identity or a caller\'s token', async () => {
     const statuses: number[] = [];
     const counting: FetchLike = async (input, init) => {
       const res = await fetch(input, init);
@@ -185,11 +193,11 @@ describe('key release fast path on the local stack', () => {
     const c = client({ fetch: counting });
     await importKey('challenge', randomBytes(32));
     for (let i = 0; i < 3; i++) await c.release(req('challenge'));
-    expect(statuses).toEqual([401, 200, 200, 200]);
+    expect(statuses).toEqual([200, 200, 200]);
     statuses.length = 0;
     const token = await directImdsToken();
     for (let i = 0; i < 2; i++) await c.release(req('challenge', { accessToken: token }));
-    expect(statuses).toEqual([401, 200, 401, 200]);
+    expect(statuses).toEqual([200, 200]);
   });
 
   it('fetched the identity token from IMDS once for all the releases above', () => {

@@ -12,8 +12,15 @@ import {
   sdkJwkFor,
 } from '../../akv/import-key';
 import { vaultBaseUrl } from '../../akv/release';
+import { workloadIdentityFromEnv } from '../../server/config';
 import { wipe } from '../../common/bytes';
 import { CliError, readInput, type Out } from '../io';
+
+/** AKS workload identity when the environment configures it (read by the config module). */
+function workloadIdentityOption(): { workload?: ReturnType<typeof workloadIdentityFromEnv> } {
+  const w = workloadIdentityFromEnv();
+  return w ? { workload: w } : {};
+}
 
 export const usage =
   'skr import-key -c importkeyconfig.json [--key-hex HEX|FILE] [--key-pem FILE] [--ca FILE] [--imds URL] [--key-out FILE] [--derived-key-out FILE]\n' +
@@ -88,7 +95,7 @@ export async function importKeyCommand(args: string[], io: Out): Promise<number>
   const url = vaultBaseUrl(cfg.key.akv.endpoint);
   const credential = cfg.key.akv.bearer_token
     ? staticTokenCredential(cfg.key.akv.bearer_token)
-    : providerCredential(new TokenProvider({ clientId: cfg.identity?.client_id, ...(values.imds ? { imdsEndpoint: values.imds } : {}), extraCaPem }));
+    : providerCredential(new TokenProvider({ clientId: cfg.identity?.client_id, ...workloadIdentityOption(), ...(values.imds ? { imdsEndpoint: values.imds } : {}), extraCaPem }));
   const imported = await importReleasableKey({
     vaultEndpoint: cfg.key.akv.endpoint,
     name: cfg.key.kid,

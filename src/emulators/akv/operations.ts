@@ -8,7 +8,7 @@ import { SkrError } from '../../common/errors';
 import type { FetchLike } from '../../common/http';
 import { encodeKeyHsm } from '../../akv/key-hsm';
 import { decodeReleasePolicy, evaluateReleasePolicy, failedConditions, RELEASE_POLICY_CONTENT_TYPE, type ReleasePolicy } from '../../akv/policy';
-import { signReleaseJws, type ReleaseJwsSigner } from '../../akv/jws';
+import { signReleaseJws, type ReleaseJwsSigner } from './release-signer';
 import { isReleaseEnc, RELEASE_ENCS, wrapKeyMaterial, type ReleaseEnc } from '../../akv/wrap';
 import { badParameter, keyNotFound, releaseDenied, VaultHttpError } from './errors';
 import { defaultKeyOps, generateKeyMaterial, importKeyMaterial, isValidKeyOps, publicJwkFields, type Flavour, type KeyMaterial } from './keys';

@@ -9,7 +9,7 @@ import { hostGuardPolicy, type HostGuardSettings } from '../../common/host-guard
 import { randomUUID, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as https from 'node:https';
-import { createReleaseSigner } from '../../akv/jws';
+import { createReleaseSigner } from './release-signer';
 import type { IssuedCertificate } from '../../asn1/x509';
 import { SkrError } from '../../common/errors';
 import type { FetchLike } from '../../common/http';

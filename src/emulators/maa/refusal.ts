@@ -14,11 +14,14 @@ export class MaaEmulatorRefusal extends SkrError {
   readonly check: string;
   /** The `error.code` sent to the client. */
   readonly maaCode: string;
+  /** The status the emulator answers with (MAA's own, not the sidecar's table). */
+  readonly httpStatus: number;
 
   constructor(check: string, message: string, opts: { maaCode?: string; status?: number; cause?: unknown } = {}) {
     // Steps from src/certs already prefix their own name; do not say it twice.
     const text = message.startsWith(`${check}:`) ? message : `${check}: ${message}`;
-    super('ERR_MAA_EMULATOR_REFUSED', text, { status: opts.status ?? 400, cause: opts.cause });
+    super('ERR_MAA_EMULATOR_REFUSED', text, { cause: opts.cause });
+    this.httpStatus = opts.status ?? 400;
     this.check = check;
     this.maaCode = opts.maaCode ?? MAA_INVALID_PARAMETER;
   }

@@ -194,7 +194,7 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
       }
       return sendError(res, 404, 'NotFound', `no route ${method} ${url.pathname}`);
     } catch (e) {
-      if (e instanceof MaaEmulatorRefusal) return send(res, e.status, e.body());
+      if (e instanceof MaaEmulatorRefusal) return send(res, e.httpStatus, e.body());
       return sendError(res, 500, 'InternalServerError', `MAA emulator failed: ${(e as Error).message}`);
     }
   }

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { DeviceError, InvalidInputError } from '../../common/errors';
+import type { ErrorCode } from '../../common/error-codes';
 import { parseCertTable } from '../cert-table';
 import type { Evidence, EvidenceSource, ReportRequest } from '../evidence';
 import { REPORT_SIZE } from '../report';
@@ -45,7 +46,7 @@ function errnoOf(e: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined;
 }
 
-function deviceError(code: string, what: string, e: unknown): DeviceError {
+function deviceError(code: ErrorCode, what: string, e: unknown): DeviceError {
   const errno = errnoOf(e);
   const detail = e instanceof Error ? e.message : String(e);
   return new DeviceError(code, `configfs-tsm: ${what}: ${detail}`, { errno, cause: e });

@@ -169,7 +169,7 @@ describe('release', () => {
     const r = await release('exportable', await h.authority.mint(snpClaims(runtime())), { enc: 'RSA_AES_KEY_WRAP_384' });
     expect(r.status).toBe(200);
     expect(Object.keys(r.body ?? {})).toEqual(['value']);
-    const payload = verifyReleaseJws(r.body?.value, { vaultHost: '127.0.0.1', extraCaPem: [h.ca.certPem] });
+    const payload = await verifyReleaseJws(r.body?.value, { vaultHost: '127.0.0.1', extraCaPem: [h.ca.certPem] });
     expect(payload).toMatchObject({ request: { 'api-version': '7.4', enc: 'RSA_AES_KEY_WRAP_384' } });
   });
 

@@ -50,7 +50,7 @@ async function releaseAndUnwrap(c: KeyClient, name: string, enc?: ReleaseEnc, ve
   const wk = createWrappingKey();
   const target = await h.authority.mint(snpClaims(JSON.parse(wk.runtimeData.toString('utf8'))));
   const released = await c.releaseKey(name, target, { ...(enc ? { algorithm: enc } : {}), ...(version ? { version } : {}) });
-  const payload = verifyReleaseJws(released.value, { vaultHost: '127.0.0.1', extraCaPem: [h.ca.certPem] }) as {
+  const payload = (await verifyReleaseJws(released.value, { vaultHost: '127.0.0.1', extraCaPem: [h.ca.certPem] })) as {
     request: Record<string, unknown>;
     response: { key: { key: Record<string, unknown>; attributes: Record<string, unknown>; release_policy: Record<string, unknown> } };
   };

@@ -1,0 +1,300 @@
+/**
+ * The vault part of a key release: `POST /keys/<name>[/<version>]/release?api-version=7.4` with the
+ * MAA token as target. A refusal becomes a precise ReleaseRefusedError, reading the key's release
+ * policy to say which condition failed when the identity may read it.
+ *
+ * Two ways to make the call, one result:
+ * - Direct (the fast path): for a vault whose audience is known before any request (an Azure
+ *   Key Vault / Managed HSM name, whose cloud fixes the audience, or a configured loopback
+ *   emulator), one POST over the shared keep-alive connection with the bearer token, retried like
+ *   the SDK does (2×, backoff with jitter, Retry-After). The identity token is kept until 5 min
+ *   before it expires, as the SDK's token refresher does.
+ * - Through the Azure SDK's KeyClient (its 401 challenge flow, which checks that the challenge's
+ *   resource belongs to the vault's domain) for any other allowlisted host. Which client holds
+ *   which token is vault-clients.ts. The diagnosis of a 403 reads the key with the SDK either way.
+ */
+import type { KeyClient, KeyExportEncryptionAlgorithm } from '@azure/keyvault-keys';
+import { decodeJwt } from 'jose';
+import type { Endpoint } from '../common/endpoint';
+import { SkrError, UpstreamError } from '../common/errors';
+import { parseRetryAfter, readBodyLimited, type FetchLike } from '../common/http';
+import type { AccessToken } from '@azure/core-auth';
+import { resourceForVaultHost, MANAGED_HSM_RESOURCE, type TokenProvider, type VaultResource } from './identity';
+import { decodeReleasePolicy, evaluateReleasePolicy, failedConditions } from './policy';
+import { VaultClients } from './vault-clients';
+import type { ReleaseEnc } from './wrap';
+
+/** The vault refused the release (or the identity): 403 with a precise reason. */
+export class ReleaseRefusedError extends SkrError {
+  constructor(message: string, readonly vaultStatus: number, readonly vaultCode?: string) {
+    super('ERR_RELEASE_REFUSED', message);
+  }
+}
+
+export interface VaultReleaseRequest {
+  vault: Endpoint;
+  name: string;
+  version?: string;
+  /** The MAA token the vault checks against the key's release policy. */
+  maaToken: string;
+  enc: ReleaseEnc;
+  /** The caller's own bearer token instead of the sidecar's identity. */
+  accessToken?: string;
+}
+
+export interface VaultReleaseCall {
+  /** Work worth starting while MAA attests: the identity token on a vault's first use (fails early if there is none). */
+  prepare(vault: Endpoint, accessToken: string | undefined, signal?: AbortSignal): Promise<unknown> | undefined;
+  /** The vault's release response (a compact JWS); refusals are ReleaseRefusedError, transport failures UpstreamError. */
+  release(req: VaultReleaseRequest, signal?: AbortSignal): Promise<string>;
+}
+
+export interface KeyVaultReleaseOptions {
+  tokens: TokenProvider;
+  /** Outbound HTTPS (keep-alive, extra CAs, per-attempt timeout, telemetry) for the vault. */
+  fetch: FetchLike;
+  /** host:port endpoints that are Managed HSMs although their names do not say so (loopback emulators). */
+  managedHsmEndpoints?: string[];
+  /** host:port endpoints whose 401 challenge names a resource on another domain (loopback emulators only). */
+  relaxedChallengeEndpoints?: string[];
+  /** One HTTP attempt of the direct call (default 30 s). */
+  attemptTimeoutMs?: number;
+}
+
+/** api-version of the release call, as the SDK's KeyClient (serviceVersion 7.4) sends it. */
+export const RELEASE_API_VERSION = '7.4';
+/** A release response is a JWS of a few KB (a wrapped RSA-4096 key included). */
+const MAX_RELEASE_RESPONSE_BYTES = 1 << 20;
+/** The SDK's retry policy for vault calls (vault-clients.ts): 2 retries, 200 ms base, 2 s cap. */
+const RETRIES = 2;
+const RETRY_BASE_MS = 200;
+const RETRY_MAX_MS = 2000;
+const RETRYABLE = new Set([408, 429, 500, 502, 503, 504]);
+/** Refresh the identity token this long before it expires (the SDK's window). */
+const TOKEN_REFRESH_MS = 5 * 60_000;
+
+interface RestErrorLike {
+  statusCode?: number;
+  code?: string;
+  message?: string;
+  details?: unknown;
+  response?: { bodyAsText?: string | null };
+}
+
+function vaultErrorBody(e: RestErrorLike): { code?: string; message?: string; innererror?: Record<string, unknown> } {
+  const fromDetails = (e.details as { error?: Record<string, unknown> } | undefined)?.error;
+  let err = fromDetails;
+  if (!err && e.response?.bodyAsText) {
+    try {
+      err = (JSON.parse(e.response.bodyAsText) as { error?: Record<string, unknown> }).error;
+    } catch {
+      err = undefined;
+    }
+  }
+  return {
+    code: typeof err?.code === 'string' ? err.code : e.code,
+    message: typeof err?.message === 'string' ? err.message : e.message,
+    innererror: (err?.innererror as Record<string, unknown> | undefined) ?? undefined,
+  };
+}
+
+export class KeyVaultRelease implements VaultReleaseCall {
+  private readonly vaults: VaultClients;
+  /** The identity's token per audience for the direct call (the SDK clients keep their own). */
+  private readonly tokens = new Map<VaultResource, AccessToken>();
+
+  constructor(private readonly opts: KeyVaultReleaseOptions) {
+    this.vaults = new VaultClients(opts.tokens, { fetch: opts.fetch, relaxedChallengeEndpoints: opts.relaxedChallengeEndpoints });
+  }
+
+  /** The token audience of a vault: by its cloud, or Managed HSM for an endpoint configured as one. */
+  resourceFor(vault: Endpoint): VaultResource {
+    if (this.opts.managedHsmEndpoints?.includes(vault.host)) return MANAGED_HSM_RESOURCE;
+    return resourceForVaultHost(vault);
+  }
+
+  /** Whether the audience of `vault` is known without asking it: an Azure vault name, or a configured emulator. */
+  private isDirect(vault: Endpoint): boolean {
+    return vault.service === 'vault' || vault.service === 'managedhsm' || Boolean(this.opts.managedHsmEndpoints?.includes(vault.host) || this.opts.relaxedChallengeEndpoints?.includes(vault.host));
+  }
+
+  prepare(vault: Endpoint, accessToken: string | undefined, signal?: AbortSignal): Promise<unknown> | undefined {
+    if (accessToken) return undefined;
+    const resource = this.resourceFor(vault);
+    if (this.isDirect(vault)) return this.usableToken(resource) ? undefined : this.identityToken(resource, signal);
+    return this.vaults.forIdentity(vault, resource).fresh ? this.opts.tokens.getAccessToken(resource, signal) : undefined;
+  }
+
+  async release(req: VaultReleaseRequest, signal?: AbortSignal): Promise<string> {
+    if (this.isDirect(req.vault)) return this.releaseDirect(req, signal);
+    const { vault, name, version, maaToken } = req;
+    const client = this.clientFor(req);
+    try {
+      const result = await client.releaseKey(name, maaToken, {
+        ...(version ? { version } : {}),
+        algorithm: req.enc as KeyExportEncryptionAlgorithm,
+        ...(signal ? { abortSignal: signal } : {}),
+      });
+      return result.value;
+    } catch (e) {
+      if (e instanceof SkrError) throw e; // our identity layer failed inside the SDK pipeline
+      throw await this.explainFailure(e as RestErrorLike, () => client, name, version, maaToken, vault, signal);
+    }
+  }
+
+  private clientFor(req: VaultReleaseRequest): KeyClient {
+    return req.accessToken ? this.vaults.forCallerToken(req.vault, req.accessToken) : this.vaults.forIdentity(req.vault, this.resourceFor(req.vault)).client;
+  }
+
+  private usableToken(resource: VaultResource): AccessToken | undefined {
+    const t = this.tokens.get(resource);
+    return t && t.expiresOnTimestamp - TOKEN_REFRESH_MS > Date.now() ? t : undefined;
+  }
+
+  private async identityToken(resource: VaultResource, signal?: AbortSignal): Promise<AccessToken> {
+    const cached = this.usableToken(resource);
+    if (cached) return cached;
+    const t = await this.opts.tokens.getAccessToken(resource, signal);
+    this.tokens.set(resource, t);
+    return t;
+  }
+
+  private async releaseDirect(req: VaultReleaseRequest, signal?: AbortSignal): Promise<string> {
+    const { vault, name, version, maaToken } = req;
+    const resource = this.resourceFor(vault);
+    const token = req.accessToken ?? (await this.identityToken(resource, signal)).token;
+    const url = `${vault.origin}/keys/${encodeURIComponent(name)}${version ? `/${encodeURIComponent(version)}` : ''}/release?api-version=${RELEASE_API_VERSION}`;
+    const init: RequestInit = {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ target: maaToken, enc: req.enc }),
+    };
+    let status: number;
+    let text: string;
+    try {
+      const res = await this.send(url, init, signal);
+      status = res.status;
+      text = (await readBodyLimited(res, MAX_RELEASE_RESPONSE_BYTES, 'vault', 'vault release response')).toString('utf8');
+    } catch (e) {
+      if (e instanceof SkrError || signal?.aborted) throw e;
+      const err = e as { name?: string; message?: string; code?: unknown; cause?: { code?: unknown } };
+      const code = typeof err.cause?.code === 'string' ? err.cause.code : typeof err.code === 'string' ? err.code : err.name === 'TimeoutError' ? 'timeout' : undefined;
+      throw await this.explainFailure({ ...(code ? { code } : {}), message: err.message ?? 'network error' }, () => this.clientFor(req), name, version, maaToken, vault, signal);
+    }
+    if (status === 401 && !req.accessToken) this.tokens.delete(resource);
+    if (status >= 200 && status < 300) {
+      let value: unknown;
+      try {
+        value = (JSON.parse(text) as { value?: unknown } | null)?.value;
+      } catch {
+        throw await this.explainFailure({ statusCode: status, code: 'PARSE_ERROR', message: 'the release response is not JSON' }, () => this.clientFor(req), name, version, maaToken, vault, signal);
+      }
+      return typeof value === 'string' ? value : '';
+    }
+    throw await this.explainFailure({ statusCode: status, response: { bodyAsText: text } }, () => this.clientFor(req), name, version, maaToken, vault, signal);
+  }
+
+  /** One POST with the SDK's retry rules; the last answer (or error) is the caller's to explain. */
+  private async send(url: string, init: RequestInit, signal?: AbortSignal): Promise<Response> {
+    const timeoutMs = this.opts.attemptTimeoutMs ?? 30_000;
+    for (let attempt = 0; ; attempt++) {
+      const attemptSignal = signal ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
+      let res: Response | undefined;
+      try {
+        res = await this.opts.fetch(url, { ...init, signal: attemptSignal });
+        if (!RETRYABLE.has(res.status) || attempt >= RETRIES) return res;
+      } catch (e) {
+        if (signal?.aborted || attempt >= RETRIES) throw e;
+      }
+      const after = res ? parseRetryAfter(res.headers.get('retry-after')) : undefined;
+      await res?.body?.cancel().catch(() => undefined);
+      const delay = after !== undefined ? Math.min(RETRY_MAX_MS, after) : Math.floor(Math.random() * Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** attempt));
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(done, delay);
+        function done(): void {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        }
+        function onAbort(): void {
+          clearTimeout(t);
+          reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+        }
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+  }
+
+  /** Turn a failed release into a precise error, reading the key's policy when the identity may. */
+  private async explainFailure(
+    e: RestErrorLike,
+    client: () => KeyClient,
+    name: string,
+    version: string | undefined,
+    maaToken: string,
+    url: Endpoint,
+    signal?: AbortSignal,
+  ): Promise<Error> {
+    const status = e.statusCode;
+    const body = vaultErrorBody(e);
+    const vaultSays = [body.code, body.message].filter(Boolean).join(': ');
+    if (status === undefined) {
+      return new UpstreamError('vault', `vault ${url.host} could not be reached: ${e.code ?? e.message ?? 'network error'}`, { cause: e });
+    }
+    if (status === 401) {
+      return new ReleaseRefusedError(`identity: vault ${url.host} did not accept the access token (${vaultSays || '401'})`, status, body.code);
+    }
+    if (status === 404) {
+      return new ReleaseRefusedError(`vault ${url.host} has no key "${name}${version ? `/${version}` : ''}" (${vaultSays || '404'})`, status, body.code);
+    }
+    if (status === 403) {
+      const failed = (body.innererror?.failedConditions as unknown[] | undefined) ?? undefined;
+      // The diagnosis is a courtesy: it must not outlive the request's deadline (and hold its slot).
+      const detail = signal?.aborted ? undefined : await this.policyFailure(client(), name, version, maaToken, vaultSays, signal).catch(() => undefined);
+      const why =
+        detail ??
+        (failed?.length
+          ? `failed conditions: ${failed.map((f) => (typeof f === 'string' ? f : JSON.stringify(f))).join('; ')}`
+          : 'check that the token satisfies the key release policy (x-ms-sevsnpvm-hostdata = sha256 of the deployed ccePolicy, ' +
+            'the authority = this MAA endpoint), and that the identity holds the "Key Vault Crypto Service Release User" role ' +
+            '(or the release permission)');
+      return new ReleaseRefusedError(`vault ${url.host} refused the release: ${vaultSays || '403'}; ${why}`, status, body.code);
+    }
+    if (status >= 400 && status < 500) {
+      return new ReleaseRefusedError(`vault ${url.host} refused the release: ${vaultSays || String(status)}`, status, body.code);
+    }
+    return new UpstreamError('vault', `vault ${url.host} answered ${status}${vaultSays ? `: ${vaultSays}` : ''}`, { upstreamStatus: status });
+  }
+
+  /** When the identity can read the key, evaluate its release policy against the token and name what failed. */
+  private async policyFailure(
+    client: KeyClient,
+    name: string,
+    version: string | undefined,
+    maaToken: string,
+    vaultSays: string,
+    signal?: AbortSignal,
+  ): Promise<string | undefined> {
+    const key = await client.getKey(name, { ...(version ? { version } : {}), ...(signal ? { abortSignal: signal } : {}) });
+    const encoded = key.properties.releasePolicy?.encodedPolicy;
+    if (!encoded) return 'the key has no release policy (it must be exportable with one)';
+    const policy = decodeReleasePolicy({ data: Buffer.from(encoded).toString('base64url') });
+    const ev = evaluateReleasePolicy(policy, decodeJwt(maaToken) as Record<string, unknown>);
+    if (ev.granted) {
+      // The claims pass, so the vault objected to the token itself or to the caller.
+      const exp = (decodeJwt(maaToken) as { exp?: unknown }).exp;
+      if (typeof exp === 'number' && exp * 1000 < Date.now()) return 'the MAA token has expired';
+      if (/verif|signature|expired|statement/i.test(vaultSays)) {
+        return "the token's claims satisfy the release policy, but the vault could not verify the MAA token itself (signature, expiry, or the authority's signing keys)";
+      }
+      if (/rbac|authoriz|permission|not allowed/i.test(vaultSays)) {
+        return 'the release policy grants this token, so the refusal is about the identity: check its release permission/role';
+      }
+      return "the token's claims satisfy the release policy: check that the vault can verify the MAA token (authority reachable, token not expired) and that the identity holds the release permission/role";
+    }
+    const failed = failedConditions(ev);
+    if (!failed.length) return `no authority in the release policy matches the token issuer ${ev.tokenIssuer ?? '(none)'}`;
+    return `release policy conditions not met: ${failed
+      .map((c) => `${c.claim} ${c.operator} ${JSON.stringify(c.expected)} (token has ${c.present ? JSON.stringify(c.actual) : 'no such claim'})`)
+      .join('; ')}`;
+  }
+}
