@@ -17,8 +17,13 @@ export interface Swtpm {
   ctrlPort: number;
   pid: number;
   stateDir: string;
-  /** A client on a fresh connection (the caller closes it). */
+  /**
+   * A client on a fresh connection. swtpm serves one connection at a time (a second one waits until
+   * the first closes), so close it (or use `use`) before opening another.
+   */
   client(): TpmClient;
+  /** Run `fn` with a fresh client and close it afterwards. */
+  use<T>(fn: (c: TpmClient) => Promise<T>): Promise<T>;
   /** SIGSTOP / SIGCONT, to freeze the TPM with a command in flight. */
   pause(): void;
   resume(): void;
@@ -124,6 +129,14 @@ export async function startSwtpm(): Promise<Swtpm> {
       const c = new TpmClient(new SwtpmTcpTransport({ port }));
       clients.push(c);
       return c;
+    },
+    async use(fn) {
+      const c = new TpmClient(new SwtpmTcpTransport({ port }));
+      try {
+        return await fn(c);
+      } finally {
+        await c.close();
+      }
     },
     pause: () => process.kill(child.pid as number, 'SIGSTOP'),
     resume: () => process.kill(child.pid as number, 'SIGCONT'),
