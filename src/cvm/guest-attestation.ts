@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { VerificationError } from '../common/errors';
 import type { FetchLike } from '../common/http';
-import type { ThimCertificates } from '../certs/types';
+import type { AmdCertChain } from '../certs/types';
 import { maaBaseUrl } from '../maa/client';
 import { MaaEnvelopeError, openEnvelopeWithKey, parseEnvelope } from '../maa/azure-guest-envelope';
 import { postAzureGuest, type AzureGuestClientOptions } from '../maa/azure-guest-client';
@@ -170,8 +170,11 @@ export interface AttestGuestOptions {
   evidence?: VtpmEvidence;
   /** MAA host (`sharedeus.eus.attest.azure.net`, `host:port` or an https origin). */
   maaEndpoint: string;
-  /** THIM collateral (IMDS /metadata/THIM/amd/certification). */
-  thim: ThimCertificates;
+  /**
+   * The VCEK chain for the embedded report: on Azure, IMDS THIM (`/metadata/THIM/amd/certification`,
+   * e.g. src/certs LocalThimSource or the collateral provider).
+   */
+  collateral: AmdCertChain;
   /** Echoed by MAA in x-ms-runtime.client-payload (values base64-encoded on the wire). */
   clientPayload?: Record<string, string>;
   userData?: Buffer;
@@ -238,7 +241,7 @@ export async function attestGuest(o: AttestGuestOptions): Promise<GuestAttestati
       encKeyCertifyInfo: ev.certify.attest,
       encKeyCertifyInfoSignature: ev.certify.signature,
     },
-    isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: o.thim.vcekCert + o.thim.certificateChain, runtimeClaims: ev.hcl.claimsBytes },
+    isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: o.collateral.vcekPem + o.collateral.chainPem, runtimeClaims: ev.hcl.claimsBytes },
   });
   const envelope = await timed(t, 'maa.attest', () => postAzureGuest(o.maaEndpoint, body, { ...(o.client ?? {}), ...(o.fetch ? { fetch: o.fetch } : {}) }));
   const token = await ga.openEnvelope(envelope, ev.encKeyPub, t);

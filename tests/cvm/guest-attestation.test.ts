@@ -13,6 +13,8 @@ import { createHttpsFetch, type HttpsFetch } from '../../src/common/https-fetch'
 import { attestGuest, checkGuestToken, GuestAttestation, TPM_KEY_KID, type CollectedEvidence } from '../../src/cvm/guest-attestation';
 import { provisionSimulatedCvm, type SimulatedCvm } from '../../src/cvm/simulator';
 import { loadOrCreateLocalCa } from '../../src/emulators/ca';
+import { startImdsEmulator, type ImdsEmulator } from '../../src/emulators/imds';
+import { LocalThimSource } from '../../src/certs/sources/local-thim';
 import { startMaaEmulator, type MaaEmulator } from '../../src/emulators/maa';
 import { MaaEnvelopeError } from '../../src/maa/azure-guest-envelope';
 import { postAzureGuest } from '../../src/maa/azure-guest-client';
@@ -28,6 +30,7 @@ describe('guest attestation on swtpm against the MAA emulator', () => {
   let tpm: Swtpm;
   let cvm: SimulatedCvm;
   let emu: MaaEmulator;
+  let imds: ImdsEmulator;
   let fetch: HttpsFetch;
   let guest: TpmClient;
   let dir: string;
@@ -39,11 +42,13 @@ describe('guest attestation on swtpm against the MAA emulator', () => {
     const ca = loadOrCreateLocalCa(path.join(dir, 'ca'));
     emu = await startMaaEmulator({ ca, trustedArkPem: [cvm.platform.arkPem], trustedVtpmCaPem: [cvm.ca.certPem] });
     fetch = createHttpsFetch({ extraCaPem: [ca.certPem] });
+    imds = await startImdsEmulator({ thim: () => cvm.platform.thimCertificates() });
     guest = new TpmClient(cvm.transport(new SwtpmTcpTransport({ port: tpm.port })));
   });
   afterAll(async () => {
     await guest?.close();
     await emu?.close();
+    await imds?.close();
     await tpm?.stop();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -75,7 +80,9 @@ describe('guest attestation on swtpm against the MAA emulator', () => {
 
   it('returns a verified token with the §6 claims, bound to our TPM key and user data', async () => {
     const userData = randomBytes(64);
-    const r = await attestGuest({ tpm: guest, maaEndpoint: emu.endpoint, thim: thim(), clientPayload: { nonce: '1234' }, userData, os: OS, tcgLog: Buffer.alloc(0), fetch });
+    // The VCEK chain comes from IMDS THIM, as on Azure.
+    const collateral = await new LocalThimSource({ baseUrl: imds.url }).fetch();
+    const r = await attestGuest({ tpm: guest, maaEndpoint: emu.endpoint, collateral, clientPayload: { nonce: '1234' }, userData, os: OS, tcgLog: Buffer.alloc(0), fetch });
     const c = r.claims;
     expect(c['x-ms-attestation-type']).toBe('azurevm');
     expect(c['x-ms-ver']).toBe('1.0');
@@ -202,7 +209,7 @@ describe('guest attestation on swtpm against the MAA emulator', () => {
     const debug = await tpm.use((c) => provisionSimulatedCvm(c, { platformOptions: { policy: 0x3001fn | (1n << 19n) }, ca: cvm.ca }));
     const client = new TpmClient(debug.transport(new SwtpmTcpTransport({ port: tpm.port })));
     try {
-      const r = await attestGuest({ tpm: client, maaEndpoint: emu.endpoint, thim: debug.platform.thimCertificates(), os: OS, tcgLog: Buffer.alloc(0), fetch });
+      const r = await attestGuest({ tpm: client, maaEndpoint: emu.endpoint, collateral: { vcekPem: debug.platform.vcekPem, chainPem: debug.platform.askPem + debug.platform.arkPem, tcbm: debug.platform.reportedTcb, source: 'test' }, os: OS, tcgLog: Buffer.alloc(0), fetch });
       const tee = r.claims['x-ms-isolation-tee'] as Record<string, unknown>;
       expect(tee['x-ms-sevsnpvm-is-debuggable']).toBe(true);
       expect(tee['x-ms-compliance-status']).toBe('azure-noncompliant-cvm');
