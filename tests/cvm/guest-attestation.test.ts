@@ -217,4 +217,24 @@ describe('guest attestation on swtpm against the MAA emulator', () => {
       await client.close();
     }
   });
+
+  it('a VM reboot (swtpm restart): AK and NV survive, the ephemeral key does not, so the old answer cannot be opened', async () => {
+    await guest.close();
+    const ga = new GuestAttestation(guest);
+    const before = await ga.collect();
+    const envelope = await postAzureGuest(emu.endpoint, requestOf(before), { fetch });
+    await guest.close();
+    await tpm.restart();
+    const after = new GuestAttestation(guest);
+    const { hcl } = await after.evidence.readHclReport();
+    expect(hcl.claimsBytes.length).toBeGreaterThan(0);
+    expect((await guest.readPublic(0x81000003)).outPublic.equals(before.akPub)).toBe(true);
+    const e = await after.openEnvelope(envelope, before.encKeyPub).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(MaaEnvelopeError);
+    expect((e as MaaEnvelopeError).step).toBe('maa-envelope-key');
+    // Attesting again after the reboot works.
+    const again = await after.collect();
+    expect(again.encKeyPub.equals(before.encKeyPub)).toBe(false);
+    await postAzureGuest(emu.endpoint, requestOf(again), { fetch }).then((env) => after.openEnvelope(env, again.encKeyPub));
+  });
 });
