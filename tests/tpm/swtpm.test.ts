@@ -86,6 +86,14 @@ describe('TPM client on swtpm', () => {
     expect(after.get(16)?.equals(expected)).toBe(true);
   });
 
+  it('concurrent callers are serialised on one connection (one command in flight)', async () => {
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => (i % 2 ? c.pcrRead(TPM_ALG.SHA256, [i]) : c.nvChunkSize())));
+    results.forEach((r, i) => {
+      if (i % 2) expect((r as Map<number, Buffer>).get(i)?.length).toBe(32);
+      else expect(r).toBe(1024);
+    });
+  });
+
   it('the software PolicyPCR digest equals a trial session, for the current PCR values', async () => {
     const pcrs = await c.pcrRead(TPM_ALG.SHA256, PCRS_0_7.pcrs);
     const { handle } = await c.startAuthSession(TPM_SE.TRIAL);

@@ -69,4 +69,19 @@ describe('TPM transports with hostile peers', () => {
     expect((e as Error).message).toMatch(/cannot open \/nonexistent\/tpmrm0: ENOENT \(no TPM device/);
     await c.close();
   });
+
+  it.each([
+    ['/dev/null', /short response \(0 bytes\)/],
+    ['/dev/zero', /response declares 0 bytes/],
+  ])('a device that does not answer like a TPM (%s): typed error, the command named', async (dev, msg) => {
+    const c = new TpmClient(new DeviceTransport(dev));
+    try {
+      const e = await c.pcrRead(0x000b, [0]).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(TpmTransportError);
+      expect((e as Error).message).toMatch(new RegExp(`^TPM2_PCR_Read: ${dev}: `));
+      expect((e as Error).message).toMatch(msg);
+    } finally {
+      await c.close();
+    }
+  });
 });
