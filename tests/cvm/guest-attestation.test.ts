@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { VerificationError } from '../../src/common/errors';
 import { createHttpsFetch, type HttpsFetch } from '../../src/common/https-fetch';
 import { attestGuest, checkGuestToken, GuestAttestation, TPM_KEY_KID, type CollectedEvidence } from '../../src/cvm/guest-attestation';
-import { provisionSimulatedCvm, type SimulatedCvm } from '../../src/cvm/simulator';
+import { issueTestOnlyAkCertificate, provisionSimulatedCvm, type SimulatedCvm } from '../../src/cvm/simulator';
 import { loadOrCreateLocalCa } from '../../src/emulators/ca';
 import { startImdsEmulator, type ImdsEmulator } from '../../src/emulators/imds';
 import { LocalThimSource } from '../../src/certs/sources/local-thim';
@@ -21,7 +21,7 @@ import { postAzureGuest } from '../../src/maa/azure-guest-client';
 import { serializeAzureGuestRequest, type AzureGuestRequestInput } from '../../src/maa/azure-guest-request';
 import { MaaRefusedError } from '../../src/maa/errors';
 import { hclReportData } from '../../src/cvm/hcl';
-import { SwtpmTcpTransport, TPM_ALG, TpmClient } from '../../src/tpm';
+import { akTemplate, marshalPublic2b, SwtpmTcpTransport, TPM_ALG, TpmClient } from '../../src/tpm';
 import { startSwtpm, type Swtpm } from '../helpers/swtpm';
 
 const OS = { type: 'Linux', distro: 'Ubuntu', versionMajor: 24, versionMinor: 4 };
@@ -193,6 +193,12 @@ describe('guest attestation on swtpm against the MAA emulator', () => {
       const akCert = Buffer.from(ev.akCert);
       akCert[200] ^= 1;
       expect(await refusalOf(requestOf(ev, { akCert }))).toMatch(/^ak-cert:/);
+      // A genuine vTPM-CA certificate for another AK: the AK is not the one the paravisor reported.
+      const otherAk = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey;
+      const otherAkPub = marshalPublic2b({ ...akTemplate(), unique: Buffer.from(String(otherAk.export({ format: 'jwk' }).n), 'base64url') });
+      const otherCert = issueTestOnlyAkCertificate(cvm.ca, otherAk, 'other-vm');
+      expect(await refusalOf(requestOf(ev, { akCert: otherCert, akPub: otherAkPub }))).toMatch(/^ak-hcl-binding:/);
+      expect(await refusalOf(requestOf(ev, { akCert: otherCert }))).toMatch(/^ak-cert-key:/);
     });
 
     it('after a PCR change the re-derived key differs: maa-envelope-key, not an opaque TPM error', async () => {
