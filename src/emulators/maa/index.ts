@@ -5,3 +5,4 @@ export * from './policy';
 export * from './refusal';
 export * from './signing-key';
 export * from './verify-evidence';
+export * from './azure-guest';

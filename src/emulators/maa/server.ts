@@ -32,6 +32,7 @@ import { DEFAULT_SEVSNPVM_POLICY, policyHash } from './policy';
 import { MaaEmulatorRefusal, MAA_UNSUPPORTED_API_VERSION } from './refusal';
 import { createSigningKey, loadOrCreateSigningKey, MaaSigningKey } from './signing-key';
 import { verifySevSnpVmEvidence } from './verify-evidence';
+import { answerAzureGuest, parseVtpmCaPems } from './azure-guest';
 import { FaultInjector, handleFaultAdmin, serveGenericFault, tamperJwsSignature, WRONG_AUTHORITY, type Fault } from '../faults';
 
 export const SUPPORTED_API_VERSIONS: readonly string[] = ['2020-10-01', '2022-08-01'];
@@ -49,6 +50,8 @@ export interface MaaEmulatorOptions {
   trustedArkPem?: string[];
   /** Extra UVM signing roots (SHA-256 of the DER) trusted besides Microsoft's, e.g. the simulator's. */
   trustedUvmRootFingerprints?: string[];
+  /** vTPM CA certificates (PEM) that AK certificates of /attest/AzureGuest must chain to, e.g. the test-only one. */
+  trustedVtpmCaPem?: string[];
   /** Persist the RS256 signing key here (0600) so tokens verify across restarts. */
   stateDir?: string;
   now?: () => Date;
@@ -164,12 +167,38 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
     send(res, 200, { token });
   }
 
+  const vtpmCas = parseVtpmCaPems(opts.trustedVtpmCaPem ?? []);
+
+  /** POST /attest/AzureGuest (azure-guest.ts): same api-version, faults and signing key as SevSnpVm. */
+  async function attestAzureGuest(req: IncomingMessage, url: URL, res: ServerResponse, fault?: Fault): Promise<void> {
+    const apiVersion = url.searchParams.get('api-version');
+    if (apiVersion === null || !SUPPORTED_API_VERSIONS.includes(apiVersion)) {
+      throw new MaaEmulatorRefusal('api-version', `api-version ${apiVersion === null ? 'is missing' : `"${apiVersion}" is not supported`}; supported: ${SUPPORTED_API_VERSIONS.join(', ')}`, {
+        maaCode: MAA_UNSUPPORTED_API_VERSION,
+      });
+    }
+    const body = parseBody(await readBody(req));
+    const at = now();
+    const iat = Math.floor(at.getTime() / 1000) - (fault?.kind === 'expired-token' ? TOKEN_LIFETIME_SECONDS + 3600 : 0);
+    const { token, jwt } = await answerAzureGuest(body, { amd: amdTrust, vtpmCas, now: at }, {
+      key,
+      issuer: fault?.kind === 'wrong-authority' ? WRONG_AUTHORITY : origin,
+      iat,
+      lifetimeSeconds: TOKEN_LIFETIME_SECONDS,
+      jti: randomBytes(32).toString('hex'),
+      policyHash: hash,
+      ...(fault?.kind === 'tampered-jws' ? { mutate: tamperJwsSignature } : {}),
+    });
+    issuedTokens.push(jwt);
+    send(res, 200, { token });
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', origin);
     // Azure routes are case-insensitive.
     const route = url.pathname.replace(/\/+$/, '').toLowerCase();
     const method = req.method ?? 'GET';
-    const name = route === '/attest/sevsnpvm' ? 'attest' : route === '/certs' ? 'certs' : route === '/.well-known/openid-configuration' ? 'openid' : 'other';
+    const name = route === '/attest/sevsnpvm' || route === '/attest/azureguest' ? 'attest' : route === '/certs' ? 'certs' : route === '/.well-known/openid-configuration' ? 'openid' : 'other';
     const fault = faults.take(name);
     if (fault && serveGenericFault(fault, res, (status) => ({ error: { code: status === 429 ? 'TooManyRequests' : 'InternalServerError', message: `injected fault: HTTP ${status}` } }))) {
       req.resume();
@@ -179,6 +208,10 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
       if (route === '/attest/sevsnpvm') {
         if (method !== 'POST') return sendError(res, 405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}; use POST`);
         return await attest(req, url, res, fault);
+      }
+      if (route === '/attest/azureguest') {
+        if (method !== 'POST') return sendError(res, 405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}; use POST`);
+        return await attestAzureGuest(req, url, res, fault);
       }
       if (route === '/certs' || route === '/.well-known/openid-configuration') {
         if (method !== 'GET' && method !== 'HEAD') return sendError(res, 405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}; use GET`);
