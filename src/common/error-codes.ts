@@ -82,6 +82,13 @@ export const ERROR_CODES = [
   'ERR_DEVICE_RESPONSE',
   'ERR_NO_DEVICE',
   'ERR_DEVICE_ACCESS',
+  // Azure confidential VM: vTPM and HCL evidence, guest attestation
+  'ERR_TPM_RC',
+  'ERR_TPM_TRANSPORT',
+  'ERR_TPM_RESPONSE',
+  'ERR_HCL_REPORT',
+  'ERR_HCL_USER_DATA_STALE',
+  'ERR_MAA_ENVELOPE',
   'ERR_NATIVE_UNAVAILABLE',
   'ERR_CONFIGFS',
   'ERR_CONFIGFS_AUXBLOB',

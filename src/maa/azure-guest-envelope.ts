@@ -20,7 +20,7 @@ export type EnvelopeStep = 'maa-envelope-format' | 'maa-envelope-key' | 'maa-env
 export class MaaEnvelopeError extends SkrError {
   readonly step: EnvelopeStep;
   constructor(step: EnvelopeStep, message: string, cause?: unknown) {
-    super('ERR_MAA_ENVELOPE', `${step}: ${message}`, { status: 502, cause });
+    super('ERR_MAA_ENVELOPE', `${step}: ${message}`, { cause });
     this.step = step;
   }
 }

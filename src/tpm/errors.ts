@@ -101,7 +101,7 @@ export class TpmError extends SkrError {
     const where = d.parameter ? ` (parameter ${d.parameter})` : d.handle ? ` (handle ${d.handle})` : d.session ? ` (session ${d.session})` : '';
     const hint = opts.hint ?? defaultHint(d.name);
     const ctx = opts.context ? ` ${opts.context}` : '';
-    super('ERR_TPM_RC', `${command}${ctx}: ${d.name}${where} [rc 0x${d.rc.toString(16)}]${hint ? `: ${hint}` : ''}`, { status: 500 });
+    super('ERR_TPM_RC', `${command}${ctx}: ${d.name}${where} [rc 0x${d.rc.toString(16)}]${hint ? `: ${hint}` : ''}`);
     this.rc = d.rc;
     this.rcName = d.name;
     this.command = command;
