@@ -8,6 +8,7 @@
  * in a TPM is another implementation of the same interface (docs/architecture.md).
  */
 import type { JsonWebKey } from 'node:crypto';
+import { VerificationError } from '../common/errors';
 import type { KeyHsm } from './key-hsm';
 
 export interface UnwrapContext {
@@ -32,4 +33,15 @@ export interface KeyEncryptionKey {
 /** Hands out a KEK no other release has had (a pool, or a fresh key). */
 export interface KeyEncryptionKeySource {
   take(): Promise<KeyEncryptionKey>;
+}
+
+/**
+ * The KEK can no longer unwrap what was wrapped to it because its platform state changed since it was
+ * attested (a TPM key after a reboot or a PCR change). The pipeline then attests once more with a
+ * fresh KEK and retries; a second StaleKekError ends the release. Step `unwrap`.
+ */
+export class StaleKekError extends VerificationError {
+  constructor(message: string, cause?: unknown) {
+    super('unwrap', message, cause);
+  }
 }

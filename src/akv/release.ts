@@ -24,7 +24,7 @@ import type { Attester } from '../maa/attester';
 import { MaaTokenCache, type MaaTokenCacheOptions, type TokenLookup } from '../maa/token-cache';
 import { releasedKeyToJwk } from './jwk';
 import type { ReleaseJwsVerifier } from './jws';
-import type { KeyEncryptionKey, KeyEncryptionKeySource } from './kek';
+import { StaleKekError, type KeyEncryptionKey, type KeyEncryptionKeySource } from './kek';
 import { decodeKeyHsm } from './key-hsm';
 import { ReleaseRefusedError, type VaultReleaseCall } from './vault-release';
 import { isReleaseEnc, type ReleaseEnc } from './wrap';
@@ -65,6 +65,13 @@ export interface KeyReleaseParts {
   maaTokenReuse?: MaaTokenCacheOptions | MaaTokenCache<KeyEncryptionKey>;
   /** The `unwrap` stage (everything after the vault's answer) is timed here. */
   telemetry?: Telemetry;
+  /** `enc` of requests that name none (default CKM_RSA_AES_KEY_WRAP); always sent to the vault explicitly. */
+  enc?: ReleaseEnc;
+  /**
+   * When the KEK turns out stale (StaleKekError: e.g. a TPM key after a reboot or PCR change), attest
+   * once more with a fresh KEK and retry (default true); false surfaces the first cause as it is.
+   */
+  reattestOnStaleKek?: boolean;
 }
 
 const KEY_NAME = /^[0-9a-zA-Z-]{1,127}$/;
@@ -133,9 +140,25 @@ export class KeyReleasePipeline {
     const { name, version } = parseKid(req.kid);
     const vault = toEndpoint('akv', req.akvEndpoint);
     const maa = toEndpoint('maa', req.maaEndpoint);
-    const enc = req.enc ?? DEFAULT_RELEASE_ENC;
+    const enc = req.enc ?? this.parts.enc ?? DEFAULT_RELEASE_ENC;
     if (!isReleaseEnc(enc)) throw new InvalidInputError('ERR_RELEASE_ENC', `enc "${String(enc)}" is not supported`);
+    try {
+      return await this.attempt(req, vault, maa, name, version, enc, signal);
+    } catch (e) {
+      if (!(e instanceof StaleKekError) || this.parts.reattestOnStaleKek === false || signal?.aborted) throw e;
+      // The token (if cached) binds a KEK that cannot unwrap any more: attest once more and retry.
+      try {
+        return await this.attempt(req, vault, maa, name, version, enc, signal);
+      } catch (again) {
+        if (again instanceof StaleKekError) {
+          throw new StaleKekError(`${again.message} (after attesting again; first attempt: ${e.message})`, again);
+        }
+        throw again;
+      }
+    }
+  }
 
+  private async attempt(req: KeyReleaseRequest, vault: Endpoint, maa: Endpoint, name: string, version: string | undefined, enc: ReleaseEnc, signal?: AbortSignal): Promise<ReleasedKey> {
     // On a vault's first use the identity token is fetched while MAA works.
     const [lookup] = await Promise.all([this.attested(maa, signal), this.parts.vault.prepare(vault, req.accessToken, signal)]);
     const { token: maaToken, binding: kek } = lookup;
@@ -146,7 +169,12 @@ export class KeyReleasePipeline {
       if (e instanceof ReleaseRefusedError && TOKEN_REFUSALS.has(e.vaultStatus)) this.maaTokens.invalidate(maa, maaToken);
       throw e;
     }
-    return this.telemetry.stage('unwrap', () => this.open(jws, vault, name, version, kek, maaToken, signal));
+    try {
+      return await this.telemetry.stage('unwrap', () => this.open(jws, vault, name, version, kek, maaToken, signal));
+    } catch (e) {
+      if (e instanceof StaleKekError) this.maaTokens.invalidate(maa, maaToken);
+      throw e;
+    }
   }
 
   /** What remains after the vault answered, all local: verify the JWS, decode key_hsm, unwrap, build the JWK. */
