@@ -10,6 +10,7 @@ import { ConfigError } from '../common/errors';
 import { decodeBase64Strict } from '../common/bytes';
 import { hostGuardPolicy } from '../common/host-guard';
 import { releaseTuningFromEnv, type ReleaseTuning } from '../akv/release-tuning';
+import { isReleaseEnc, RELEASE_ENCS, type ReleaseEnc } from '../akv/wrap';
 import type { WorkloadIdentitySettings } from '../akv/identity';
 import { SECURITY_CONTEXT_ENV, type SecurityContextEnv } from '../certs/thim';
 import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, KidAllowlist } from './allowlist';
@@ -216,6 +217,8 @@ export interface ServerConfig {
   release: ReleaseTuning;
   /** Workload identity (AKS) settings when AZURE_FEDERATED_TOKEN_FILE is set; managed identity otherwise. */
   workloadIdentity?: WorkloadIdentitySettings;
+  /** `enc` sent to the vault on every release (SKR_RELEASE_ENC; default RSA_AES_KEY_WRAP_256 = OAEP-SHA-256). */
+  releaseEnc: ReleaseEnc;
   /** UVM_SECURITY_CONTEXT_DIR and the older UVM_* variables the security context falls back to. */
   securityContextEnv: SecurityContextEnv;
 }
@@ -310,6 +313,14 @@ export function releaseTuningFromProcess(env: NodeJS.ProcessEnv = process.env): 
   return releaseTuningFromEnv(env);
 }
 
+/** SKR_RELEASE_ENC: one of the three key_hsm `enc` values; default RSA_AES_KEY_WRAP_256 (CVM-PROTOCOL §7). */
+export function parseReleaseEnc(raw: string | undefined): ReleaseEnc {
+  if (raw === undefined || raw.trim() === '') return 'RSA_AES_KEY_WRAP_256';
+  const v = raw.trim();
+  if (!isReleaseEnc(v)) throw new ConfigError(`SKR_RELEASE_ENC "${v.slice(0, 64)}" is not one of ${RELEASE_ENCS.join(', ')}`);
+  return v;
+}
+
 function securityContextEnvOf(env: NodeJS.ProcessEnv): SecurityContextEnv {
   const out: SecurityContextEnv = {};
   for (const k of SECURITY_CONTEXT_ENV) if (env[k] !== undefined) out[k] = env[k];
@@ -332,6 +343,7 @@ export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = pr
     limits: { ...DEFAULT_LIMITS },
     release: releaseTuningFromEnv(env),
     securityContextEnv: securityContextEnvOf(env),
+    releaseEnc: parseReleaseEnc(env.SKR_RELEASE_ENC),
   };
   const workload = workloadIdentityFromEnv(env);
   if (workload) cfg.workloadIdentity = workload;
