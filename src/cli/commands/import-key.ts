@@ -11,6 +11,7 @@ import {
   policyFromConfig,
   sdkJwkFor,
 } from '../../akv/import-key';
+import { applyPolicyTemplate } from '../../akv/policy-templates';
 import { vaultBaseUrl } from '../../akv/release';
 import { workloadIdentityFromEnv } from '../../server/config';
 import { wipe } from '../../common/bytes';
@@ -23,7 +24,7 @@ function workloadIdentityOption(): { workload?: ReturnType<typeof workloadIdenti
 }
 
 export const usage =
-  'skr import-key -c importkeyconfig.json [--key-hex HEX|FILE] [--key-pem FILE] [--ca FILE] [--imds URL] [--key-out FILE] [--derived-key-out FILE]\n' +
+  'skr import-key -c importkeyconfig.json [--policy-template azure-cvm] [--key-hex HEX|FILE] [--key-pem FILE] [--ca FILE] [--imds URL] [--key-out FILE] [--derived-key-out FILE]\n' +
   '      import an exportable key bound to a release policy built from the config (oct-HSM, RSA-HSM or EC-HSM); generates the\n' +
   '      key when none is given (--key-out saves it, mode 0600). Token: key.akv.bearer_token, else the managed identity (--imds for an emulator).';
 
@@ -32,6 +33,14 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 /** Short, non-reversible identifier of key material for humans: never the key itself. */
 export function thumbprint(material: Buffer): string {
   return createHash('sha256').update(material).digest('hex').slice(0, 16);
+}
+
+function parseJsonConfig(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text; // parseImportKeyConfig reports it
+  }
 }
 
 function writeSecret(path: string, data: string | Buffer): void {
@@ -51,12 +60,16 @@ export async function importKeyCommand(args: string[], io: Out): Promise<number>
       imds: { type: 'string' },
       'key-out': { type: 'string' },
       'derived-key-out': { type: 'string' },
+      'policy-template': { type: 'string' },
     },
   });
   const configPath = values.c ?? values.config;
   if (positionals.length || !configPath) throw new CliError(`usage: ${usage}`);
   if (values['key-hex'] && values['key-pem']) throw new CliError('give --key-hex or --key-pem, not both');
-  const cfg = parseImportKeyConfig((await readInput(configPath, 'config')).toString('utf8'));
+  const text = (await readInput(configPath, 'config')).toString('utf8');
+  const template = values['policy-template'];
+  // A template supplies the claims (the config keeps the authority): parse the JSON first to add them.
+  const cfg = parseImportKeyConfig(template === undefined ? text : applyPolicyTemplate(parseJsonConfig(text), template));
   const kty = cfg.key.kty;
   const extraCaPem = (values.ca ?? []).map((f) => readFileSync(f, 'utf8'));
 
