@@ -314,10 +314,10 @@ export function releaseTuningFromProcess(env: NodeJS.ProcessEnv = process.env): 
 }
 
 /** SKR_RELEASE_ENC: one of the three key_hsm `enc` values; default RSA_AES_KEY_WRAP_256 (CVM-PROTOCOL §7). */
-export function parseReleaseEnc(raw: string | undefined): ReleaseEnc {
+export function parseReleaseEnc(raw: string | undefined, source = 'SKR_RELEASE_ENC'): ReleaseEnc {
   if (raw === undefined || raw.trim() === '') return 'RSA_AES_KEY_WRAP_256';
   const v = raw.trim();
-  if (!isReleaseEnc(v)) throw new ConfigError(`SKR_RELEASE_ENC "${v.slice(0, 64)}" is not one of ${RELEASE_ENCS.join(', ')}`);
+  if (!isReleaseEnc(v)) throw new ConfigError(`${source} "${v.slice(0, 64)}" is not one of ${RELEASE_ENCS.join(', ')}`);
   return v;
 }
 

@@ -116,5 +116,8 @@ describe('skr import-key --policy-template azure-cvm and skr release on a CVM', 
     expect(remote.err).toMatch(/must be on loopback/);
     expect((await run('release', '--maa', maa.endpoint, '--akv', vault.endpoint, '--kid', 'k', '--format', 'der')).err).toMatch(/--format der is not one of jwk, pem, raw/);
     expect((await run('release', '--maa', maa.endpoint)).code).toBe(2);
+    const enc = await run('release', '--maa', maa.endpoint, '--akv', vault.endpoint, '--kid', 'k', '--enc', 'RSA-OAEP-256', '--out', path.join(dir, 'never.key'));
+    expect(enc.err).toMatch(/--enc "RSA-OAEP-256" is not one of CKM_RSA_AES_KEY_WRAP, RSA_AES_KEY_WRAP_256, RSA_AES_KEY_WRAP_384/);
+    expect(fs.existsSync(path.join(dir, 'never.key'))).toBe(false);
   });
 });

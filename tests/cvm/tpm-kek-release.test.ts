@@ -23,7 +23,7 @@ import { VerificationError } from '../../src/common/errors';
 import { createHttpsFetch, type HttpsFetch } from '../../src/common/https-fetch';
 import { cvmReleaseParts, type CvmReleaseParts } from '../../src/cvm/cvm-release-parts';
 import { TPM_KEY_KID } from '../../src/cvm/guest-attestation';
-import { explainTpmUnwrapError, tpmOaepDecrypt, TpmKek, TpmKekSource } from '../../src/cvm/tpm-kek';
+import { explainTpmUnwrapError, tokenTpmKeyModulus, tpmOaepDecrypt, TpmKek, TpmKekSource } from '../../src/cvm/tpm-kek';
 import { provisionSimulatedCvm, type SimulatedCvm } from '../../src/cvm/simulator';
 import { loadOrCreateLocalCa } from '../../src/emulators/ca';
 import { startImdsEmulator, type ImdsEmulator } from '../../src/emulators/imds';
@@ -359,6 +359,24 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
       expect(e).toBeInstanceOf(StaleKekError);
       expect((e as Error).message).toMatch(/the VM rebooted or PCR0-7 changed since attestation/);
     });
+  });
+
+  it('the CVM attester refuses runtime data that is not the vTPM key: stale (key changed) or malformed', async () => {
+    const { parts } = await pipeline();
+    const maaEp = { origin: maa.url } as Parameters<typeof parts.attester.attest>[0];
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' });
+    const e = await parts.attester.attest(maaEp, Buffer.from(JSON.stringify({ keys: [{ ...other, kid: TPM_KEY_KID }] }))).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(StaleKekError);
+    expect((e as Error).message).toMatch(/the vTPM's key changed since the KEK was taken/);
+    const bad = await parts.attester.attest(maaEp, Buffer.from('not json')).catch((x: unknown) => x);
+    expect(bad).toBeInstanceOf(VerificationError);
+    expect((bad as VerificationError).step).toBe('maa-token-tpm-key');
+    // The KEK's own runtime data attests, and the token carries exactly its key.
+    const kek = await parts.keks.take();
+    const token = await parts.attester.attest(maaEp, kek.runtimeData);
+    expect(tokenTpmKeyModulus(token)).toBe(kek.publicJwk.n);
+    expect(tokenTpmKeyModulus('not.a.jwt')).toBeUndefined();
+    expect(tokenTpmKeyModulus(`e30.${Buffer.from('[1]').toString('base64url')}.c2ln`)).toBeUndefined();
   });
 
   it('a debuggable VM (compliance status azure-noncompliant-cvm) is refused by the CVM policy', async () => {

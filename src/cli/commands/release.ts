@@ -188,7 +188,7 @@ export async function releaseCommand(args: string[], io: Out): Promise<number> {
   const { name } = parseKid(values.kid);
   const maa = parseEndpoint('maa', values.maa);
   const akv = parseEndpoint('akv', values.akv);
-  const enc = parseReleaseEnc(values.enc ?? process.env.SKR_RELEASE_ENC);
+  const enc = values.enc !== undefined ? parseReleaseEnc(values.enc, '--enc') : parseReleaseEnc(process.env.SKR_RELEASE_ENC);
   const out = path.resolve(values.out ?? `${name}.${EXT[format]}`);
   // Fail before attesting when the file cannot be written.
   if (fs.existsSync(out) || isSymlink(out)) throw new CliError(`${out} exists: refusing to overwrite it (remove it or give another --out)`, 1);
