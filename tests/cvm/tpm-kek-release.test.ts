@@ -344,7 +344,7 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
       const attestations: number[] = [];
       const { pipe } = await pipeline({ attestations });
       await pipe.release(req('cvm-reboot'));
-      await guest.close();
+      // The sidecar's TPM connection is not closed first: it sees swtpm go away and reconnects.
       await tpm.restart();
       expect(Buffer.from(String((await pipe.release(req('cvm-reboot'))).jwk.k), 'base64url')).toEqual(bytes);
       expect(attestations).toHaveLength(2);
