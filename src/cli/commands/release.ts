@@ -23,7 +23,8 @@ import { parseEndpoint } from '../../common/endpoint';
 import { DeviceError } from '../../common/errors';
 import { createHttpsFetch } from '../../common/https-fetch';
 import type { Attester } from '../../maa/attester';
-import { parseReleaseEnc } from '../../server/config';
+import { loadServerConfig, parseReleaseEnc } from '../../server/config';
+import type { SecurityContextEnv } from '../../certs/thim';
 import { CliError, type Out } from '../io';
 import { thumbprint } from './import-key';
 
@@ -79,7 +80,7 @@ async function cvmPlatform(spec: string, imds: string | undefined, fetch: Return
   };
 }
 
-async function aciPlatform(simulate: boolean, fetch: ReturnType<typeof createHttpsFetch>): Promise<Platform> {
+async function aciPlatform(simulate: boolean, fetch: ReturnType<typeof createHttpsFetch>, env: SecurityContextEnv): Promise<Platform> {
   const { detectEvidenceSource } = await import('../../snp/detect');
   const { readSecurityContext } = await import('../../certs/thim');
   const { SecurityContextSource } = await import('../../certs/sources/security-context');
@@ -100,9 +101,9 @@ async function aciPlatform(simulate: boolean, fetch: ReturnType<typeof createHtt
   } else {
     evidence = await detectEvidenceSource();
   }
-  const context = readSecurityContext({ ...(tmp ? { dir: tmp } : {}), env: process.env });
+  const context = readSecurityContext({ ...(tmp ? { dir: tmp } : {}), env });
   const fromArgs = collateralSourceFromArgs(undefined);
-  const primary = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir, env: process.env }) : fromArgs;
+  const primary = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir, env }) : fromArgs;
   const collateral = new CollateralProvider({ evidence, primary, refresh: fromArgs });
   const attester = new SevSnpAttester({ collateral, maa: new MaaClient({ fetch }), referenceInfoBase64: context.referenceInfoBase64 });
   return {
@@ -116,12 +117,12 @@ async function aciPlatform(simulate: boolean, fetch: ReturnType<typeof createHtt
 }
 
 /** --tpm → CVM; --simulate → simulated ACI; else the SEV-SNP device, else /dev/tpmrm0. */
-async function detectPlatform(v: { tpm?: string; simulate?: boolean; imds?: string }, fetch: ReturnType<typeof createHttpsFetch>): Promise<Platform> {
+async function detectPlatform(v: { tpm?: string; simulate?: boolean; imds?: string }, fetch: ReturnType<typeof createHttpsFetch>, env: SecurityContextEnv): Promise<Platform> {
   if (v.tpm && v.simulate) throw new CliError('give --tpm (confidential VM) or --simulate (simulated container), not both');
   if (v.tpm) return cvmPlatform(v.tpm, v.imds, fetch);
-  if (v.simulate) return aciPlatform(true, fetch);
+  if (v.simulate) return aciPlatform(true, fetch, env);
   try {
-    return await aciPlatform(false, fetch);
+    return await aciPlatform(false, fetch, env);
   } catch (e) {
     if (!(e instanceof DeviceError && e.code === 'ERR_NO_DEVICE')) throw e;
     if (!fs.existsSync(DEFAULT_TPM)) throw new DeviceError('ERR_NO_DEVICE', `${e.message}; and no vTPM at ${DEFAULT_TPM} (not a confidential VM either)`);
@@ -188,7 +189,9 @@ export async function releaseCommand(args: string[], io: Out): Promise<number> {
   const { name } = parseKid(values.kid);
   const maa = parseEndpoint('maa', values.maa);
   const akv = parseEndpoint('akv', values.akv);
-  const enc = values.enc !== undefined ? parseReleaseEnc(values.enc, '--enc') : parseReleaseEnc(process.env.SKR_RELEASE_ENC);
+  // The sidecar's own settings from the environment (SKR_RELEASE_ENC, the security-context variables).
+  const settings = loadServerConfig({ port: '0' });
+  const enc = values.enc !== undefined ? parseReleaseEnc(values.enc, '--enc') : settings.releaseEnc;
   const out = path.resolve(values.out ?? `${name}.${EXT[format]}`);
   // Fail before attesting when the file cannot be written.
   if (fs.existsSync(out) || isSymlink(out)) throw new CliError(`${out} exists: refusing to overwrite it (remove it or give another --out)`, 1);
@@ -204,7 +207,7 @@ export async function releaseCommand(args: string[], io: Out): Promise<number> {
   let platform: Platform | undefined;
   let released: ReleasedKey;
   try {
-    platform = await detectPlatform({ ...(values.tpm ? { tpm: values.tpm } : {}), ...(values.simulate ? { simulate: true } : {}), ...(values.imds ? { imds: values.imds } : {}) }, fetch);
+    platform = await detectPlatform({ ...(values.tpm ? { tpm: values.tpm } : {}), ...(values.simulate ? { simulate: true } : {}), ...(values.imds ? { imds: values.imds } : {}) }, fetch, settings.securityContextEnv);
     io.err(`skr release: platform ${platform.name}`);
     const pipeline = new KeyReleasePipeline({
       attester: platform.attester,
