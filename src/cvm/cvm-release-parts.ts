@@ -21,7 +21,8 @@ import type { JwksCache } from '../maa/verify-token';
 import type { TpmClient } from '../tpm';
 import { Serializer } from '../tpm/transport';
 import { attestGuest, TPM_KEY_KID, type Timings } from './guest-attestation';
-import { tokenTpmKeyModulus, TpmKekSource } from './tpm-kek';
+import { PCRS_0_7, policyPcrDigest } from '../tpm';
+import { tokenTpmKeyModulus, TpmKekSource, type LoadedKey } from './tpm-kek';
 
 export interface CvmAttesterOptions {
   tpm: TpmClient;
@@ -38,6 +39,11 @@ export interface CvmAttesterOptions {
   tcgLog?: Buffer;
   /** Timings of each attestation (first-release cost: key creation, quote, certify, MAA). */
   onTimings?: (t: Timings) => void;
+  /**
+   * The KEK source whose loaded key is the one to attest: certified and used to open MAA's answer as it
+   * is, instead of two more key generations in the TPM. Without it attestGuest derives its own.
+   */
+  keks?: TpmKekSource;
 }
 
 /** The runtime data's key modulus (the KEK's JWKS `{"keys":[jwk]}`). */
@@ -53,13 +59,18 @@ function runtimeKeyModulus(runtimeData: Buffer): string | undefined {
 export class CvmAttester implements Attester {
   constructor(private readonly opts: CvmAttesterOptions) {}
 
+  private currentKey(keks: TpmKekSource, kekN: string): Promise<LoadedKey> {
+    return loadedCurrentKey(this.opts.tpm, keks, kekN);
+  }
+
   async attest(endpoint: Endpoint, runtimeData: Buffer, signal?: AbortSignal): Promise<string> {
     const kekN = runtimeKeyModulus(runtimeData);
     if (kekN === undefined) throw new VerificationError('maa-token-tpm-key', 'CVM attestation: the runtime data holds no RSA key (expected the TPM KEK\'s JWKS)');
     const collateral: AmdCertChain = await this.opts.collateral(signal);
     const o = this.opts;
-    const result = await o.lock.run(() =>
-      attestGuest({
+    const result = await o.lock.run(async () => {
+      const ephemeralKey = o.keks ? await this.currentKey(o.keks, kekN) : undefined;
+      return attestGuest({
         tpm: o.tpm,
         maaEndpoint: endpoint.origin,
         collateral,
@@ -70,14 +81,26 @@ export class CvmAttester implements Attester {
         ...(o.jwksCache ? { jwksCache: o.jwksCache } : {}),
         ...(o.os ? { os: o.os } : {}),
         ...(o.tcgLog ? { tcgLog: o.tcgLog } : {}),
-      }),
-    );
+        ...(ephemeralKey ? { ephemeralKey } : {}),
+      });
+    });
     o.onTimings?.(result.timings);
     if (tokenTpmKeyModulus(result.token) !== kekN) {
       throw new StaleKekError(`CVM attestation: the token's ${TPM_KEY_KID} is not the KEK's key: the vTPM's key changed since the KEK was taken (PCR0-7 changed or the TPM was reset)`);
     }
     return result.token;
   }
+}
+
+/** The KEK source's loaded key, when it is still the KEK's key and bound to the current PCR0–7. Under the lock. */
+async function loadedCurrentKey(tpm: TpmClient, keks: TpmKekSource, kekN: string): Promise<LoadedKey> {
+  const key = await keks.loaded();
+  const pcrs = await tpm.pcrRead(PCRS_0_7.hash, PCRS_0_7.pcrs);
+  if (key.n !== kekN || !policyPcrDigest(PCRS_0_7, [...pcrs.values()]).equals(key.authPolicy)) {
+    if (key.n === kekN) await keks.forget(key.n);
+    throw new StaleKekError(`CVM attestation: the KEK's key is no longer the vTPM's key for the current PCR0-7 (PCR0-7 changed or the TPM was reset since the KEK was taken)`);
+  }
+  return key;
 }
 
 export interface CvmReleaseParts {
@@ -91,5 +114,5 @@ export interface CvmReleaseParts {
 export function cvmReleaseParts(opts: Omit<CvmAttesterOptions, 'lock'>): CvmReleaseParts {
   const lock = new Serializer();
   const keks = new TpmKekSource(opts.tpm, lock);
-  return { attester: new CvmAttester({ ...opts, lock }), keks, close: () => keks.close() };
+  return { attester: new CvmAttester({ keks, ...opts, lock }), keks, close: () => keks.close() };
 }

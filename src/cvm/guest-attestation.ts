@@ -82,6 +82,17 @@ export function readTcgLog(path = '/sys/kernel/security/tpm0/binary_bios_measure
 export interface CollectOptions {
   /** 64 bytes written to NV 0x01400002 first; the report then binds them. */
   userData?: Buffer;
+  /**
+   * An ephemeral key the caller already holds loaded (the TPM KEK of src/cvm/tpm-kek.ts, created with the
+   * same template for the current PCRs): certified as it is and left loaded, instead of creating one.
+   */
+  ephemeralKey?: LoadedEphemeralKey;
+}
+
+/** A loaded TpmEphemeralEncryptionKey: its transient handle and TPM2B_PUBLIC. */
+export interface LoadedEphemeralKey {
+  handle: number;
+  outPublic: Buffer;
 }
 
 export interface CollectedEvidence {
@@ -124,8 +135,13 @@ export class GuestAttestation {
     const claimed = Array.isArray(hclAk) ? (hclAk as { kid?: unknown; n?: unknown }[]).find((k) => k.kid === 'HCLAkPub')?.n : undefined;
     if (claimed !== akN) throw new VerificationError('ak-hcl-binding', 'ak-hcl-binding: the AK at 0x81000003 is not the HCLAkPub of the HCL report');
     const quote = await timed(t, 'tpm.quote', () => this.tpm.quote(AK_HANDLE, [PCRS_0_7]));
-    const { key, pcrs } = await timed(t, 'tpm.createEphemeralKey', () => this.createEphemeralKey());
-    const certify = await timed(t, 'tpm.certify', () => this.tpm.withHandle(key.handle, (h) => this.tpm.certify(h, AK_HANDLE)));
+    const given = opts.ephemeralKey;
+    const { key, pcrs } = given
+      ? { key: given, pcrs: await timed(t, 'tpm.pcrRead', () => this.tpm.pcrRead(PCRS_0_7.hash, PCRS_0_7.pcrs)) }
+      : await timed(t, 'tpm.createEphemeralKey', () => this.createEphemeralKey());
+    const certify = await timed(t, 'tpm.certify', () =>
+      given ? this.tpm.certify(given.handle, AK_HANDLE) : this.tpm.withHandle(key.handle, (h) => this.tpm.certify(h, AK_HANDLE)),
+    );
     return {
       hcl,
       akCert,
@@ -141,10 +157,12 @@ export class GuestAttestation {
    * Step 9: open MAA's envelope. The key is re-derived from the current PCRs; when it is not the key
    * the evidence certified (PCR change, reboot) that is said plainly instead of a TPM decrypt error.
    */
-  async openEnvelope(token: string, encKeyPub: Buffer, t: Timings = {}): Promise<string> {
+  async openEnvelope(token: string, encKeyPub: Buffer, t: Timings = {}, loaded?: LoadedEphemeralKey): Promise<string> {
     const env = parseEnvelope(token);
-    const { key } = await timed(t, 'tpm.rederiveEphemeralKey', () => this.createEphemeralKey());
-    return this.tpm.withHandle(key.handle, async (h) => {
+    // A key the caller keeps loaded is used (and left loaded) as it is; otherwise it is re-derived and flushed.
+    const key = loaded ?? (await timed(t, 'tpm.rederiveEphemeralKey', () => this.createEphemeralKey())).key;
+    const use = <T>(fn: (h: number) => Promise<T>): Promise<T> => (loaded ? fn(loaded.handle) : this.tpm.withHandle(key.handle, fn));
+    return use(async (h) => {
       if (!key.outPublic.equals(encKeyPub)) {
         throw new MaaEnvelopeError('maa-envelope-key', 'the re-derived TPM key is not the one attested: PCR0-7 changed or the VM rebooted since attestation; attest again');
       }
@@ -177,6 +195,8 @@ export interface AttestGuestOptions {
   collateral: AmdCertChain;
   /** Echoed by MAA in x-ms-runtime.client-payload (values base64-encoded on the wire). */
   clientPayload?: Record<string, string>;
+  /** Attest this loaded ephemeral key instead of creating one (see CollectOptions). */
+  ephemeralKey?: LoadedEphemeralKey;
   userData?: Buffer;
   os?: AzureGuestRequestInput['os'];
   tcgLog?: Buffer;
@@ -226,7 +246,7 @@ export async function attestGuest(o: AttestGuestOptions): Promise<GuestAttestati
   const t: Timings = {};
   const total = performance.now();
   const ga = new GuestAttestation(o.tpm, o.evidence);
-  const ev = await ga.collect(o.userData ? { userData: o.userData } : {}, t);
+  const ev = await ga.collect({ ...(o.userData ? { userData: o.userData } : {}), ...(o.ephemeralKey ? { ephemeralKey: o.ephemeralKey } : {}) }, t);
   const body = serializeAzureGuestRequest({
     os: o.os ?? readOsRelease(),
     tcgLog: o.tcgLog ?? readTcgLog(),
@@ -244,7 +264,7 @@ export async function attestGuest(o: AttestGuestOptions): Promise<GuestAttestati
     isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: o.collateral.vcekPem + o.collateral.chainPem, runtimeClaims: ev.hcl.claimsBytes },
   });
   const envelope = await timed(t, 'maa.attest', () => postAzureGuest(o.maaEndpoint, body, { ...(o.client ?? {}), ...(o.fetch ? { fetch: o.fetch } : {}) }));
-  const token = await ga.openEnvelope(envelope, ev.encKeyPub, t);
+  const token = await ga.openEnvelope(envelope, ev.encKeyPub, t, o.ephemeralKey);
   const claims = await timed(t, 'maa.verifyToken', () =>
     verifyMaaToken(token, {
       authority: maaBaseUrl(o.maaEndpoint),

@@ -116,8 +116,12 @@ export function tokenTpmKeyModulus(maaToken: string): string | undefined {
   return typeof k?.n === 'string' ? k.n : undefined;
 }
 
-interface LoadedKey {
+export interface LoadedKey {
   handle: number;
+  /** TPM2B_PUBLIC (what the AzureGuest request carries as EncKeyPub). */
+  outPublic: Buffer;
+  /** The PolicyPCR digest the key is bound to. */
+  authPolicy: Buffer;
   n: string;
   jwk: JsonWebKey;
 }
@@ -144,6 +148,7 @@ export class TpmKekSource implements KeyEncryptionKeySource {
     if (this.current) {
       try {
         const pub = await this.tpm.readPublic(this.current.handle);
+        // Same modulus and attributes: still our key (a handle reused after a TPM reset names another object).
         if (ephemeralJwk(pub.public).n === this.current.n && pub.public.objectAttributes === EPHEMERAL_KEY_ATTRIBUTES) return this.current;
       } catch (e) {
         if (!(e instanceof TpmError)) throw e;
@@ -154,7 +159,7 @@ export class TpmKekSource implements KeyEncryptionKeySource {
     const pcrs = await this.tpm.pcrRead(PCRS_0_7.hash, PCRS_0_7.pcrs);
     const key = await this.tpm.createPrimary(TPM_RH.NULL, ephemeralKeyTemplate(policyPcrDigest(PCRS_0_7, [...pcrs.values()])));
     const jwk = ephemeralJwk(key.public);
-    this.current = { handle: key.handle, n: String(jwk.n), jwk };
+    this.current = { handle: key.handle, outPublic: key.outPublic, authPolicy: key.public.authPolicy, n: String(jwk.n), jwk };
     return this.current;
   }
 

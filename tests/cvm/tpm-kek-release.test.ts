@@ -367,7 +367,7 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
     const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' });
     const e = await parts.attester.attest(maaEp, Buffer.from(JSON.stringify({ keys: [{ ...other, kid: TPM_KEY_KID }] }))).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(StaleKekError);
-    expect((e as Error).message).toMatch(/the vTPM's key changed since the KEK was taken/);
+    expect((e as Error).message).toMatch(/the KEK's key is no longer the vTPM's key for the current PCR0-7/);
     const bad = await parts.attester.attest(maaEp, Buffer.from('not json')).catch((x: unknown) => x);
     expect(bad).toBeInstanceOf(VerificationError);
     expect((bad as VerificationError).step).toBe('maa-token-tpm-key');
@@ -375,6 +375,12 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
     const kek = await parts.keks.take();
     const token = await parts.attester.attest(maaEp, kek.runtimeData);
     expect(tokenTpmKeyModulus(token)).toBe(kek.publicJwk.n);
+    // PCR0-7 changed between taking the KEK and attesting: stale, and the key is dropped.
+    const kek2 = await parts.keks.take();
+    await guest.pcrExtend(2, TPM_ALG.SHA256, Buffer.alloc(32, 2));
+    const drift = await parts.attester.attest(maaEp, kek2.runtimeData).catch((x: unknown) => x);
+    expect(drift).toBeInstanceOf(StaleKekError);
+    expect((await parts.keks.take()).publicJwk.n).not.toBe(kek2.publicJwk.n);
     expect(tokenTpmKeyModulus('not.a.jwt')).toBeUndefined();
     expect(tokenTpmKeyModulus(`e30.${Buffer.from('[1]').toString('base64url')}.c2ln`)).toBeUndefined();
   });
