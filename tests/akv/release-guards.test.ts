@@ -27,8 +27,9 @@ describe('checkReleasedKid', () => {
 
 describe('a refused release whose diagnosis hangs', () => {
   let stack: LocalStack;
+  let dir: string;
   beforeAll(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-guards-'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-guards-'));
     stack = await startLocalStack({
       stateDir: dir,
       port: 0,
@@ -36,7 +37,10 @@ describe('a refused release whose diagnosis hangs', () => {
       limits: { requestDeadlineMs: 1500, maxInFlightReleases: 1, maxQueuedReleases: 0 },
     });
   }, 60_000);
-  afterAll(() => stack.close());
+  afterAll(async () => {
+    await stack?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 
   it('answers 504 at the deadline and frees its slot for the next request', async () => {
     const body = { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: stack.state.vaultEndpoint, kid: 'no-such-key' };

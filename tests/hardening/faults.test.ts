@@ -30,8 +30,9 @@ describe('fault injection against the local stack', () => {
   const material = randomBytes(32);
   const releasedKeys: string[] = [];
 
+  let dir: string;
   beforeAll(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-faults-'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-faults-'));
     // Token reuse off: every release goes to MAA, so MAA faults are reached each time.
     stack = await startLocalStack({ stateDir: dir, port: 0, logger, release: { maaTokenReuse: false }, limits: { requestDeadlineMs: DEADLINE_MS } });
     const ca = fs.readFileSync(stack.state.caCertPath, 'utf8');
@@ -56,6 +57,7 @@ describe('fault injection against the local stack', () => {
   afterAll(async () => {
     fetch.destroy();
     await stack.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   const release = (extra: Record<string, unknown> = {}) =>

@@ -25,8 +25,9 @@ describe('POST /key/release on the local stack', () => {
   const secrets: string[] = [];
   const remember = (b: Buffer) => secrets.push(b.toString('hex'), b.toString('base64'), b.toString('base64url'));
 
+  let dir: string;
   beforeAll(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-release-'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-release-'));
     stack = await startLocalStack({ stateDir: dir, port: 0, logger });
     const ca = fs.readFileSync(stack.state.caCertPath, 'utf8');
     fetch = createHttpsFetch({ extraCaPem: [ca], keepAlive: false });
@@ -35,6 +36,7 @@ describe('POST /key/release on the local stack', () => {
   afterAll(async () => {
     fetch.destroy();
     await stack.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   const policy = (hostData: string) =>

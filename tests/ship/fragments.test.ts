@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { REPO, SKR_BIN, ensureBuilt, killAll, readJson, run } from './helpers';
+import { REPO, SKR_BIN, killAll, readJson, run } from './helpers';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-ship-fragments-'));
 const fakeBin = path.join(tmp, 'bin');
@@ -69,7 +69,9 @@ if (cmd === 'extension show') {
 const nodeDir = path.dirname(process.execPath);
 const basePath = `${nodeDir}:/usr/bin:/bin`;
 function env(extra: Record<string, string> = {}, withAz = true): NodeJS.ProcessEnv {
-  return { HOME: tmp, PATH: withAz ? `${fakeBin}:${basePath}` : basePath, SKR_BIN, FAKE_AZ_LOG: azLog, ...extra };
+  // TMPDIR passes through: what the scripts leave in it is the test run's business (see global-teardown.js).
+  const tmpdir = process.env.TMPDIR ? { TMPDIR: process.env.TMPDIR } : {};
+  return { HOME: tmp, PATH: withAz ? `${fakeBin}:${basePath}` : basePath, SKR_BIN, FAKE_AZ_LOG: azLog, ...tmpdir, ...extra };
 }
 function azCalls(): Array<{ cwd: string; argv: string[] }> {
   if (!fs.existsSync(azLog)) return [];
@@ -82,7 +84,6 @@ const params = path.join(tmp, 'aci.parameters.json');
 const IMAGE = 'myregistry.azurecr.io/skr-sidecar:0.1.0';
 
 beforeAll(() => {
-  ensureBuilt();
   fs.mkdirSync(fakeBin);
   fs.writeFileSync(path.join(fakeBin, 'az'), FAKE_AZ, { mode: 0o755 });
   const p = readJson(path.join(REPO, 'arm', 'aci-arm-template.parameters.json')) as { parameters: Record<string, { value: unknown }> };
