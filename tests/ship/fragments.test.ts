@@ -153,6 +153,19 @@ describe('gen-policy.sh', () => {
     expect(ik.claims[0][0].equals).toBe(createHash('sha256').update(rego).digest('hex'));
   });
 
+  it('takes --kty EC-HSM, refuses an unknown kty, and refuses oct-HSM for a Key Vault (Managed HSM only)', async () => {
+    const ec = await run('bash', [script('gen-policy.sh'), '--parameters', params, '--out', path.join(tmp, 'policy-ec'), '--kty', 'EC-HSM', '--akv-endpoint', 'myvault.vault.azure.net'], { env: env() });
+    expect(ec.code).toBe(0);
+    expect((readJson(path.join(tmp, 'policy-ec', 'importkeyconfig.json')) as { key: Record<string, unknown> }).key).toMatchObject({ kty: 'EC-HSM', akv: { endpoint: 'myvault.vault.azure.net' } });
+    const bad = await run('bash', [script('gen-policy.sh'), '--parameters', params, '--out', path.join(tmp, 'policy-des'), '--kty', 'DES'], { env: env() });
+    expect(bad.code).toBe(2);
+    expect(bad.out).toMatch(/--kty "DES" is not RSA-HSM, EC-HSM or oct-HSM/);
+    const octVault = await run('bash', [script('gen-policy.sh'), '--parameters', params, '--out', path.join(tmp, 'policy-oct-vault'), '--kty', 'oct-HSM', '--akv-endpoint', 'myvault.vault.azure.net'], { env: env() });
+    expect(octVault.code).toBe(1);
+    expect(octVault.out).toMatch(/oct-HSM keys live in Managed HSM only/);
+    expect(fs.existsSync(path.join(tmp, 'policy-oct-vault', 'importkeyconfig.json'))).toBe(false);
+  });
+
   it('fails closed when acipolicygen\'s sha256 differs from skr policy digest', async () => {
     const out = path.join(tmp, 'policy-mismatch');
     const r = await run('bash', [script('gen-policy.sh'), '--parameters', params, '--out', out], { env: env({ FAKE_AZ_BAD_HASH: '1' }) });
