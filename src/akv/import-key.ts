@@ -192,8 +192,8 @@ export function sdkJwkFor(kty: ImportKty, material: Buffer | KeyObject, keyOps?:
   const key = Buffer.isBuffer(material) ? createPrivateKey({ key: material, format: 'der', type: 'pkcs8' }) : material;
   const want = kty === 'RSA-HSM' ? 'rsa' : 'ec';
   if (key.asymmetricKeyType !== want) throw new InvalidInputError('ERR_IMPORT_KEY', `an ${kty} key must be ${want.toUpperCase()}, got ${key.asymmetricKeyType}`);
-  if (want === 'ec' && !['prime256v1', 'secp384r1', 'secp521r1'].includes(key.asymmetricKeyDetails?.namedCurve ?? '')) {
-    throw new InvalidInputError('ERR_IMPORT_KEY', `an EC-HSM key is on P-256, P-384 or P-521, got ${key.asymmetricKeyDetails?.namedCurve ?? 'an unknown curve'}`);
+  if (want === 'ec' && !['prime256v1', 'secp384r1', 'secp521r1', 'secp256k1'].includes(key.asymmetricKeyDetails?.namedCurve ?? '')) {
+    throw new InvalidInputError('ERR_IMPORT_KEY', `an EC-HSM key is on P-256, P-384, P-521 or P-256K, got ${key.asymmetricKeyDetails?.namedCurve ?? 'an unknown curve'}`);
   }
   const j = key.export({ format: 'jwk' });
   const b = (s?: string) => (s ? new Uint8Array(Buffer.from(s, 'base64url')) : undefined);
@@ -202,7 +202,9 @@ export function sdkJwkFor(kty: ImportKty, material: Buffer | KeyObject, keyOps?:
     if (![2048, 3072, 4096].includes(bits)) throw new InvalidInputError('ERR_IMPORT_KEY', `an RSA-HSM key is 2048, 3072 or 4096 bits, got ${bits}`);
     return { kty: 'RSA-HSM', n: b(j.n), e: b(j.e), d: b(j.d), p: b(j.p), q: b(j.q), dp: b(j.dp), dq: b(j.dq), qi: b(j.qi), ...ops };
   }
-  return { kty: 'EC-HSM', crv: j.crv as SdkJsonWebKey['crv'], x: b(j.x), y: b(j.y), d: b(j.d), ...ops };
+  // Key Vault names secp256k1 `P-256K`.
+  const crv = (j.crv === 'secp256k1' ? 'P-256K' : j.crv) as SdkJsonWebKey['crv'];
+  return { kty: 'EC-HSM', crv, x: b(j.x), y: b(j.y), d: b(j.d), ...ops };
 }
 
 export interface ImportOptions {

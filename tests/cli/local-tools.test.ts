@@ -1,5 +1,5 @@
 /** skr import-key and skr demo against a real local stack (in-process, loopback). */
-import { randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -102,6 +102,27 @@ describe('skr import-key and skr demo on the local stack', () => {
     expect(fs.readFileSync(keyOut, 'utf8')).toContain('BEGIN PRIVATE KEY');
     expect(fs.readFileSync(derivedOut, 'utf8').trim()).toMatch(/^[0-9a-f]{64}$/);
     expect(r.err).toMatch(/salt 00ff, label "my label"/);
+  });
+
+  it('imports your own EC-HSM key (--key-pem, P-256K included) that the sidecar releases; refuses a key of another type', async () => {
+    for (const [curve, kid] of [['P-384', 'cli-ec-p384'], ['secp256k1', 'cli-ec-k256']] as const) {
+      const ec = generateKeyPairSync('ec', { namedCurve: curve }).privateKey;
+      const pem = path.join(dir, `${kid}.pem`);
+      fs.writeFileSync(pem, ec.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+      const r = await run('import-key', '-c', writeConfig(`${kid}.json`, config('EC-HSM', stack.state.hostData, kid)), '--key-pem', pem, ...stackArgs());
+      expect(r.code).toBe(0);
+      const rel = await postJson(`${stack.sidecar.url}/key/release`, { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: stack.state.vaultEndpoint, kid });
+      expect(rel.status).toBe(200);
+      const jwk = JSON.parse(rel.json.key as string) as Record<string, string>;
+      const want = ec.export({ format: 'jwk' });
+      expect([jwk.kty, jwk.crv, jwk.d]).toEqual(['EC', want.crv, want.d]);
+    }
+    const ed = path.join(dir, 'ed25519.pem');
+    fs.writeFileSync(ed, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+    const r = await run('import-key', '-c', writeConfig('ed.json', config('EC-HSM', stack.state.hostData, 'cli-ed')), '--key-pem', ed, ...stackArgs());
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/an EC-HSM key must be EC, got ed25519/);
+    expect(await keyStatus(stack.state.vaultEndpoint, 'cli-ed')).toBe(404);
   });
 
   it('refuses a config with a bad field, naming it', async () => {

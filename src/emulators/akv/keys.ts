@@ -8,7 +8,7 @@ import { badParameter, keyTypeNotSupported } from './errors';
 
 export type Flavour = 'vault' | 'hsm';
 export type Kty = 'RSA' | 'RSA-HSM' | 'EC' | 'EC-HSM' | 'oct' | 'oct-HSM';
-export type Curve = 'P-256' | 'P-384' | 'P-521';
+export type Curve = 'P-256' | 'P-384' | 'P-521' | 'P-256K';
 
 export interface KeyMaterial {
   kty: Kty;
@@ -20,7 +20,9 @@ export interface KeyMaterial {
 
 export const RSA_SIZES: readonly number[] = [2048, 3072, 4096];
 export const OCT_SIZES: readonly number[] = [128, 192, 256];
-const NODE_CURVES: Record<Curve, string> = { 'P-256': 'prime256v1', 'P-384': 'secp384r1', 'P-521': 'secp521r1' };
+const NODE_CURVES: Record<Curve, string> = { 'P-256': 'prime256v1', 'P-384': 'secp384r1', 'P-521': 'secp521r1', 'P-256K': 'secp256k1' };
+/** JOSE names node uses in JWKs (RFC 8812 calls Azure's P-256K `secp256k1`). */
+const JWK_CURVES: Record<Curve, string> = { 'P-256': 'P-256', 'P-384': 'P-384', 'P-521': 'P-521', 'P-256K': 'secp256k1' };
 const KTYS: readonly Kty[] = ['RSA', 'RSA-HSM', 'EC', 'EC-HSM', 'oct', 'oct-HSM'];
 
 const isKty = (v: unknown): v is Kty => typeof v === 'string' && (KTYS as readonly string[]).includes(v);
@@ -80,7 +82,7 @@ export function generateKeyMaterial(
   }
   if (base === 'EC') {
     const crv = opts.crv ?? 'P-256';
-    if (!isCurve(crv)) throw badParameter(`Invalid crv '${String(crv)}' for ${kty}: use P-256, P-384 or P-521.`);
+    if (!isCurve(crv)) throw badParameter(`Invalid crv '${String(crv)}' for ${kty}: use P-256, P-384, P-521 or P-256K.`);
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: NODE_CURVES[crv] });
     return { kty, crv, material: privateKey.export({ type: 'pkcs8', format: 'der' }) };
   }
@@ -136,9 +138,9 @@ export function importKeyMaterial(jwkIn: unknown, hsm: unknown, flavour: Flavour
     if (!RSA_SIZES.includes(size)) throw badParameter(`Invalid RSA key size ${size}: use 2048, 3072 or 4096.`);
     return { kty, keySize: size, material: key.export({ type: 'pkcs8', format: 'der' }) };
   }
-  if (!isCurve(jwk.crv)) throw badParameter(`Invalid crv '${String(jwk.crv)}': use P-256, P-384 or P-521.`);
+  if (!isCurve(jwk.crv)) throw badParameter(`Invalid crv '${String(jwk.crv)}': use P-256, P-384, P-521 or P-256K.`);
   const fields = { x: b64urlField(jwk, 'x').toString('base64url'), y: b64urlField(jwk, 'y').toString('base64url'), d: b64urlField(jwk, 'd').toString('base64url') };
-  const key = privateKeyFromJwk({ kty: 'EC', crv: jwk.crv, ...fields }, 'EC');
+  const key = privateKeyFromJwk({ kty: 'EC', crv: JWK_CURVES[jwk.crv], ...fields }, 'EC');
   const pub = createPublicKey(key).export({ format: 'jwk' });
   if (pub.x !== fields.x || pub.y !== fields.y) throw badParameter('The EC private key does not match x and y.');
   return { kty, crv: jwk.crv, material: key.export({ type: 'pkcs8', format: 'der' }) };

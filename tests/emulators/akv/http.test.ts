@@ -2,6 +2,7 @@
  * The emulator over raw HTTPS: challenge, api-version gate, error shapes, release permissions and
  * every release refusal (not exportable, policy mismatch, foreign authority, expired token).
  */
+import { generateKeyPairSync } from 'node:crypto';
 import * as path from 'node:path';
 import { buildReleasePolicy, encodeReleasePolicy } from '../../../src/akv/policy';
 import { verifyReleaseJws } from '../../../src/akv/jws';
@@ -186,6 +187,19 @@ describe('api-version and error shapes', () => {
     const ec = await call(`${vault.url}/keys/hsm-export/create?${API}`, { method: 'POST', body: { kty: 'EC-HSM', crv: 'P-256', attributes: { exportable: true }, release_policy: policy() } });
     expect(ec.status).toBe(200);
     expect(ec.body?.attributes.exportable).toBe(true);
+  });
+
+  test('EC keys on P-256K (secp256k1), as both resources hold them: created, and imported with their own x/y', async () => {
+    const created = await call(`${vault.url}/keys/k256/create?${API}`, { method: 'POST', body: { kty: 'EC-HSM', crv: 'P-256K', attributes: { exportable: true }, release_policy: policy() } });
+    expect(created.status).toBe(200);
+    expect(created.body?.key).toMatchObject({ kty: 'EC-HSM', crv: 'P-256K' });
+    const jwk = generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).privateKey.export({ format: 'jwk' });
+    const imported = await call(`${hsm.url}/keys/k256?${API}`, { method: 'PUT', token: hsmToken, body: { key: { ...jwk, kty: 'EC-HSM', crv: 'P-256K' } } });
+    expect(imported.status).toBe(200);
+    expect(imported.body?.key).toMatchObject({ kty: 'EC-HSM', crv: 'P-256K', x: jwk.x, y: jwk.y });
+    expect(imported.body?.key.d).toBeUndefined();
+    const badCurve = await call(`${vault.url}/keys/k256/create?${API}`, { method: 'POST', body: { kty: 'EC-HSM', crv: 'P-192' } });
+    expect(badCurve.body?.error.message).toBe("Invalid crv 'P-192' for EC-HSM: use P-256, P-384, P-521 or P-256K.");
   });
 
   test('SKR consistency rules on create', async () => {
