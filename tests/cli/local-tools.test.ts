@@ -48,9 +48,10 @@ describe('skr import-key and skr demo on the local stack', () => {
   async function keyStatus(endpoint: string, name: string): Promise<number> {
     const resource = endpoint === stack.state.hsmEndpoint ? 'https://managedhsm.azure.net' : 'https://vault.azure.net';
     const tokenUrl = `${stack.state.imdsUrl}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${encodeURIComponent(resource)}`;
-    const { access_token: token } = (await (await fetch(tokenUrl, { headers: { Metadata: 'true' } })).json()) as { access_token: string };
+    // A fresh connection per call: a reused keep-alive socket the emulator just closed reads ECONNRESET.
     const f = createHttpsFetch({ extraCaPem: [fs.readFileSync(stack.state.caCertPath, 'utf8')], keepAlive: false });
     try {
+      const { access_token: token } = (await (await f(tokenUrl, { headers: { Metadata: 'true' } })).json()) as { access_token: string };
       const res = await f(`https://${endpoint}/keys/${name}?api-version=7.4`, { headers: { authorization: `Bearer ${token}` } });
       await res.text();
       return res.status;

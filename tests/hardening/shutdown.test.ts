@@ -91,12 +91,13 @@ describe('skr serve --simulate: its temporary security-context directory goes wi
   it.each(['SIGTERM', 'SIGINT'] as const)('removed after %s', async (signal) => {
     const tmpdir = path.join(dir, signal);
     const p = serve(tmpdir);
-    await until('sidecar ready', () => (/sidecar ready at/.test(p.output()) ? true : undefined));
+    // Generous: the child transpiles the sources on start, which is slow on a loaded machine.
+    await until('sidecar ready', () => (/sidecar ready at/.test(p.output()) ? true : undefined), 60_000);
     expect(fs.readdirSync(tmpdir)).toEqual([expect.stringMatching(/^skr-security-context-/)]);
     p.child.kill(signal);
     expect(await p.exited).toBe(0);
     expect(fs.readdirSync(tmpdir)).toEqual([]);
-  }, 40_000);
+  }, 90_000);
 
   it('removed when the start fails (port in use)', async () => {
     const busy = net.createServer();
@@ -110,5 +111,5 @@ describe('skr serve --simulate: its temporary security-context directory goes wi
     } finally {
       await new Promise((r) => busy.close(r));
     }
-  }, 40_000);
+  }, 90_000);
 });

@@ -147,14 +147,22 @@ export async function importKeyCommand(args: string[], io: Out): Promise<number>
     io.out(imported.keyId);
     io.out(JSON.stringify(policy));
     io.err(`skr import-key: imported ${kty} ${cfg.key.kid} (material thumbprint ${thumbprint(bytes)})`);
+    // Reserved up front, so writing can fail only on I/O errors; say then that the import happened.
+    const commit = (file: ReservedSecretFile, data: string) => {
+      try {
+        file.commit(data);
+      } catch (e) {
+        throw new CliError(`${(e as Error).message}; the key WAS imported (${imported.keyId}) but this copy is not saved`, 1);
+      }
+    };
     if (keyFile) {
-      keyFile.commit(Buffer.isBuffer(material) ? material.toString('hex') + '\n' : (material.export({ type: 'pkcs8', format: 'pem' }) as string));
+      commit(keyFile, Buffer.isBuffer(material) ? material.toString('hex') + '\n' : (material.export({ type: 'pkcs8', format: 'pem' }) as string));
       io.err(`skr import-key: generated key written to ${keyFile.path} (mode 0600)`);
     } else if (generated) {
       io.err('skr import-key: the key was generated here and not saved (pass --key-out FILE to keep a copy); only attested workloads can release it');
     }
     if (derivedFile && derived) {
-      derivedFile.commit(derived.key.toString('hex') + '\n');
+      commit(derivedFile, derived.key.toString('hex') + '\n');
       io.err(`skr import-key: derived symmetric key written to ${derivedFile.path} (HKDF-SHA256, salt ${derived.salt.toString('hex')}, label "${derived.label}")`);
     }
     return 0;
