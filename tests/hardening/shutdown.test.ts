@@ -46,7 +46,8 @@ describe('skr serve: SIGTERM', () => {
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child!.on('exit', (code) => r(code)));
-    const url = await until('sidecar ready', () => /sidecar ready at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1]);
+    // Generous: the child transpiles the sources on start, which is slow on a loaded machine.
+    const url = await until('sidecar ready', () => /sidecar ready at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1], 60_000);
 
     maa.faults.inject({ route: 'attest', kind: 'status', status: 429, retryAfterSeconds: 1 });
     const inFlight = fetch(`${url}/attest/maa`, {
@@ -64,7 +65,7 @@ describe('skr serve: SIGTERM', () => {
     expect(res.status).toBe(200);
     expect(((await res.json()) as { token: string }).token.split('.')).toHaveLength(3);
     expect(await exited).toBe(0);
-  }, 40_000);
+  }, 90_000);
 });
 
 describe('skr serve --simulate: its temporary security-context directory goes with the process', () => {
