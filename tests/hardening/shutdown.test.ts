@@ -24,6 +24,14 @@ async function until<T>(what: string, f: () => T | undefined, ms = 20_000): Prom
   }
 }
 
+/** A child a failed test left running is killed, and waited for: a live child keeps the jest worker from exiting. */
+async function killAndWait(c: ChildProcess | undefined): Promise<void> {
+  if (!c || c.exitCode !== null || c.signalCode !== null) return;
+  const exited = new Promise((r) => c.once('exit', r));
+  c.kill('SIGKILL');
+  await exited;
+}
+
 describe('skr serve: SIGTERM', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-shutdown-'));
   const ca = loadOrCreateLocalCa(dir);
@@ -31,7 +39,7 @@ describe('skr serve: SIGTERM', () => {
   let child: ChildProcess | undefined;
 
   afterAll(async () => {
-    if (child && child.exitCode === null) child.kill('SIGKILL');
+    await killAndWait(child);
     await maa?.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -71,8 +79,8 @@ describe('skr serve: SIGTERM', () => {
 describe('skr serve --simulate: its temporary security-context directory goes with the process', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-serve-tmp-'));
   const children: ChildProcess[] = [];
-  afterAll(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  afterAll(async () => {
+    for (const c of children) await killAndWait(c);
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

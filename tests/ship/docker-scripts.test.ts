@@ -30,8 +30,8 @@ function outDir(name: string): string {
   return d;
 }
 
-afterAll(() => {
-  killAll();
+afterAll(async () => {
+  await killAll();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 

@@ -95,8 +95,8 @@ beforeAll(() => {
   fs.writeFileSync(params, JSON.stringify(p));
 });
 beforeEach(() => fs.rmSync(azLog, { force: true }));
-afterAll(() => {
-  killAll();
+afterAll(async () => {
+  await killAll();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 

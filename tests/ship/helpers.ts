@@ -63,9 +63,11 @@ export async function stop(p: Proc | undefined): Promise<void> {
   clearTimeout(timer);
 }
 
-/** Last resort for afterAll: nothing this file started survives the test file. */
-export function killAll(): void {
+/** Last resort for afterAll: nothing this file started survives the test file (a live child keeps the jest worker alive). */
+export async function killAll(): Promise<void> {
+  const exits = [...live].map((c) => new Promise((r) => c.once('exit', r)));
   for (const c of live) c.kill('SIGKILL');
+  await Promise.all(exits);
   live.clear();
 }
 

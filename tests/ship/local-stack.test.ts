@@ -45,7 +45,7 @@ async function startLocal(): Promise<void> {
 
 afterAll(async () => {
   await stop(local);
-  killAll();
+  await killAll();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
