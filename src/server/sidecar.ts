@@ -61,6 +61,8 @@ export interface RunningSidecar {
   logger: Logger;
   metrics: SidecarMetrics;
   health: UpstreamHealth;
+  /** True when the simulator made `securityContextDir` in the temp dir: `close` removes it. */
+  ownsSecurityContextDir: boolean;
   /** Stop accepting, let in-flight requests finish (up to limits.shutdownGraceMs), then close their sockets. */
   close(): Promise<void>;
 }
@@ -84,6 +86,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   let evidence: EvidenceSource;
   let platform: SimulatedPlatform | undefined;
   let contextDir = opts.securityContextDir;
+  let ownedContextDir: string | undefined;
+  const removeOwnedContextDir = () => {
+    if (ownedContextDir) fs.rmSync(ownedContextDir, { recursive: true, force: true });
+  };
   if (config.simulate) {
     // The simulator and its test-only keys are loaded only here: `skr serve` without --simulate never loads them.
     const { SimulatedPlatform, simulatedUvmEndorsementBase64 } = await import('../snp/simulator');
@@ -91,7 +97,11 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     platform =
       opts.platform ??
       new SimulatedPlatform(config.securityPolicyFile ? { securityPolicyBase64: readSecurityPolicyFile(config.securityPolicyFile) } : {});
-    contextDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'skr-security-context-'));
+    if (!contextDir) {
+      // Ours to remove: on close, or right away should the start fail.
+      contextDir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-security-context-'));
+      ownedContextDir = contextDir;
+    }
     writeSecurityContext(contextDir, platform, opts.referenceInfoBase64 ?? simulatedUvmEndorsementBase64(platform.measurement));
     evidence = platform.evidenceSource();
     logger.warn('SIMULATION MODE: reports are signed by a test AMD chain that no relying party trusts', { securityContextDir: contextDir });
@@ -171,9 +181,12 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const server = await new Promise<Server>((resolve, reject) => {
     const s = app.listen(config.port, config.host);
     s.once('listening', () => resolve(s));
-    s.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new ConfigError(`cannot listen on ${config.host}:${config.port}: ${e.code ?? e.message}`, e)),
-    );
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      fastPath.close();
+      outbound.destroy();
+      removeOwnedContextDir();
+      reject(new ConfigError(`cannot listen on ${config.host}:${config.port}: ${e.code ?? e.message}`, e));
+    });
   });
   // Slow or stalled clients cannot hold a socket forever.
   server.headersTimeout = limits.headersTimeoutMs;
@@ -207,9 +220,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       server.close(() => {
         clearTimeout(force);
         outbound.destroy();
+        removeOwnedContextDir();
         resolve();
       });
       server.closeIdleConnections();
     }));
-  return { url, port, server, evidence, securityContextDir: contextDir, platform, logger, metrics, health, close };
+  return { url, port, server, evidence, securityContextDir: contextDir, platform, logger, metrics, health, close, ownsSecurityContextDir: ownedContextDir !== undefined };
 }
