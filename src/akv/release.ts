@@ -15,6 +15,8 @@ import { decodeJwt } from 'jose';
 import { InvalidInputError, SkrError, UpstreamError, VerificationError } from '../common/errors';
 import type { FetchLike } from '../common/http';
 import { wipe } from '../common/bytes';
+import { clip, quote } from '../common/clip';
+import { registerSecret } from '../common/redact';
 import { resourceForVaultHost, MANAGED_HSM_RESOURCE, type TokenProvider, type VaultResource } from './identity';
 import { releasedKeyToJwk } from './jwk';
 import { verifyReleaseJws } from './jws';
@@ -79,7 +81,7 @@ const KEY_VERSION = /^[0-9a-zA-Z]{1,64}$/;
 export function parseKid(kid: string): { name: string; version?: string } {
   const parts = kid.trim().split('/');
   if (parts.length > 2 || !KEY_NAME.test(parts[0]) || (parts.length === 2 && !KEY_VERSION.test(parts[1]))) {
-    throw new InvalidInputError('ERR_KID', `kid "${kid}" is not a key name or name/version (letters, digits and dashes)`);
+    throw new InvalidInputError('ERR_KID', `kid ${quote(kid)} is not a key name or name/version (letters, digits and dashes)`);
   }
   return parts.length === 2 ? { name: parts[0], version: parts[1] } : { name: parts[0] };
 }
@@ -91,11 +93,11 @@ export function vaultBaseUrl(endpoint: string): URL {
   try {
     url = new URL(e.includes('://') ? e : `https://${e}`);
   } catch {
-    throw new InvalidInputError('ERR_AKV_ENDPOINT', `akv_endpoint "${endpoint}" is not a host name`);
+    throw new InvalidInputError('ERR_AKV_ENDPOINT', `akv_endpoint ${quote(endpoint)} is not a host name`);
   }
-  if (url.protocol !== 'https:') throw new InvalidInputError('ERR_AKV_ENDPOINT', `akv_endpoint "${endpoint}" must use https`);
+  if (url.protocol !== 'https:') throw new InvalidInputError('ERR_AKV_ENDPOINT', `akv_endpoint ${quote(endpoint)} must use https`);
   if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash || url.username || url.password) {
-    throw new InvalidInputError('ERR_AKV_ENDPOINT', `akv_endpoint "${endpoint}" must be a bare host (no path, query or credentials)`);
+    throw new InvalidInputError('ERR_AKV_ENDPOINT', `akv_endpoint ${quote(endpoint)} must be a bare host (no path, query or credentials)`);
   }
   return new URL(url.origin);
 }
@@ -214,6 +216,7 @@ export class KeyReleaseClient {
         ...(signal ? { abortSignal: signal } : {}),
       });
       jws = result.value;
+      if (typeof jws !== 'string' || jws === '') throw new UpstreamError('vault', `vault ${url.host} answered a release without a value`, { code: 'ERR_RELEASE_RESPONSE' });
     } catch (e) {
       if (e instanceof SkrError) throw e; // our identity layer failed inside the SDK pipeline
       const status = (e as RestErrorLike).statusCode;
@@ -233,6 +236,7 @@ export class KeyReleaseClient {
       const keyId = typeof released.kid === 'string' ? released.kid : `${url.origin}/keys/${name}${version ? `/${version}` : ''}`;
       const keyOps = Array.isArray(released.key_ops) ? (released.key_ops.filter((x) => typeof x === 'string') as string[]) : undefined;
       const jwk = releasedKeyToJwk({ kty: released.kty, material, kid: keyId, ...(keyOps ? { key_ops: keyOps } : {}) });
+      for (const f of ['k', 'd', 'p', 'q', 'dp', 'dq', 'qi'] as const) registerSecret((jwk as Record<string, unknown>)[f] as string | undefined);
       return { jwk, keyId, vaultHost: url.host };
     } finally {
       wipe(material, keyHsm.ciphertext);
@@ -251,9 +255,10 @@ export class KeyReleaseClient {
   ): Promise<Error> {
     const status = e.statusCode;
     const body = vaultErrorBody(e);
-    const vaultSays = [body.code, body.message].filter(Boolean).join(': ');
+    // Vault text is outside input: quoted capped (and redacted on the way out).
+    const vaultSays = clip([body.code, body.message].filter(Boolean).join(': '));
     if (status === undefined) {
-      return new UpstreamError('vault', `vault ${url.host} could not be reached: ${e.code ?? e.message ?? 'network error'}`, { cause: e });
+      return new UpstreamError('vault', `vault ${url.host} could not be reached: ${clip(String(e.code ?? e.message ?? 'network error'))}`, { cause: e });
     }
     if (status === 401) {
       return new ReleaseRefusedError(`identity: vault ${url.host} did not accept the access token (${vaultSays || '401'})`, status, body.code);

@@ -8,7 +8,9 @@
  */
 import express, { type Express, type Request, type Response } from 'express';
 import { vaultBaseUrl } from '../akv/release';
+import { clip } from '../common/clip';
 import { SkrError } from '../common/errors';
+import { registerSecret } from '../common/redact';
 import { maaBaseUrl } from '../maa/client';
 import { reportDataFor } from '../snp/report';
 import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, type KidAllowlist } from './allowlist';
@@ -19,6 +21,7 @@ import { Semaphore } from './limits';
 import type { Logger } from './logger';
 import { PROMETHEUS_CONTENT_TYPE } from './metrics';
 import { runWithContext, SidecarMetrics, UpstreamHealth, type RequestContext } from './observe';
+import { checkEndpoints, checkKidLength } from './input-bounds';
 import { jsonBody, requireJson, requiredString, runtimeData } from './request';
 import { DEFAULT_LIMITS } from './config';
 
@@ -164,6 +167,7 @@ export function createApp(deps: AppDeps): Express {
     const endpoint = requiredString(b, 'maa_endpoint').trim();
     const data = runtimeData(b);
     requireJson(data, 'runtime_data');
+    checkEndpoints({ maa_endpoint: endpoint });
     maaBaseUrl(endpoint); // 400 for anything that is not an https host
     try {
       maaAllow.check(endpoint);
@@ -183,6 +187,9 @@ export function createApp(deps: AppDeps): Express {
     const token = b.access_token;
     if (token !== undefined && token !== null && typeof token !== 'string') throw badRequest('access_token must be a string', 'ERR_FIELD_TYPE');
     const accessToken = typeof token === 'string' && token.trim() !== '' ? token.trim() : undefined;
+    registerSecret(accessToken);
+    checkEndpoints({ maa_endpoint: maaEndpoint, akv_endpoint: akvEndpoint });
+    checkKidLength(kid);
     const authority = maaBaseUrl(maaEndpoint);
     const vaultHost = vaultBaseUrl(akvEndpoint).host;
     await audited(res, { kid, vaultHost, authority }, async () => {
@@ -226,7 +233,7 @@ export function createApp(deps: AppDeps): Express {
       metrics.releases.inc({ outcome });
       logger.info('audit: key release', {
         audit: 'key-release',
-        kid: what.kid,
+        kid: clip(what.kid),
         vault: what.vaultHost,
         authority: what.authority,
         outcome,

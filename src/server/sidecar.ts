@@ -17,6 +17,7 @@ import { detectEvidenceSource, type DetectOptions } from '../snp/detect';
 import type { EvidenceSource } from '../snp/evidence';
 import { SimulatedPlatform, simulatedUvmEndorsementBase64 } from '../snp/simulator';
 import { createHttpsFetch } from '../common/https-fetch';
+import { registerSecret } from '../common/redact';
 import { KeyReleaseClient } from '../akv/release';
 import { releaseTuningFromEnv, startReleaseFastPath, type ReleaseTuning } from '../akv/release-tuning';
 import { createApp } from './app';
@@ -76,6 +77,7 @@ export function readSecurityPolicyFile(file: string): string {
 export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar> {
   const { config } = opts;
   const logger = opts.logger ?? createLogger({ level: config.logLevel, file: config.logFile });
+  registerSecret(config.apiSecret);
   let evidence: EvidenceSource;
   let platform: SimulatedPlatform | undefined;
   let contextDir = opts.securityContextDir;
@@ -101,7 +103,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const releaseSlots = new Semaphore(limits.maxInFlightReleases, limits.maxQueuedReleases, 'key releases and MAA attestations', 1);
 
   const context = readSecurityContext(contextDir ? { dir: contextDir } : {});
-  const fromArgs = collateralSourceFromArgs(config.args.certcache, { onAttempt: metrics.attemptObserver(health, 'collateral') });
+  // Collateral shares the bounded, redirect-free outbound client (and its extra CAs).
+  const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
+  const fromArgs = collateralSourceFromArgs(config.args.certcache, { fetch: outbound, onAttempt: metrics.attemptObserver(health, 'collateral') });
   const primary: CollateralSource = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir }) : fromArgs;
   const collateral = new ObservedCollateralProvider(metrics, {
     evidence,
@@ -109,7 +113,6 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     refresh: fromArgs,
     cache: config.certCacheDir ? { dir: config.certCacheDir } : undefined,
   });
-  const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
   const maa = new ObservedMaaClient(metrics, {
     fetch: outbound,
     userAgent: config.args.maaconfig?.user_agent,
@@ -161,7 +164,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   // Slow or stalled clients cannot hold a socket forever.
   server.headersTimeout = limits.headersTimeoutMs;
   server.requestTimeout = limits.requestTimeoutMs;
-  server.keepAliveTimeout = 5_000;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.maxConnections = limits.maxConnections;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host}:${port}`;
   logger.info('sidecar listening', {
