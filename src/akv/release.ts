@@ -224,7 +224,16 @@ export class KeyReleaseClient {
       throw await this.explainFailure(e as RestErrorLike, client, name, version, maaToken, url, signal);
     }
 
-    const payload = verifyReleaseJws(jws, { vaultHost: url.hostname, extraCaPem: this.opts.extraCaPem });
+    let payload: Record<string, unknown>;
+    try {
+      payload = verifyReleaseJws(jws, { vaultHost: url.hostname, extraCaPem: this.opts.extraCaPem });
+    } catch (e) {
+      // Not a JWS at all is a malformed answer (502); a JWS that does not verify stays a refusal (403).
+      if (e instanceof VerificationError && e.step === 'jws-format') {
+        throw new UpstreamError('vault', `vault ${url.host} answered a malformed release: ${e.message}`, { code: 'ERR_UPSTREAM_MALFORMED', cause: e });
+      }
+      throw e;
+    }
     const released = (payload.response as { key?: { key?: Record<string, unknown> } } | undefined)?.key?.key;
     if (!released || typeof released.key_hsm !== 'string' || typeof released.kty !== 'string') {
       throw new UpstreamError('vault', 'release response carries no key with key_hsm', { code: 'ERR_RELEASE_RESPONSE' });

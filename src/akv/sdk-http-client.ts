@@ -14,7 +14,8 @@ import type {
   RawHttpHeaders,
   RequestBodyType,
 } from '@azure/core-rest-pipeline';
-import { decodeUtf8, readBounded, MAX_UPSTREAM_BODY_BYTES } from '../common/bounded-body';
+import { decodeUtf8, MalformedAnswerError, readBounded, MAX_UPSTREAM_BODY_BYTES } from '../common/bounded-body';
+import { UpstreamError } from '../common/errors';
 import type { FetchLike } from '../common/http';
 import { describeRequest } from '../common/http';
 
@@ -130,6 +131,9 @@ export function createSdkHttpClient(fetch: FetchLike, opts: SdkHttpClientOptions
       } catch (err) {
         sig.done();
         if (sig.signal?.aborted) throw sig.signal.reason instanceof Error ? sig.signal.reason : abortError('aborted');
+        if (err instanceof MalformedAnswerError) {
+          throw new UpstreamError(upstream, `${describeRequest(request.url, request.method)}: malformed answer: ${err.message}`, { code: err.code, cause: err });
+        }
         throw err;
       }
       const out = new SimpleHeaders();

@@ -3,7 +3,7 @@
  * Exactly one response per request; a stack trace never leaves the process.
  */
 import type { ErrorRequestHandler } from 'express';
-import { SkrError } from '../common/errors';
+import { SkrError, UpstreamError } from '../common/errors';
 import { OverloadedError } from './limits';
 import { clip } from '../common/clip';
 import { describeErrorChain } from '../common/redact';
@@ -34,7 +34,10 @@ export const MAX_ERROR_MESSAGE_CHARS = 1000;
 
 /** Describe an error for the client: message plus its causes' messages, redacted, bounded. */
 function describe(err: SkrError): string {
-  return clip(describeErrorChain(err), MAX_ERROR_MESSAGE_CHARS);
+  const msg = describeErrorChain(err);
+  // A 502/504 names the upstream it is about, whatever the layer below wrote.
+  const named = err instanceof UpstreamError && !msg.toLowerCase().includes(err.upstream.toLowerCase()) ? `${err.upstream}: ${msg}` : msg;
+  return clip(named, MAX_ERROR_MESSAGE_CHARS);
 }
 
 export function errorHandler(logger: Logger): ErrorRequestHandler {
