@@ -7,6 +7,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { AccessToken } from '@azure/core-auth';
 import { TokenProvider, type TokenProviderOptions } from '../akv/identity';
+import { clip } from '../common/clip';
+import { redactText } from '../common/redact';
 import type { CacheStats } from '../certs/cache';
 import { CollateralProvider } from '../certs/provider';
 import { MaaClient, type MaaClientOptions } from '../maa/client';
@@ -70,7 +72,8 @@ export class UpstreamHealth {
     const s = this.get(name);
     s.consecutiveFailures++;
     s.failures++;
-    s.lastError = reason.slice(0, 200);
+    // Shown in /status: outside text, so capped and redacted like any echo.
+    s.lastError = clip(redactText(reason), 200);
     s.lastFailureAt = new Date().toISOString();
   }
 
