@@ -4,7 +4,10 @@
  * connections are capped (SKR_MAX_CONNECTIONS) and idle keep-alive sockets close well before the
  * headers timeout.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { dnsNameProblem } from '../../src/common/dns-name';
 import { ConfigError } from '../../src/common/errors';
 import { DEFAULT_LIMITS, loadServerConfig } from '../../src/server/config';
@@ -38,11 +41,16 @@ describe('SKR_MAX_CONNECTIONS', () => {
 
 describe('a real sidecar', () => {
   let sidecar: RunningSidecar;
+  const ctx = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-names-'));
   beforeAll(async () => {
     const base = loadServerConfig({ port: '0', simulate: true }, {});
-    sidecar = await startTestSidecar({ config: { ...base, limits: { ...base.limits, maxConnections: 3, keepAliveTimeoutMs: 200 } } } as Parameters<typeof startTestSidecar>[0]);
+    const limits = { ...base.limits, maxConnections: 3, keepAliveTimeoutMs: 200 };
+    sidecar = await startTestSidecar({ config: { ...base, limits }, securityContextDir: ctx } as Parameters<typeof startTestSidecar>[0]);
   });
-  afterAll(() => sidecar.close());
+  afterAll(async () => {
+    await sidecar.close();
+    fs.rmSync(ctx, { recursive: true, force: true });
+  });
 
   const release = (extra: Record<string, unknown>) =>
     postJson(`${sidecar.url}/key/release`, { maa_endpoint: 'x.attest.azure.net', akv_endpoint: 'v.vault.azure.net', kid: 'k', ...extra });
