@@ -30,6 +30,9 @@ import type { WrappingKeyPool } from './wrapping-key-pool';
 
 export const DEFAULT_RELEASE_ENC: ReleaseEnc = 'CKM_RSA_AES_KEY_WRAP';
 
+/** How long released key material stays in the redaction registry (longer than any request deadline). */
+const SECRET_TTL_MS = 10 * 60_000;
+
 export interface KeyReleaseRequest {
   maaEndpoint: string;
   /** Bare vault host (`myvault.vault.azure.net`), host:port, or an https URL. */
@@ -245,7 +248,8 @@ export class KeyReleaseClient {
       const keyId = typeof released.kid === 'string' ? released.kid : `${url.origin}/keys/${name}${version ? `/${version}` : ''}`;
       const keyOps = Array.isArray(released.key_ops) ? (released.key_ops.filter((x) => typeof x === 'string') as string[]) : undefined;
       const jwk = releasedKeyToJwk({ kty: released.kty, material, kid: keyId, ...(keyOps ? { key_ops: keyOps } : {}) });
-      for (const f of ['k', 'd', 'p', 'q', 'dp', 'dq', 'qi'] as const) registerSecret((jwk as Record<string, unknown>)[f] as string | undefined);
+      // Redacted from anything logged while this release is still around (its deadline at most).
+      for (const f of ['k', 'd', 'p', 'q', 'dp', 'dq', 'qi'] as const) registerSecret((jwk as Record<string, unknown>)[f] as string | undefined, { ttlMs: SECRET_TTL_MS });
       return { jwk, keyId, vaultHost: url.host };
     } finally {
       wipe(material, keyHsm.ciphertext);

@@ -16,32 +16,45 @@ export const REDACTED = '<redacted>';
 /** Shorter values could be ordinary words; secrets worth registering are longer than this. */
 const MIN_SECRET_CHARS = 12;
 /** Registry bound: oldest entries drop out first (a token lives an hour at most anyway). */
-const MAX_SECRETS = 2048;
+const MAX_SECRETS = 1024;
 
-/** Insertion-ordered, so the oldest entry is evicted first. */
-const secrets = new Set<string>();
+/** Value → when it may be forgotten (ms since epoch; Infinity: only by eviction). Insertion-ordered. */
+const secrets = new Map<string, number>();
 /** Longest first when redacting, so a whole token wins over one of its parts. */
 let ordered: string[] | undefined;
 
-function add(v: string): void {
+function add(v: string, until: number): void {
   if (v.length < MIN_SECRET_CHARS) return;
   secrets.delete(v);
-  secrets.add(v);
-  while (secrets.size > MAX_SECRETS) secrets.delete(secrets.values().next().value as string);
+  secrets.set(v, until);
+  while (secrets.size > MAX_SECRETS) secrets.delete(secrets.keys().next().value as string);
   ordered = undefined;
+}
+
+function dropExpired(now: number): void {
+  let dropped = false;
+  for (const [v, until] of secrets) {
+    if (until <= now) {
+      secrets.delete(v);
+      dropped = true;
+    }
+  }
+  if (dropped) ordered = undefined;
 }
 
 /**
  * Remember a secret so that it, and each dot-separated part of it past the JWT header (payload,
  * signature), is redacted wherever it appears. The header is public (alg, kid) and shared by many tokens.
  */
-export function registerSecret(value: string | undefined | null): void {
+export function registerSecret(value: string | undefined | null, opts: { ttlMs?: number } = {}): void {
   if (typeof value !== 'string') return;
   const v = value.trim();
   if (v.length < MIN_SECRET_CHARS) return;
-  add(v);
+  // Values only one request holds (key material, a caller's token) are not kept longer than needed.
+  const until = opts.ttlMs !== undefined ? Date.now() + opts.ttlMs : Infinity;
+  add(v, until);
   const parts = v.split('.');
-  if (parts.length > 1) for (const p of parts.slice(1)) add(p);
+  if (parts.length > 1) for (const p of parts.slice(1)) add(p, until);
 }
 
 /** Number of registered values (for tests and metrics). */
@@ -54,7 +67,8 @@ export function redactText(s: string): string {
   let out = s;
   // Registered values are at least MIN_SECRET_CHARS long: skip short strings quickly.
   if (secrets.size > 0 && out.length >= MIN_SECRET_CHARS) {
-    ordered ??= [...secrets].sort((a, b) => b.length - a.length);
+    dropExpired(Date.now());
+    ordered ??= [...secrets.keys()].sort((a, b) => b.length - a.length);
     for (const secret of ordered) if (out.includes(secret)) out = out.split(secret).join(REDACTED);
   }
   return out.replace(JWT, (jwt) => `${jwt.split('.')[0]}.${REDACTED}`).replace(BEARER, `$1 ${REDACTED}`);

@@ -26,6 +26,8 @@ import { jsonBody, requireJson, requiredString, runtimeData } from './request';
 import { DEFAULT_LIMITS } from './config';
 
 export const BODY_LIMIT = '1mb';
+/** A caller's own access_token is redacted for this long (past any request deadline), then forgotten. */
+const CALLER_SECRET_TTL_MS = 10 * 60_000;
 
 export interface AppDeps {
   attestation: AttestationService;
@@ -187,7 +189,7 @@ export function createApp(deps: AppDeps): Express {
     const token = b.access_token;
     if (token !== undefined && token !== null && typeof token !== 'string') throw badRequest('access_token must be a string', 'ERR_FIELD_TYPE');
     const accessToken = typeof token === 'string' && token.trim() !== '' ? token.trim() : undefined;
-    registerSecret(accessToken);
+    registerSecret(accessToken, { ttlMs: CALLER_SECRET_TTL_MS });
     checkEndpoints({ maa_endpoint: maaEndpoint, akv_endpoint: akvEndpoint });
     checkKidLength(kid);
     const authority = maaBaseUrl(maaEndpoint);

@@ -42,6 +42,15 @@ describe('redactText', () => {
     for (const s of [opaque, payload, sig]) expect(out).not.toContain(s);
   });
 
+  it('forgets a value registered for one request once its time is up', () => {
+    const shortLived = `short${randomBytes(20).toString('hex')}`;
+    registerSecret(shortLived, { ttlMs: 60_000 });
+    expect(redactText(shortLived)).toBe('<redacted>');
+    const gone = `gone${randomBytes(20).toString('hex')}`;
+    registerSecret(gone, { ttlMs: 0 });
+    expect(redactText(gone)).toBe(gone);
+  });
+
   it('describes nested causes redacted', () => {
     const opaque = `nested${randomBytes(20).toString('hex')}`;
     registerSecret(opaque);
