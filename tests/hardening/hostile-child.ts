@@ -13,6 +13,8 @@ interface ChildConfig {
   maa: string[];
   akv: string[];
   imdsUrl: string;
+  /** Allowlisted vaults reached through the Azure SDK's challenge flow; every other one gets the direct POST. */
+  sdkVaults?: string[];
   kdsEndpoint?: string;
   /** Reports carry a TCB the security context's certificate does not: every chain comes from the certcache. */
   mismatch?: boolean;
@@ -26,7 +28,7 @@ async function main(): Promise<void> {
     ...(o.kdsEndpoint ? { SkrSideCarArgs: JSON.stringify({ certcache: { endpoint_type: 'AMD', endpoint: `${o.kdsEndpoint}/vcek/v1` } }) } : {}),
   };
   const base = loadServerConfig({ port: '0', simulate: true, extraCaFiles: [o.caPath], requestDeadline: String(o.deadlineSeconds), logLevel: 'info' }, env);
-  const config = { ...base, imdsEndpoint: o.imdsUrl, loopbackVaultEndpoints: o.akv };
+  const config = { ...base, imdsEndpoint: o.imdsUrl, loopbackVaultEndpoints: o.akv.filter((v) => !o.sdkVaults?.includes(v)) };
   const sidecar = await startSidecar({ config, securityContextDir: o.ctxDir, release: { wrappingKeyPoolSize: 2 } });
   if (o.mismatch) sidecar.platform?.reissueVcek(sidecar.platform.reportedTcb + 1n);
   process.stdout.write(`READY ${sidecar.url}\n`);

@@ -86,6 +86,8 @@ export interface HostileServer {
   url: string;
   /** How often each case was served, by name. */
   served: Map<string, number>;
+  /** Per request: whether it carried an Authorization header (the SDK's challenge probe does not). */
+  authorized: boolean[];
   cases: HostileCase[];
   close(): Promise<void>;
 }
@@ -97,6 +99,7 @@ export interface HostileServer {
 export async function startHostileServer(cases: HostileCase[], tlsOptions?: { key: string; cert: string }): Promise<HostileServer> {
   let next = 0;
   const served = new Map<string, number>();
+  const authorized: boolean[] = [];
   const sockets = new Set<net.Socket>();
   const secureContext = tlsOptions ? tls.createSecureContext(tlsOptions) : undefined;
   // A case is taken when a request arrives (not per connection), so a connection that sends nothing skips none.
@@ -110,6 +113,7 @@ export async function startHostileServer(cases: HostileCase[], tlsOptions?: { ke
     const onData = (d: Buffer) => {
       head += d.toString('latin1');
       if (head.includes('\r\n\r\n') || head.length > 65536) {
+        authorized.push(/\r\nauthorization:/i.test(head));
         sock.off('data', onData);
         sock.resume();
         pick().answer(sock);
@@ -143,6 +147,7 @@ export async function startHostileServer(cases: HostileCase[], tlsOptions?: { ke
     endpoint: `127.0.0.1:${port}`,
     url: `${secureContext ? 'https' : 'http'}://127.0.0.1:${port}`,
     served,
+    authorized,
     cases,
     close: () =>
       new Promise<void>((r) => {

@@ -2,7 +2,9 @@
  * Hostile upstreams (issue 10 item 1): a real sidecar in its own process talks to loopback servers
  * that answer every request with one of ≥ 30 malformed answers (bad status lines, headers, chunking,
  * truncation, endless and huge bodies, invalid UTF-8 / JSON / JWS, TLS garbage), for each of the four
- * upstream kinds: MAA, vault, IMDS and collateral (AMD KDS). Every request must get 502 or 504, the
+ * upstream kinds: MAA, vault, IMDS and collateral (AMD KDS). The vault is hostile on both of its
+ * paths: the direct release POST (configured emulators, Azure names) and the Azure SDK's challenge
+ * flow (any other allowlisted host). Every request must get 502 or 504, the
  * process must keep serving (/status 200 afterwards), its RSS must stay under 250 MB, and no log line
  * may exceed 4 KB.
  */
@@ -89,7 +91,7 @@ describe('hostile upstreams against a real sidecar process', () => {
   let maa: MaaEmulator;
   let main: Child;
   let collateralChild: Child;
-  let hostile: Record<'maa' | 'vault' | 'imds' | 'kds', HostileServer>;
+  let hostile: Record<'maa' | 'vault' | 'vaultSdk' | 'imds' | 'kds', HostileServer>;
   let challengeVault: HostileServer;
 
   beforeAll(async () => {
@@ -98,6 +100,7 @@ describe('hostile upstreams against a real sidecar process', () => {
     hostile = {
       maa: await startHostileServer(hostileCases('{"token":"not a jws"}'), tlsOpts),
       vault: await startHostileServer(hostileCases('{"value":"not.a.jws","kid":"x"}'), tlsOpts),
+      vaultSdk: await startHostileServer(hostileCases('{"value":"not.a.jws","kid":"x"}'), tlsOpts),
       imds: await startHostileServer(hostileCases('{"access_token":"","expires_in":"soon"}')),
       kds: await startHostileServer(hostileCases('{"vcekCert":"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----"}'), tlsOpts),
     };
@@ -109,7 +112,8 @@ describe('hostile upstreams against a real sidecar process', () => {
         ...common,
         ctxDir: path.join(dir, 'ctx-main'),
         maa: [maa.endpoint, hostile.maa.endpoint],
-        akv: [hostile.vault.endpoint, challengeVault.endpoint],
+        akv: [hostile.vault.endpoint, hostile.vaultSdk.endpoint, challengeVault.endpoint],
+        sdkVaults: [hostile.vaultSdk.endpoint],
       }),
       startChild({
         ...common,
@@ -130,7 +134,7 @@ describe('hostile upstreams against a real sidecar process', () => {
   });
 
   const runtime = Buffer.from('{}').toString('base64');
-  type Kind = 'maa' | 'vault' | 'imds' | 'kds';
+  type Kind = 'maa' | 'vault' | 'vaultSdk' | 'imds' | 'kds';
   const drive: Record<Kind, () => { child: Child; route: string; body: Record<string, unknown> }> = {
     maa: () => ({ child: main, route: '/attest/maa', body: { maa_endpoint: hostile.maa.endpoint, runtime_data: runtime } }),
     vault: () => ({
@@ -138,12 +142,17 @@ describe('hostile upstreams against a real sidecar process', () => {
       route: '/key/release',
       body: { maa_endpoint: maa.endpoint, akv_endpoint: hostile.vault.endpoint, kid: 'hostile-key', access_token: 'opaque-caller-token-0123456789' },
     }),
+    vaultSdk: () => ({
+      child: main,
+      route: '/key/release',
+      body: { maa_endpoint: maa.endpoint, akv_endpoint: hostile.vaultSdk.endpoint, kid: 'hostile-key', access_token: 'opaque-caller-token-0123456789' },
+    }),
     imds: () => ({ child: main, route: '/key/release', body: { maa_endpoint: maa.endpoint, akv_endpoint: challengeVault.endpoint, kid: 'hostile-key' } }),
     kds: () => ({ child: collateralChild, route: '/attest/combined', body: { runtime_data: runtime } }),
   };
   const statuses: Record<string, number[]> = {};
   /** How each kind's 502 names its upstream. */
-  const NAMES: Record<Kind, RegExp> = { maa: /\bmaa\b/i, vault: /\bvault\b/, imds: /managed-identity/, kds: /amd-kds|KDS/ };
+  const NAMES: Record<Kind, RegExp> = { maa: /\bmaa\b/i, vault: /\bvault\b/, vaultSdk: /\bvault\b/, imds: /managed-identity/, kds: /amd-kds|KDS/ };
 
   // All four kinds at once; within a kind, waves of concurrent requests until every case was served.
   it('every request to every kind gets 502 or 504 until all of the ≥ 30 answers were served', async () => {
@@ -167,6 +176,11 @@ describe('hostile upstreams against a real sidecar process', () => {
         expect({ kind, missing }).toEqual({ kind, missing: [] });
       }),
     );
+    // Each vault path was the one taken: the direct POST always carries the bearer token; the SDK
+    // first probes without one for the vault's challenge.
+    expect(hostile.vault.authorized.length).toBeGreaterThan(0);
+    expect(hostile.vault.authorized.every(Boolean)).toBe(true);
+    expect(hostile.vaultSdk.authorized.some((a) => !a)).toBe(true);
     // 502 names the upstream.
     const sample = await post(`${main.url}/attest/maa`, drive.maa().body);
     expect([502, 504]).toContain(sample.status);

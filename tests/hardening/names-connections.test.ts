@@ -9,6 +9,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { dnsNameProblem } from '../../src/common/dns-name';
+import { parseEndpoint } from '../../src/common/endpoint';
+import { EndpointAllowlist } from '../../src/server/allowlist';
 import { ConfigError } from '../../src/common/errors';
 import { DEFAULT_LIMITS, loadServerConfig } from '../../src/server/config';
 import type { RunningSidecar } from '../../src/server/sidecar';
@@ -24,6 +26,26 @@ describe('DNS names', () => {
       expect(dnsNameProblem(h)).toEqual(expect.any(String));
     },
   );
+});
+
+describe('parseEndpoint: no Endpoint value holds a name that is not a DNS name', () => {
+  it.each([
+    ['akv', '*.vault.azure.net', 'akv_endpoint'],
+    ['akv', 'https://.x.vault.azure.net:8443', 'akv_endpoint'],
+    ['akv', `${'a'.repeat(64)}.vault.azure.net`, 'akv_endpoint'],
+    ['maa', 'a..attest.azure.net', 'maa_endpoint'],
+    ['maa', 'x_y.attest.azure.net', 'maa_endpoint'],
+  ] as const)('%s %j: ERR_ENDPOINT_NAME naming %s, and no allowlist approves it', (kind, raw, field) => {
+    expect(() => parseEndpoint(kind, raw)).toThrow(expect.objectContaining({ code: 'ERR_ENDPOINT_NAME', message: expect.stringContaining(field) }));
+    expect(new EndpointAllowlist(kind, [kind === 'akv' ? '*.vault.azure.net' : '*.attest.azure.net']).allows(raw)).toBe(false);
+  });
+  it('a 1 MB endpoint is refused by its length, with a short message', () => {
+    expect(() => parseEndpoint('akv', 'a'.repeat(1_000_000))).toThrow(/^akv_endpoint is longer than 300 characters$/);
+  });
+  it('valid names still parse to the host that is dialled', () => {
+    expect(parseEndpoint('akv', 'MyVault.Vault.Azure.Net.').origin).toBe('https://myvault.vault.azure.net');
+    expect(parseEndpoint('maa', 'https://[::1]:8443').host).toBe('[::1]:8443');
+  });
 });
 
 describe('SKR_MAX_CONNECTIONS', () => {
