@@ -264,7 +264,7 @@ export class KeyVaultRelease implements VaultReleaseCall {
       const why =
         detail ??
         (failed?.length
-          ? `failed conditions: ${failed.map((f) => (typeof f === 'string' ? f : JSON.stringify(f))).join('; ')}`
+          ? `failed conditions: ${clip(failed.map((f) => (typeof f === 'string' ? f : JSON.stringify(f))).join('; '))}`
           : 'check that the token satisfies the key release policy (x-ms-sevsnpvm-hostdata = sha256 of the deployed ccePolicy, ' +
             'the authority = this MAA endpoint), and that the identity holds the "Key Vault Crypto Service Release User" role ' +
             '(or the release permission)');
