@@ -226,7 +226,7 @@ export interface ImportedKey {
 export async function importReleasableKey(o: ImportOptions): Promise<ImportedKey> {
   const url = vaultBaseUrl(o.vaultEndpoint);
   const client = new KeyClient(url.origin, o.credential, {
-    httpClient: createSdkHttpClient(o.fetch),
+    httpClient: createSdkHttpClient(o.fetch, { upstream: 'vault' }),
     disableChallengeResourceVerification: o.relaxedChallenge ?? false,
   });
   try {

@@ -15,6 +15,7 @@ export const ERROR_CODES = [
   'ERR_RUNTIME_DATA',
   'ERR_AKV_ENDPOINT',
   'ERR_MAA_ENDPOINT',
+  'ERR_ENDPOINT_NAME',
   'ERR_KID',
   'ERR_RELEASE_ENC',
   // Who may call, and what may be reached
@@ -71,6 +72,7 @@ export const ERROR_CODES = [
   // Upstreams
   'ERR_UPSTREAM',
   'ERR_UPSTREAM_FORMAT',
+  'ERR_UPSTREAM_MALFORMED',
   'ERR_UPSTREAM_TIMEOUT',
   'ERR_IDENTITY_TOKEN',
   'ERR_MAA_RESPONSE',

@@ -27,6 +27,7 @@ import { SoftwareKekSource } from '../akv/software-kek';
 import { KeyVaultRelease } from '../akv/vault-release';
 import { SevSnpAttester } from '../maa/attester';
 import { MaaClient } from '../maa/client';
+import { registerSecret } from '../common/redact';
 import { createApp } from './app';
 import { hostGuardPolicy } from '../common/host-guard';
 import { EndpointAllowlist, KidAllowlist } from './allowlist';
@@ -83,6 +84,7 @@ export function readSecurityPolicyFile(file: string): string {
 export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar> {
   const { config } = opts;
   const logger = opts.logger ?? createLogger({ level: config.logLevel, file: config.logFile });
+  registerSecret(config.apiSecret);
   let evidence: EvidenceSource;
   let platform: SimulatedPlatform | undefined;
   let contextDir = opts.securityContextDir;
@@ -121,7 +123,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
 
   // The parts of the release path (docs/architecture.md), each reporting through `telemetry`.
   const context = readSecurityContext({ ...(contextDir ? { dir: contextDir } : {}), env: config.securityContextEnv });
-  const fromArgs = collateralSourceFromArgs(config.args.certcache, { onAttempt: attemptHook(telemetry, 'collateral') });
+  // Collateral shares the bounded, redirect-free outbound client (and its extra CAs).
+  const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
+  const fromArgs = collateralSourceFromArgs(config.args.certcache, { fetch: outbound, onAttempt: attemptHook(telemetry, 'collateral') });
   const primary: CollateralSource = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir, env: config.securityContextEnv }) : fromArgs;
   const collateral = new CollateralProvider({
     evidence,
@@ -130,7 +134,6 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     cache: config.certCacheDir ? { dir: config.certCacheDir } : undefined,
     telemetry,
   });
-  const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
   const maa = new MaaClient({ fetch: outbound, userAgent: config.args.maaconfig?.user_agent, telemetry });
   const attester = new SevSnpAttester({ collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
   const attestation = new SidecarAttestation({ evidence, collateral, attester, referenceInfoBase64: context.referenceInfoBase64 });
@@ -191,7 +194,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   // Slow or stalled clients cannot hold a socket forever.
   server.headersTimeout = limits.headersTimeoutMs;
   server.requestTimeout = limits.requestTimeoutMs;
-  server.keepAliveTimeout = 5_000;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.maxConnections = limits.maxConnections;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host}:${port}`;
   logger.info('sidecar listening', {

@@ -85,7 +85,7 @@ describe('fault injection against the local stack', () => {
     ['vault 2× HTTP 500 (recovered by the SDK retry)', 'vault', { route: 'release', kind: 'status', status: 500, times: 2 }, 200, undefined],
     ['vault 429 with Retry-After: 1 (recovered after the wait)', 'vault', { route: 'release', kind: 'status', status: 429, retryAfterSeconds: 1 }, 200, undefined],
     ['vault hangs (deadline)', 'vault', { route: 'release', kind: 'hang' }, 504, /deadline of 5 s exceeded/],
-    ['vault answers malformed JSON', 'vault', { route: 'release', kind: 'malformed-json' }, 502, /vault 127\.0\.0\.1:\d+ answered 200: PARSE_ERROR/],
+    ['vault answers malformed JSON', 'vault', { route: 'release', kind: 'malformed-json' }, 502, /vault 127\.0\.0\.1:\d+ release response: malformed answer: the body is not JSON$/],
     ['vault release JWS with a tampered signature', 'vault', { route: 'release', kind: 'tampered-jws' }, 403, /JWS signature does not verify with x5c\[0\]/],
     ['vault release JWS signed for another host', 'vault', { route: 'release', kind: 'wrong-host-x5c' }, 403, /wrong-host\.vault\.azure\.net.*does not name the vault host 127\.0\.0\.1/],
     ['vault says the key is not exportable', 'vault', { route: 'release', kind: 'non-exportable' }, 403, /not exportable/],
