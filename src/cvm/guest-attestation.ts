@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { VerificationError } from '../common/errors';
 import type { FetchLike } from '../common/http';
+import { registerSecret } from '../common/redact';
 import type { AmdCertChain } from '../certs/types';
 import { maaBaseUrl } from '../maa/client';
 import { MaaEnvelopeError, openEnvelopeWithKey, parseEnvelope } from '../maa/azure-guest-envelope';
@@ -242,6 +243,20 @@ export function checkGuestToken(claims: Record<string, unknown>, encKeyPub: Buff
 }
 
 /** The whole guest attestation: collect, call MAA, open, verify. */
+/** The request's `tpm` part from what the vTPM produced (one mapping, shared with the tests' forged requests). */
+export function tpmPartOf(ev: CollectedEvidence): AzureGuestRequestInput['tpm'] {
+  return {
+    akCert: ev.akCert,
+    akPub: ev.akPub,
+    pcrQuote: ev.quote.attest,
+    pcrSignature: ev.quote.signature,
+    pcrs: ev.pcrs,
+    encKeyPub: ev.encKeyPub,
+    encKeyCertifyInfo: ev.certify.attest,
+    encKeyCertifyInfoSignature: ev.certify.signature,
+  };
+}
+
 export async function attestGuest(o: AttestGuestOptions): Promise<GuestAttestationResult> {
   const t: Timings = {};
   const total = performance.now();
@@ -251,20 +266,13 @@ export async function attestGuest(o: AttestGuestOptions): Promise<GuestAttestati
     os: o.os ?? readOsRelease(),
     tcgLog: o.tcgLog ?? readTcgLog(),
     clientPayload: o.clientPayload ?? {},
-    tpm: {
-      akCert: ev.akCert,
-      akPub: ev.akPub,
-      pcrQuote: ev.quote.attest,
-      pcrSignature: ev.quote.signature,
-      pcrs: ev.pcrs,
-      encKeyPub: ev.encKeyPub,
-      encKeyCertifyInfo: ev.certify.attest,
-      encKeyCertifyInfoSignature: ev.certify.signature,
-    },
+    tpm: tpmPartOf(ev),
     isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: o.collateral.vcekPem + o.collateral.chainPem, runtimeClaims: ev.hcl.claimsBytes },
   });
   const envelope = await timed(t, 'maa.attest', () => postAzureGuest(o.maaEndpoint, body, { ...(o.client ?? {}), ...(o.fetch ? { fetch: o.fetch } : {}) }));
   const token = await ga.openEnvelope(envelope, ev.encKeyPub, t, o.ephemeralKey);
+  // The MAA token is a secret like any other the process holds: redacted wherever it is echoed.
+  registerSecret(token);
   const claims = await timed(t, 'maa.verifyToken', () =>
     verifyMaaToken(token, {
       authority: maaBaseUrl(o.maaEndpoint),

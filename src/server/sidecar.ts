@@ -27,6 +27,7 @@ import { SoftwareKekSource } from '../akv/software-kek';
 import { KeyVaultRelease } from '../akv/vault-release';
 import { SevSnpAttester } from '../maa/attester';
 import { MaaClient } from '../maa/client';
+import { registerSecret } from '../common/redact';
 import { createApp } from './app';
 import { hostGuardPolicy } from '../common/host-guard';
 import { EndpointAllowlist, KidAllowlist } from './allowlist';
@@ -61,6 +62,8 @@ export interface RunningSidecar {
   logger: Logger;
   metrics: SidecarMetrics;
   health: UpstreamHealth;
+  /** True when the simulator made `securityContextDir` in the temp dir: `close` removes it. */
+  ownsSecurityContextDir: boolean;
   /** Stop accepting, let in-flight requests finish (up to limits.shutdownGraceMs), then close their sockets. */
   close(): Promise<void>;
 }
@@ -81,9 +84,14 @@ export function readSecurityPolicyFile(file: string): string {
 export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar> {
   const { config } = opts;
   const logger = opts.logger ?? createLogger({ level: config.logLevel, file: config.logFile });
+  registerSecret(config.apiSecret);
   let evidence: EvidenceSource;
   let platform: SimulatedPlatform | undefined;
   let contextDir = opts.securityContextDir;
+  let ownedContextDir: string | undefined;
+  const removeOwnedContextDir = () => {
+    if (ownedContextDir) fs.rmSync(ownedContextDir, { recursive: true, force: true });
+  };
   if (config.simulate) {
     // The simulator and its test-only keys are loaded only here: `skr serve` without --simulate never loads them.
     const { SimulatedPlatform, simulatedUvmEndorsementBase64 } = await import('../snp/simulator');
@@ -91,7 +99,11 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     platform =
       opts.platform ??
       new SimulatedPlatform(config.securityPolicyFile ? { securityPolicyBase64: readSecurityPolicyFile(config.securityPolicyFile) } : {});
-    contextDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'skr-security-context-'));
+    if (!contextDir) {
+      // Ours to remove: on close, or right away should the start fail.
+      contextDir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-security-context-'));
+      ownedContextDir = contextDir;
+    }
     writeSecurityContext(contextDir, platform, opts.referenceInfoBase64 ?? simulatedUvmEndorsementBase64(platform.measurement));
     evidence = platform.evidenceSource();
     logger.warn('SIMULATION MODE: reports are signed by a test AMD chain that no relying party trusts', { securityContextDir: contextDir });
@@ -111,7 +123,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
 
   // The parts of the release path (docs/architecture.md), each reporting through `telemetry`.
   const context = readSecurityContext({ ...(contextDir ? { dir: contextDir } : {}), env: config.securityContextEnv });
-  const fromArgs = collateralSourceFromArgs(config.args.certcache, { onAttempt: attemptHook(telemetry, 'collateral') });
+  // Collateral shares the bounded, redirect-free outbound client (and its extra CAs).
+  const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
+  const fromArgs = collateralSourceFromArgs(config.args.certcache, { fetch: outbound, onAttempt: attemptHook(telemetry, 'collateral') });
   const primary: CollateralSource = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir, env: config.securityContextEnv }) : fromArgs;
   const collateral = new CollateralProvider({
     evidence,
@@ -120,7 +134,6 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     cache: config.certCacheDir ? { dir: config.certCacheDir } : undefined,
     telemetry,
   });
-  const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
   const maa = new MaaClient({ fetch: outbound, userAgent: config.args.maaconfig?.user_agent, telemetry });
   const attester = new SevSnpAttester({ collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
   const attestation = new SidecarAttestation({ evidence, collateral, attester, referenceInfoBase64: context.referenceInfoBase64 });
@@ -171,14 +184,18 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const server = await new Promise<Server>((resolve, reject) => {
     const s = app.listen(config.port, config.host);
     s.once('listening', () => resolve(s));
-    s.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new ConfigError(`cannot listen on ${config.host}:${config.port}: ${e.code ?? e.message}`, e)),
-    );
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      fastPath.close();
+      outbound.destroy();
+      removeOwnedContextDir();
+      reject(new ConfigError(`cannot listen on ${config.host}:${config.port}: ${e.code ?? e.message}`, e));
+    });
   });
   // Slow or stalled clients cannot hold a socket forever.
   server.headersTimeout = limits.headersTimeoutMs;
   server.requestTimeout = limits.requestTimeoutMs;
-  server.keepAliveTimeout = 5_000;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.maxConnections = limits.maxConnections;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host}:${port}`;
   logger.info('sidecar listening', {
@@ -207,9 +224,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       server.close(() => {
         clearTimeout(force);
         outbound.destroy();
+        removeOwnedContextDir();
         resolve();
       });
       server.closeIdleConnections();
     }));
-  return { url, port, server, evidence, securityContextDir: contextDir, platform, logger, metrics, health, close };
+  return { url, port, server, evidence, securityContextDir: contextDir, platform, logger, metrics, health, close, ownsSecurityContextDir: ownedContextDir !== undefined };
 }

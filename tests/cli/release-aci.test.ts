@@ -19,17 +19,17 @@ describe('skr release --simulate (ACI)', () => {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('releases an oct key with the container policy to a new file, printing the key id and thumbprint', async () => {
+  it('releases an oct key (Managed HSM) with the container policy to a new file, printing the key id and thumbprint', async () => {
     const bytes = randomBytes(32);
     const cfg = path.join(dir, 'cfg.json');
     fs.writeFileSync(cfg, JSON.stringify({
-      key: { kid: 'aci-cli', kty: 'oct-HSM', authority: { endpoint: stack.state.maaEndpoint }, akv: { endpoint: stack.state.vaultEndpoint } },
+      key: { kid: 'aci-cli', kty: 'oct-HSM', authority: { endpoint: stack.state.maaEndpoint }, akv: { endpoint: stack.state.hsmEndpoint } },
       claims: [[{ claim: 'x-ms-sevsnpvm-hostdata', equals: stack.state.hostData }, { claim: 'x-ms-compliance-status', equals: 'azure-compliant-uvm' }]],
     }));
     const imp = await run('import-key', '-c', cfg, '--key-hex', bytes.toString('hex'), '--ca', stack.state.caCertPath, '--imds', stack.state.imdsUrl);
     expect(imp.code).toBe(0);
     const out = path.join(dir, 'aci.jwk.json');
-    const r = await run('release', '--simulate', '--maa', stack.state.maaEndpoint, '--akv', stack.state.vaultEndpoint, '--kid', 'aci-cli', '--imds', stack.state.imdsUrl, '--ca', stack.state.caCertPath, '--out', out);
+    const r = await run('release', '--simulate', '--maa', stack.state.maaEndpoint, '--akv', stack.state.hsmEndpoint, '--managed-hsm', '--kid', 'aci-cli', '--imds', stack.state.imdsUrl, '--ca', stack.state.caCertPath, '--out', out);
     expect(r.err).toMatch(/platform Azure container \(SIMULATED/);
     expect(r.code).toBe(0);
     expect(r.out.split('\n')[1]).toBe(`thumbprint ${/material thumbprint ([0-9a-f]{16})/.exec(imp.err)?.[1]}`);

@@ -182,13 +182,14 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
   describe('release policies as Key Vault evaluates them on a CVM token', () => {
     it('a policy with the top-level claim paths is refused; explaining it names the nested claims', async () => {
       await importKey('cvm-top-level', 'oct-HSM', randomBytes(32), {
+        vault: hsm,
         claims: [
           { claim: 'x-ms-attestation-type', equals: 'sevsnpvm' },
           { claim: 'x-ms-compliance-status', equals: 'azure-compliant-cvm' },
         ],
       });
       const { pipe } = await pipeline();
-      const e = await pipe.release(req('cvm-top-level')).catch((x: unknown) => x);
+      const e = await pipe.release(req('cvm-top-level', hsm)).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(ReleaseRefusedError);
       expect((e as ReleaseRefusedError).vaultStatus).toBe(403);
       expect((e as Error).message).toMatch(/x-ms-attestation-type/);
@@ -306,26 +307,26 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
     let bytes: Buffer;
     beforeAll(async () => {
       bytes = randomBytes(32);
-      await importKey('cvm-reboot', 'oct-HSM', bytes);
+      await importKey('cvm-reboot', 'oct-HSM', bytes, { vault: hsm });
     });
 
     it('PCR change: the cached token fails with a policy failure, the sidecar attests once more and succeeds', async () => {
       const attestations: number[] = [];
       const { pipe } = await pipeline({ attestations });
-      expect(Buffer.from(String((await pipe.release(req('cvm-reboot'))).jwk.k), 'base64url')).toEqual(bytes);
+      expect(Buffer.from(String((await pipe.release(req('cvm-reboot', hsm))).jwk.k), 'base64url')).toEqual(bytes);
       await guest.pcrExtend(5, TPM_ALG.SHA256, Buffer.alloc(32, 5));
-      expect(Buffer.from(String((await pipe.release(req('cvm-reboot'))).jwk.k), 'base64url')).toEqual(bytes);
+      expect(Buffer.from(String((await pipe.release(req('cvm-reboot', hsm))).jwk.k), 'base64url')).toEqual(bytes);
       expect(attestations).toHaveLength(2);
       // Reused again afterwards.
-      await pipe.release(req('cvm-reboot'));
+      await pipe.release(req('cvm-reboot', hsm));
       expect(attestations).toHaveLength(2);
     });
 
     it('with re-attestation off, the stale unwrap fails with the TPM\'s reason', async () => {
       const { pipe } = await pipeline({ reattestOnStaleKek: false });
-      await pipe.release(req('cvm-reboot'));
+      await pipe.release(req('cvm-reboot', hsm));
       await guest.pcrExtend(4, TPM_ALG.SHA256, Buffer.alloc(32, 4));
-      const e = await pipe.release(req('cvm-reboot')).catch((x: unknown) => x);
+      const e = await pipe.release(req('cvm-reboot', hsm)).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(StaleKekError);
       expect((e as Error).message).toMatch(/TPM2_RSA_Decrypt: TPM_RC_POLICY_FAIL/);
     });
@@ -334,7 +335,7 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
       const attestations: number[] = [];
       let n = 0;
       const { pipe } = await pipeline({ attestations, maaTokenReuse: { enabled: false }, afterAttest: () => guest.pcrExtend(3, TPM_ALG.SHA256, Buffer.alloc(32, ++n)) });
-      const e = await pipe.release(req('cvm-reboot')).catch((x: unknown) => x);
+      const e = await pipe.release(req('cvm-reboot', hsm)).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(StaleKekError);
       expect((e as Error).message).toMatch(/TPM_RC_POLICY_FAIL.*\(after attesting again; first attempt: .*TPM_RC_POLICY_FAIL/);
       expect(attestations).toHaveLength(2);
@@ -343,19 +344,19 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
     it('VM reboot (swtpm restarted): the cached token\'s key is gone; re-attested once, released', async () => {
       const attestations: number[] = [];
       const { pipe } = await pipeline({ attestations });
-      await pipe.release(req('cvm-reboot'));
+      await pipe.release(req('cvm-reboot', hsm));
       // The sidecar's TPM connection is not closed first: it sees swtpm go away and reconnects.
       await tpm.restart();
-      expect(Buffer.from(String((await pipe.release(req('cvm-reboot'))).jwk.k), 'base64url')).toEqual(bytes);
+      expect(Buffer.from(String((await pipe.release(req('cvm-reboot', hsm))).jwk.k), 'base64url')).toEqual(bytes);
       expect(attestations).toHaveLength(2);
     });
 
     it('VM reboot with re-attestation off: refused, naming the changed key', async () => {
       const { pipe } = await pipeline({ reattestOnStaleKek: false });
-      await pipe.release(req('cvm-reboot'));
+      await pipe.release(req('cvm-reboot', hsm));
       await guest.close();
       await tpm.restart();
-      const e = await pipe.release(req('cvm-reboot')).catch((x: unknown) => x);
+      const e = await pipe.release(req('cvm-reboot', hsm)).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(StaleKekError);
       expect((e as Error).message).toMatch(/the VM rebooted or PCR0-7 changed since attestation/);
     });
@@ -386,11 +387,11 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
   });
 
   it('a debuggable VM (compliance status azure-noncompliant-cvm) is refused by the CVM policy', async () => {
-    await importKey('cvm-debug', 'oct-HSM', randomBytes(32));
+    await importKey('cvm-debug', 'oct-HSM', randomBytes(32), { vault: hsm });
     await guest.close();
     await tpm.use((c) => provisionSimulatedCvm(c, { platformOptions: { policy: 0x3001fn | (1n << 19n) }, ca: cvm.ca }));
     const { pipe } = await pipeline();
-    const e = await pipe.release(req('cvm-debug')).catch((x: unknown) => x);
+    const e = await pipe.release(req('cvm-debug', hsm)).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(ReleaseRefusedError);
     expect((e as Error).message).toMatch(/x-ms-isolation-tee\.x-ms-compliance-status/);
     expect((e as Error).message).toMatch(/azure-noncompliant-cvm/);

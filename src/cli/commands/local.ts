@@ -65,15 +65,20 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
     options: { port: { type: 'string' }, 'state-dir': { type: 'string' }, 'state-file': { type: 'string' }, 'log-level': { type: 'string' } },
   });
   if (positionals.length) throw new CliError(`unexpected argument "${positionals[0]}"\nusage: ${usage}`);
+  // Every argument is checked before anything is printed or started.
+  let port: number;
+  let logLevel: ReturnType<typeof parseLogLevel>;
+  try {
+    port = parsePort(values.port ?? '8080');
+    logLevel = parseLogLevel(values['log-level'] ?? 'warning');
+  } catch (e) {
+    throw new CliError(`${(e as Error).message}\nusage: ${usage}`);
+  }
   const stateDir = path.resolve(values['state-dir'] ?? DEFAULT_STATE_DIR);
   const stateFile = path.resolve(values['state-file'] ?? path.join(stateDir, STATE_FILE_NAME));
   const { startLocalStack } = await loadLocalStack();
   io.err(`skr local: starting (state in ${stateDir}) ...`);
-  const stack = await startLocalStack({
-    stateDir,
-    port: parsePort(values.port ?? '8080'),
-    logLevel: parseLogLevel(values['log-level'] ?? 'warning'),
-  });
+  const stack = await startLocalStack({ stateDir, port, logLevel });
   fs.mkdirSync(path.dirname(stateFile), { recursive: true });
   const tmp = `${stateFile}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(stack.state, null, 2) + '\n', { mode: 0o600 });
