@@ -8,6 +8,7 @@
  * in a TPM is another implementation of the same interface (docs/architecture.md).
  */
 import type { JsonWebKey } from 'node:crypto';
+import { SkrError } from '../common/errors';
 import type { KeyHsm } from './key-hsm';
 
 export interface UnwrapContext {
@@ -32,4 +33,17 @@ export interface KeyEncryptionKey {
 /** Hands out a KEK no other release has had (a pool, or a fresh key). */
 export interface KeyEncryptionKeySource {
   take(): Promise<KeyEncryptionKey>;
+}
+
+/**
+ * The KEK source of a platform whose key release is not implemented yet (the Azure confidential VM until
+ * its TPM-resident KEK, issue 14): every release is refused with ERR_NOT_SUPPORTED_ON_PLATFORM (501)
+ * before any evidence is gathered or any upstream is called.
+ */
+export class NoKekOnPlatform implements KeyEncryptionKeySource {
+  constructor(private readonly platform: string) {}
+
+  take(): Promise<KeyEncryptionKey> {
+    return Promise.reject(new SkrError('ERR_NOT_SUPPORTED_ON_PLATFORM', `key release is not supported on the ${this.platform} platform yet: its key-encryption key lives in the vTPM (issue 14); attestation (/attest/*) works`));
+  }
 }
