@@ -91,6 +91,21 @@ describe('skr local --platform azure-cvm (swtpm + simulated paravisor + MAA Azur
     expect(() => verifyHclReport(hcl, chain, new TrustStore({ extraRootsPem: [stack.platform.arkPem] }))).not.toThrow();
   }, 30_000);
 
+  it('/attest/maa refuses a token whose signature does not verify (no token is returned)', async () => {
+    stack.maa.faults.inject({ route: 'attest', kind: 'tampered-jws', times: 1 });
+    const r = await postJson(`${stack.sidecar.url}/attest/maa`, { maa_endpoint: stack.state.maaEndpoint, runtime_data: runtime.toString('base64') });
+    expect(r.status).toBe(403);
+    expect(String(r.json.error)).toMatch(/^MAA token signature does not verify with key /);
+    expect(r.json.token).toBeUndefined();
+  }, 60_000);
+
+  it('/attest/maa retries MAA on a 503 and still returns a verified token', async () => {
+    stack.maa.faults.inject({ route: 'attest', kind: 'status', status: 503, times: 1 });
+    const r = await postJson(`${stack.sidecar.url}/attest/maa`, { maa_endpoint: stack.state.maaEndpoint, runtime_data: runtime.toString('base64') });
+    expect(r.status).toBe(200);
+    expect(stack.maa.issuedTokens).toContain(r.json.token);
+  }, 60_000);
+
   it('/key/release is refused with 501 naming the platform (its vTPM KEK is issue 14)', async () => {
     const r = await postJson(`${stack.sidecar.url}/key/release`, { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: stack.state.vaultEndpoint, kid: 'some-key' });
     expect(r.status).toBe(501);
