@@ -28,6 +28,7 @@ import type { WrappingKeyPool } from '../akv/wrapping-key-pool';
 import type { Attester } from '../maa/attester';
 import { LocalThimSource } from '../certs/sources/local-thim';
 import type { TpmClient } from '../tpm';
+import type { VtpmEvidence } from '../cvm/vtpm-evidence';
 import { detectPlatform, type PlatformDetectOptions } from './platform';
 import { KeyVaultRelease } from '../akv/vault-release';
 import { SevSnpAttester } from '../maa/attester';
@@ -92,7 +93,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   let platform: SimulatedPlatform | undefined;
   let contextDir = opts.securityContextDir;
   let cvmTpm: TpmClient | undefined;
-  let cvmEvidence: import('../cvm/vtpm-evidence').VtpmEvidence | undefined;
+  let cvmEvidence: VtpmEvidence | undefined;
   if (config.simulate) {
     // The simulator and its test-only keys are loaded only here: `skr serve` without --simulate never loads them.
     const { SimulatedPlatform, simulatedUvmEndorsementBase64 } = await import('../snp/simulator');

@@ -50,6 +50,8 @@ describeVectors('skr report decode/verify on the real Azure CVM HCL report', () 
     expect(JSON.parse(hex.out)).toEqual(j);
     const answer = await run('report', 'decode', write('raw.json', JSON.stringify({ hcl_report: vector('real-azure-cvm/hcl_report.bin').toString('hex') })), '--json');
     expect(JSON.parse(answer.out)).toEqual(j);
+    const combined = await run('report', 'decode', write('combined.json', JSON.stringify({ evidence: 'AA==', hcl_evidence: vector('real-azure-cvm/hcl_report.bin').toString('base64') })), '--json');
+    expect(JSON.parse(combined.out)).toEqual(j);
   });
 
   it('verifies: claims binding, then the embedded report against its VCEK chain', async () => {

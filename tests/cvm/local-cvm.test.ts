@@ -17,6 +17,7 @@ import { TPM_KEY_KID } from '../../src/cvm/guest-attestation';
 import { RUNTIME_DATA_PAYLOAD_KEY } from '../../src/cvm/guest-attester';
 import { swtpmAvailable, SWTPM_INSTALL } from '../helpers/swtpm';
 import { postJson } from '../helpers/sidecar';
+import { runCli } from '../helpers/cli';
 
 function claimsOf(jwt: string): Record<string, unknown> {
   return JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8')) as Record<string, unknown>;
@@ -77,6 +78,14 @@ describe('skr local --platform azure-cvm (swtpm + simulated paravisor + MAA Azur
     // Claims binding, VMPL 0, then the embedded report against the (test) AMD chain.
     const v = verifyHclReport(hcl, chain, new TrustStore({ extraRootsPem: [stack.platform.arkPem] }));
     expect(v.verified.product).toBe('Milan');
+    // The answer as saved by a client verifies with the CLI too.
+    const answer = path.join(dir, 'raw-answer.json');
+    fs.writeFileSync(answer, JSON.stringify(r.json));
+    const certs = path.join(dir, 'chain.pem');
+    fs.writeFileSync(certs, stack.platform.vcekPem + stack.platform.askPem + stack.platform.arkPem);
+    const cli = await runCli('report', 'verify', answer, '--certs', certs, '--trust-simulator');
+    expect(cli.err).toBe('');
+    expect(cli.out).toMatch(/^OK: HCL runtime claims \(\d+ bytes\) bound by REPORT_DATA, VMPL 0; report signed by VCEK/);
   }, 30_000);
 
   it('/attest/combined returns the HCL evidence with the VCEK chain from IMDS THIM', async () => {

@@ -12,8 +12,8 @@ export const usage =
 const MAX_HEX_BYTES = 16 * 1024;
 
 /**
- * An HCL report arrives as the raw NV content or as hex (the `hcl_report` field of /attest/raw on a
- * CVM, or a JSON answer holding it). Undefined when the input is not one (a bare report, say).
+ * An HCL report arrives as the raw NV content, as hex, or in a sidecar answer on a CVM (`hcl_report`, hex,
+ * of /attest/raw; `hcl_evidence`, base64, of /attest/combined). Undefined when the input is not one.
  */
 export function hclBytesFromFile(data: Buffer): Buffer | undefined {
   if (isHclReport(data)) return data;
@@ -21,8 +21,13 @@ export function hclBytesFromFile(data: Buffer): Buffer | undefined {
   let hex: string | undefined;
   if (text.startsWith('{')) {
     try {
-      const o = JSON.parse(text) as { hcl_report?: unknown };
+      const o = JSON.parse(text) as { hcl_report?: unknown; hcl_evidence?: unknown };
       if (typeof o.hcl_report === 'string') hex = o.hcl_report;
+      else if (typeof o.hcl_evidence === 'string' && o.hcl_evidence.length <= MAX_HEX_BYTES * 2) {
+        // /attest/combined carries it as base64.
+        const b = Buffer.from(o.hcl_evidence, 'base64');
+        return isHclReport(b) ? b : undefined;
+      }
     } catch {
       return undefined;
     }
