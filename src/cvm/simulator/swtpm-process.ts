@@ -67,9 +67,16 @@ export async function startSwtpmProcess(opts: { binary?: string } = {}): Promise
     spawnError = e;
   });
   let stopped = false;
+  // Should the process end without stop() (an uncaught error, process.exit), swtpm does not outlive it.
+  const onExit = (): void => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(child.pid, 'SIGKILL');
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  };
+  process.once('exit', onExit);
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
+    process.off('exit', onExit);
     if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
       process.kill(child.pid, 'SIGTERM');
       const grace = setTimeout(() => {
