@@ -10,5 +10,9 @@ module.exports = {
   },
   transformIgnorePatterns: ['/node_modules/(?!jose/)'],
   testTimeout: 30000,
+  // A private TMPDIR for the run (the teardown fails the run if a test left anything in it); dist/
+  // rebuilt first when the shipping tests run.
+  globalSetup: '<rootDir>/tests/helpers/global-setup.js',
+  globalTeardown: '<rootDir>/tests/helpers/global-teardown.js',
   maxWorkers: 2,
 };

@@ -117,21 +117,21 @@ async function waitStatus(url: string, timeoutMs = 30_000): Promise<void> {
   }
 }
 
-/** A managed-identity token straight from the IMDS emulator (no SDK, no process-wide cache). */
+/** A managed-identity token for Managed HSM straight from the IMDS emulator (no SDK, no process-wide cache). */
 async function imdsToken(imdsUrl: string): Promise<string> {
-  const u = `${imdsUrl}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${encodeURIComponent('https://vault.azure.net')}`;
+  const u = `${imdsUrl}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${encodeURIComponent('https://managedhsm.azure.net')}`;
   const r = await fetch(u, { headers: { Metadata: 'true' } });
   if (r.status !== 200) throw new Error(`IMDS answered ${r.status}`);
   return ((await r.json()) as { access_token: string }).access_token;
 }
 
-/** Import an oct-HSM key whose release policy trusts this stack's MAA and platform. */
+/** Import an oct-HSM key (Managed HSM: symmetric keys live there) whose release policy trusts this stack's MAA and platform. */
 async function importBenchKey(state: LocalState, name: string): Promise<void> {
   const ca = fs.readFileSync(state.caCertPath, 'utf8');
   const f = createHttpsFetch({ extraCaPem: [ca], keepAlive: false });
   try {
     await importReleasableKey({
-      vaultEndpoint: state.vaultEndpoint,
+      vaultEndpoint: state.hsmEndpoint,
       name,
       jwk: sdkJwkFor('oct-HSM', randomBytes(32)),
       policy: buildReleasePolicy({
@@ -175,7 +175,7 @@ async function floorSteps(stack: LocalStack, keyName: string): Promise<{ maa: St
     f.destroy();
   }
   const vault: Step = {
-    url: `https://${stack.state.vaultEndpoint}/keys/${keyName}/release?api-version=7.4`,
+    url: `https://${stack.state.hsmEndpoint}/keys/${keyName}/release?api-version=7.4`,
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${await imdsToken(stack.state.imdsUrl)}` },
     body: JSON.stringify({ target: maaToken, enc: 'CKM_RSA_AES_KEY_WRAP' }),
@@ -188,7 +188,7 @@ function releaseStep(state: LocalState, kid: string): Step {
     url: `${state.sidecarUrl}/key/release`,
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ maa_endpoint: state.maaEndpoint, akv_endpoint: state.vaultEndpoint, kid }),
+    body: JSON.stringify({ maa_endpoint: state.maaEndpoint, akv_endpoint: state.hsmEndpoint, kid }),
   };
 }
 
@@ -229,7 +229,7 @@ async function coldRun(dir: string, i: number): Promise<{ startupMs: number; rel
     const r = await fetch(`${state.sidecarUrl}/key/release`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ maa_endpoint: state.maaEndpoint, akv_endpoint: state.vaultEndpoint, kid }),
+      body: JSON.stringify({ maa_endpoint: state.maaEndpoint, akv_endpoint: state.hsmEndpoint, kid }),
     });
     await r.text();
     const releaseMs = performance.now() - s;

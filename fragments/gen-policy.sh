@@ -8,7 +8,7 @@
 #      x-ms-sevsnpvm-hostdata claim equals the digest (kid/endpoints from PARAMETERS unless given).
 # Deploy with: az deployment group create -g RG --template-file arm/aci-arm-template.json \
 #                --parameters @OUT/aci-arm-template.parameters.json
-USAGE="gen-policy.sh [--template arm/aci-arm-template.json] [--parameters arm/aci-arm-template.parameters.json] [--fragments-json FILE] [--debug-mode] [--importkey-config fragments/importkeyconfig.json] [--kid NAME] [--kty RSA-HSM|oct-HSM] [--maa-endpoint HOST] [--akv-endpoint HOST] [--out fragments/out]"
+USAGE="gen-policy.sh [--template arm/aci-arm-template.json] [--parameters arm/aci-arm-template.parameters.json] [--fragments-json FILE] [--debug-mode] [--importkey-config fragments/importkeyconfig.json] [--kid NAME] [--kty RSA-HSM|EC-HSM|oct-HSM] [--maa-endpoint HOST] [--akv-endpoint HOST] [--out fragments/out]"
 . "$(dirname "$0")/lib.sh"
 
 template="$REPO_DIR/arm/aci-arm-template.json"
@@ -31,6 +31,10 @@ while [ $# -gt 0 ]; do
     *) usage_error "unknown argument \"$1\"" ;;
   esac
 done
+case "$kty" in
+  ''|RSA-HSM|EC-HSM|oct-HSM) ;;
+  *) usage_error "--kty \"$kty\" is not RSA-HSM, EC-HSM or oct-HSM" ;;
+esac
 need_file --template "$template" "the ARM template of the container group"
 need_file --parameters "$parameters" "its parameter file, filled in"
 need_file --importkey-config "$importkey" "the importkeyconfig.json to complete"
@@ -95,6 +99,10 @@ json_edit "$importkey" "$out/importkeyconfig.json" '
   if (kty) j.key.kty = kty;
   const m = from(maa, "maaEndpoint"); if (m) j.key.authority.endpoint = host(m);
   const a = from(akv, "vaultEndpoint"); if (a) j.key.akv.endpoint = host(a);
+  // As Key Vault enforces it: symmetric keys live in Managed HSM only.
+  if (j.key.kty === "oct-HSM" && /\.vault\./i.test(String(j.key.akv.endpoint || ""))) {
+    throw new Error("oct-HSM keys live in Managed HSM only (<name>.managedhsm.azure.net); a Key Vault takes RSA-HSM or EC-HSM");
+  }
   const claim = { claim: "x-ms-sevsnpvm-hostdata", equals: hostdata };
   if (!Array.isArray(j.claims) || j.claims.length === 0) j.claims = [[]];
   for (const group of j.claims) {

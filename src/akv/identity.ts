@@ -30,7 +30,9 @@ import type { HttpClient } from '@azure/core-rest-pipeline';
 import { toEndpoint, type Endpoint } from '../common/endpoint';
 import { ConfigError, InvalidInputError, UpstreamError } from '../common/errors';
 import type { FetchLike } from '../common/http';
+import { clip } from '../common/clip';
 import { createHttpsFetch } from '../common/https-fetch';
+import { registerSecret } from '../common/redact';
 import { createSdkHttpClient } from './sdk-http-client';
 import { NO_TELEMETRY, type Telemetry } from '../common/telemetry';
 
@@ -93,7 +95,7 @@ function imdsHttpClient(): HttpClient {
     // No keep-alive: tokens are fetched about once an hour, and idle sockets would pin the process.
     const inner = createHttpsFetch({ keepAlive: false });
     const routed: FetchLike = (input, init) => inner(rerouteImdsUrl(String(input), imdsRoute.getStore()), init);
-    sharedImdsClient = createSdkHttpClient(routed);
+    sharedImdsClient = createSdkHttpClient(routed, { upstream: 'identity' });
   }
   return sharedImdsClient;
 }
@@ -180,7 +182,7 @@ export class TokenProvider {
       // As @azure/identity does for AKS: trust the configured authority instead of asking
       // login.microsoftonline.com for instance metadata first.
       disableInstanceDiscovery: true,
-      httpClient: createSdkHttpClient(createHttpsFetch({ keepAlive: false, extraCaPem })),
+      httpClient: createSdkHttpClient(createHttpsFetch({ keepAlive: false, extraCaPem }), { upstream: 'identity' }),
     });
   }
 
@@ -219,9 +221,10 @@ export class TokenProvider {
         this.credential.getToken(scope, signal ? { abortSignal: signal } : {}),
       );
       if (!token?.token) throw new Error('no token in the response');
+      registerSecret(token.token);
       return token;
     } catch (err) {
-      throw new UpstreamError(this.mode, `could not get a ${this.mode} token for ${resource}: ${(err as Error).message}`, {
+      throw new UpstreamError(this.mode, `could not get a ${this.mode} token for ${resource}: ${clip(String((err as Error)?.message))}`, {
         code: 'ERR_IDENTITY_TOKEN',
         cause: err,
       });

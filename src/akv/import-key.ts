@@ -8,7 +8,7 @@
 import { createPrivateKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 import type { TokenCredential } from '@azure/core-auth';
 import { KeyClient, type JsonWebKey as SdkJsonWebKey } from '@azure/keyvault-keys';
-import { InvalidInputError, SkrError, UpstreamError } from '../common/errors';
+import { ConfigError, InvalidInputError, SkrError, UpstreamError } from '../common/errors';
 import type { FetchLike } from '../common/http';
 import { buildReleasePolicy, type ReleasePolicy } from './policy';
 import { vaultBaseUrl } from './release';
@@ -36,15 +36,44 @@ function bad(path: string, msg: string): never {
   throw new InvalidInputError('ERR_IMPORT_CONFIG', `importkey config ${path}: ${msg}`);
 }
 
-function str(o: Record<string, unknown>, key: string, path: string, required = true): string | undefined {
+/** `<key-name>`, `<filled in by gen-policy.sh>`: the template's placeholders, never real values. */
+const PLACEHOLDER = /<[^<>]*>/;
+
+function str(o: Record<string, unknown>, key: string, path: string, required = true, secret = false): string | undefined {
   const v = o[key];
   if (v === undefined || v === null || v === '') {
     if (required) bad(`${path}.${key}`, 'is required');
     return undefined;
   }
   if (typeof v !== 'string') bad(`${path}.${key}`, 'must be a string');
+  if (PLACEHOLDER.test(v)) bad(`${path}.${key}`, secret ? 'is still a placeholder: fill it in' : `"${cut(v)}" is still a placeholder: fill it in`);
   return v;
 }
+
+/** Echo at most 80 characters of a config value in an error. */
+function cut(v: string): string {
+  return v.length > 80 ? `${v.slice(0, 80)}…` : v;
+}
+
+const DNS_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/i;
+
+/** An endpoint as the reference writes it: `host[:port]` (an `https://` prefix and a trailing `/` are tolerated). */
+function endpoint(o: Record<string, unknown>, key: string, path: string): string {
+  const v = str(o, key, path)!;
+  const bare = v.replace(/^https:\/\//i, '').replace(/\/+$/, '');
+  const m = /^([^:/?#@\s]+)(?::(\d{1,5}))?$/.exec(bare);
+  const host = m?.[1].replace(/\.$/, '') ?? '';
+  const port = m?.[2] === undefined ? 443 : Number(m[2]);
+  const dns = host.length <= 253 && host.split('.').every((l) => DNS_LABEL.test(l));
+  if (!m || !(dns || /^\d{1,3}(\.\d{1,3}){3}$/.test(host)) || port < 1 || port > 65535) {
+    bad(`${path}.${key}`, `"${cut(v)}" is not an endpoint (host[:port])`);
+  }
+  return v;
+}
+
+const KEY_OPS = ['encrypt', 'decrypt', 'sign', 'verify', 'wrapKey', 'unwrapKey', 'import', 'export'];
+const HEX = /^([0-9a-fA-F]{2})+$/;
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function obj(v: unknown, path: string): Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(path, 'must be an object');
@@ -63,44 +92,66 @@ export function parseImportKeyConfig(input: string | unknown): ImportKeyConfig {
   const root = obj(raw, '(root)');
   const key = obj(root.key, 'key');
   const kid = str(key, 'kid', 'key')!;
-  if (!/^[0-9a-zA-Z-]{1,127}$/.test(kid)) bad('key.kid', `"${kid}" is not a key name (letters, digits, dashes)`);
+  if (!/^[0-9a-zA-Z-]{1,127}$/.test(kid)) bad('key.kid', `"${cut(kid)}" is not a key name (1-127 letters, digits, dashes)`);
   const kty = (str(key, 'kty', 'key', false) ?? 'oct-HSM') as ImportKty;
-  if (!['oct-HSM', 'RSA-HSM', 'EC-HSM'].includes(kty)) bad('key.kty', `"${kty}" is not oct-HSM, RSA-HSM or EC-HSM`);
+  if (!['oct-HSM', 'RSA-HSM', 'EC-HSM'].includes(kty)) bad('key.kty', `"${cut(kty)}" is not oct-HSM, RSA-HSM or EC-HSM`);
   const authority = obj(key.authority, 'key.authority');
   const akv = obj(key.akv, 'key.akv');
   const claimsRaw = root.claims;
   if (!Array.isArray(claimsRaw) || claimsRaw.length === 0) bad('claims', 'must be a non-empty array of claim groups');
   const claims = claimsRaw.map((group, i) => {
-    if (!Array.isArray(group) || group.length === 0) bad(`claims[${i}]`, 'must be a non-empty array');
+    if (!Array.isArray(group) || group.length === 0) {
+      bad(`claims[${i}]`, 'must be a non-empty array of {claim, equals}: claims is a list of groups, [[{...}, {...}]] (wrap a flat list in [])');
+    }
     return group.map((c, j) => {
       const co = obj(c, `claims[${i}][${j}]`);
       const claim = str(co, 'claim', `claims[${i}][${j}]`)!;
       const eq = co.equals;
       if (typeof eq !== 'string' && typeof eq !== 'boolean' && typeof eq !== 'number') bad(`claims[${i}][${j}].equals`, 'must be a string');
-      return { claim, equals: String(eq) };
+      const equals = String(eq);
+      if (PLACEHOLDER.test(equals)) bad(`claims[${i}][${j}].equals`, `"${cut(equals)}" is still a placeholder: fill it in`);
+      if (/(^|\.)x-ms-sevsnpvm-hostdata$/.test(claim) && !/^[0-9a-fA-F]{64}$/.test(equals)) {
+        bad(`claims[${i}][${j}].equals`, `${claim} is the sha256 of the security policy: 64 hex digits, got "${cut(equals)}"`);
+      }
+      return { claim, equals };
     });
   });
   const keyOps = key.key_ops;
-  if (keyOps !== undefined && (!Array.isArray(keyOps) || keyOps.some((x) => typeof x !== 'string'))) bad('key.key_ops', 'must be an array of strings');
+  if (keyOps !== undefined && (!Array.isArray(keyOps) || keyOps.some((x) => typeof x !== 'string' || !KEY_OPS.includes(x)))) {
+    bad('key.key_ops', `must be an array of ${KEY_OPS.join(', ')}`);
+  }
+  const apiVersion = str(akv, 'api_version', 'key.akv', false);
+  if (apiVersion !== undefined && !/^(api-version=)?[0-9A-Za-z.-]{1,32}$/.test(apiVersion)) bad('key.akv.api_version', `"${cut(apiVersion)}" is not an api-version`);
+  // Never echoed: a malformed token may still be a real one.
+  const bearer = str(akv, 'bearer_token', 'key.akv', false, true);
+  if (bearer !== undefined && !/^[\x21-\x7e]{16,16384}$/.test(bearer)) bad('key.akv.bearer_token', 'is not an access token (printable, no spaces)');
   const cfg: ImportKeyConfig = {
     key: {
       kid,
       kty,
       ...(keyOps ? { key_ops: keyOps as string[] } : {}),
-      authority: { endpoint: str(authority, 'endpoint', 'key.authority')! },
+      authority: { endpoint: endpoint(authority, 'endpoint', 'key.authority') },
       akv: {
-        endpoint: str(akv, 'endpoint', 'key.akv')!,
-        ...(str(akv, 'api_version', 'key.akv', false) ? { api_version: str(akv, 'api_version', 'key.akv', false) } : {}),
-        ...(str(akv, 'bearer_token', 'key.akv', false) ? { bearer_token: str(akv, 'bearer_token', 'key.akv', false) } : {}),
+        endpoint: endpoint(akv, 'endpoint', 'key.akv'),
+        ...(apiVersion ? { api_version: apiVersion } : {}),
+        ...(bearer ? { bearer_token: bearer } : {}),
       },
     },
     claims,
   };
   if (root.key_derivation !== undefined && root.key_derivation !== null) {
     const kd = obj(root.key_derivation, 'key_derivation');
-    cfg.key_derivation = { salt: str(kd, 'salt', 'key_derivation', false), label: str(kd, 'label', 'key_derivation', false) };
+    const salt = str(kd, 'salt', 'key_derivation', false);
+    if (salt !== undefined && !HEX.test(salt)) bad('key_derivation.salt', `"${cut(salt)}" is not hex (an even number of hex digits)`);
+    const label = str(kd, 'label', 'key_derivation', false);
+    if (label !== undefined && label.length > 1024) bad('key_derivation.label', 'is longer than 1024 characters');
+    cfg.key_derivation = { salt, label };
   }
-  if (root.identity !== undefined && root.identity !== null) cfg.identity = { client_id: str(obj(root.identity, 'identity'), 'client_id', 'identity', false) };
+  if (root.identity !== undefined && root.identity !== null) {
+    const clientId = str(obj(root.identity, 'identity'), 'client_id', 'identity', false);
+    if (clientId !== undefined && !GUID.test(clientId)) bad('identity.client_id', `"${cut(clientId)}" is not a client id (a GUID)`);
+    cfg.identity = { client_id: clientId };
+  }
   return cfg;
 }
 
@@ -139,14 +190,21 @@ export function sdkJwkFor(kty: ImportKty, material: Buffer | KeyObject, keyOps?:
     return { kty: 'oct-HSM', k: new Uint8Array(material), ...ops };
   }
   const key = Buffer.isBuffer(material) ? createPrivateKey({ key: material, format: 'der', type: 'pkcs8' }) : material;
+  const want = kty === 'RSA-HSM' ? 'rsa' : 'ec';
+  if (key.asymmetricKeyType !== want) throw new InvalidInputError('ERR_IMPORT_KEY', `an ${kty} key must be ${want.toUpperCase()}, got ${key.asymmetricKeyType}`);
+  if (want === 'ec' && !['prime256v1', 'secp384r1', 'secp521r1', 'secp256k1'].includes(key.asymmetricKeyDetails?.namedCurve ?? '')) {
+    throw new InvalidInputError('ERR_IMPORT_KEY', `an EC-HSM key is on P-256, P-384, P-521 or P-256K, got ${key.asymmetricKeyDetails?.namedCurve ?? 'an unknown curve'}`);
+  }
   const j = key.export({ format: 'jwk' });
   const b = (s?: string) => (s ? new Uint8Array(Buffer.from(s, 'base64url')) : undefined);
   if (kty === 'RSA-HSM') {
-    if (key.asymmetricKeyType !== 'rsa') throw new InvalidInputError('ERR_IMPORT_KEY', `an RSA-HSM key must be RSA, got ${key.asymmetricKeyType}`);
+    const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+    if (![2048, 3072, 4096].includes(bits)) throw new InvalidInputError('ERR_IMPORT_KEY', `an RSA-HSM key is 2048, 3072 or 4096 bits, got ${bits}`);
     return { kty: 'RSA-HSM', n: b(j.n), e: b(j.e), d: b(j.d), p: b(j.p), q: b(j.q), dp: b(j.dp), dq: b(j.dq), qi: b(j.qi), ...ops };
   }
-  if (key.asymmetricKeyType !== 'ec') throw new InvalidInputError('ERR_IMPORT_KEY', `an EC-HSM key must be EC, got ${key.asymmetricKeyType}`);
-  return { kty: 'EC-HSM', crv: j.crv as SdkJsonWebKey['crv'], x: b(j.x), y: b(j.y), d: b(j.d), ...ops };
+  // Key Vault names secp256k1 `P-256K`.
+  const crv = (j.crv === 'secp256k1' ? 'P-256K' : j.crv) as SdkJsonWebKey['crv'];
+  return { kty: 'EC-HSM', crv, x: b(j.x), y: b(j.y), d: b(j.d), ...ops };
 }
 
 export interface ImportOptions {
@@ -168,7 +226,7 @@ export interface ImportedKey {
 export async function importReleasableKey(o: ImportOptions): Promise<ImportedKey> {
   const url = vaultBaseUrl(o.vaultEndpoint);
   const client = new KeyClient(url.origin, o.credential, {
-    httpClient: createSdkHttpClient(o.fetch),
+    httpClient: createSdkHttpClient(o.fetch, { upstream: 'vault' }),
     disableChallengeResourceVerification: o.relaxedChallenge ?? false,
   });
   try {
@@ -179,8 +237,44 @@ export async function importReleasableKey(o: ImportOptions): Promise<ImportedKey
     });
     return { keyId: k.id ?? `${url.origin}/keys/${o.name}`, version: k.properties.version ?? '' };
   } catch (e) {
-    const err = e as { statusCode?: number; message?: string; code?: string };
-    if (err.statusCode === undefined) throw new UpstreamError('vault', `vault ${url.host} could not be reached: ${err.code ?? err.message}`, { cause: e });
-    throw new SkrError('ERR_IMPORT_REFUSED', `vault ${url.host} refused the import (${err.statusCode}): ${err.message ?? ''}`);
+    throw importFailure(e, url.host);
   }
+}
+
+/** Certificate errors: the vault answered, but with a certificate this process does not trust. */
+const TLS_TRUST_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+function causes(e: unknown): unknown[] {
+  const out: unknown[] = [];
+  for (let c = e; c !== undefined && c !== null && out.length < 8; c = (c as { cause?: unknown }).cause) out.push(c);
+  return out;
+}
+
+/**
+ * Why an import failed, by step: the identity (no token), TLS (untrusted certificate), the
+ * network (no answer), or the vault itself (an HTTP refusal).
+ */
+export function importFailure(e: unknown, host: string): SkrError {
+  const chain = causes(e);
+  const identity = chain.find((c) => c instanceof SkrError && (c.code === 'ERR_IDENTITY_TOKEN' || c.code === 'ERR_TOKEN_SCOPE' || c instanceof ConfigError));
+  if (identity) {
+    return new SkrError('ERR_IMPORT_IDENTITY', `could not get an access token for vault ${host} from the identity: ${(identity as Error).message}`, { cause: e });
+  }
+  const tls = chain.map((c) => (c as { code?: unknown }).code).find((c): c is string => typeof c === 'string' && TLS_TRUST_CODES.has(c));
+  if (tls) {
+    return new UpstreamError('vault', `TLS to vault ${host} failed (${tls}): its certificate is not trusted here`, { code: 'ERR_VAULT_TLS', cause: e });
+  }
+  const err = e as { statusCode?: number; message?: string; code?: string };
+  if (err.statusCode === undefined) return new UpstreamError('vault', `vault ${host} could not be reached: ${err.code ?? err.message}`, { cause: e });
+  return new SkrError('ERR_IMPORT_REFUSED', `vault ${host} refused the import (${err.statusCode}): ${err.message ?? ''}`);
 }

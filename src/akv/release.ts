@@ -21,6 +21,8 @@ import { InvalidInputError, UpstreamError, VerificationError } from '../common/e
 import { wipe } from '../common/bytes';
 import { NO_TELEMETRY, type Telemetry } from '../common/telemetry';
 import type { Attester } from '../maa/attester';
+import { quote } from '../common/clip';
+import { registerSecret } from '../common/redact';
 import { MaaTokenCache, type MaaTokenCacheOptions, type TokenLookup } from '../maa/token-cache';
 import { releasedKeyToJwk } from './jwk';
 import type { ReleaseJwsVerifier } from './jws';
@@ -32,6 +34,9 @@ import { isReleaseEnc, type ReleaseEnc } from './wrap';
 export { ReleaseRefusedError };
 
 export const DEFAULT_RELEASE_ENC: ReleaseEnc = 'CKM_RSA_AES_KEY_WRAP';
+
+/** How long released key material stays in the redaction registry (longer than any request deadline). */
+const SECRET_TTL_MS = 10 * 60_000;
 
 export interface KeyReleaseRequest {
   /** The MAA endpoint (parsed once by the caller; a string is parsed here). */
@@ -73,7 +78,7 @@ const KEY_VERSION = /^[0-9a-zA-Z]{1,64}$/;
 export function parseKid(kid: string): { name: string; version?: string } {
   const parts = kid.trim().split('/');
   if (parts.length > 2 || !KEY_NAME.test(parts[0]) || (parts.length === 2 && !KEY_VERSION.test(parts[1]))) {
-    throw new InvalidInputError('ERR_KID', `kid "${kid}" is not a key name or name/version (letters, digits and dashes)`);
+    throw new InvalidInputError('ERR_KID', `kid ${quote(kid)} is not a key name or name/version (letters, digits and dashes)`);
   }
   return parts.length === 2 ? { name: parts[0], version: parts[1] } : { name: parts[0] };
 }
@@ -142,6 +147,8 @@ export class KeyReleasePipeline {
     let jws: string;
     try {
       jws = await this.parts.vault.release({ vault, name, ...(version ? { version } : {}), maaToken, enc, ...(req.accessToken ? { accessToken: req.accessToken } : {}) }, signal);
+      // A 2xx without a value is a broken answer, whatever the VaultReleaseCall behind it.
+      if (typeof jws !== 'string' || jws === '') throw new UpstreamError('vault', `vault ${vault.host} answered a release without a value`, { code: 'ERR_RELEASE_RESPONSE' });
     } catch (e) {
       if (e instanceof ReleaseRefusedError && TOKEN_REFUSALS.has(e.vaultStatus)) this.maaTokens.invalidate(maa, maaToken);
       throw e;
@@ -151,7 +158,16 @@ export class KeyReleasePipeline {
 
   /** What remains after the vault answered, all local: verify the JWS, decode key_hsm, unwrap, build the JWK. */
   private async open(jws: string, vault: Endpoint, name: string, version: string | undefined, kek: KeyEncryptionKey, maaToken: string, signal?: AbortSignal): Promise<ReleasedKey> {
-    const payload = await this.parts.jws.verify(jws, vault.hostname);
+    let payload: Record<string, unknown>;
+    try {
+      payload = await this.parts.jws.verify(jws, vault.hostname);
+    } catch (e) {
+      // Not a JWS at all is a malformed answer (502); a JWS that does not verify stays a refusal (403).
+      if (e instanceof VerificationError && e.step === 'jws-format') {
+        throw new UpstreamError('vault', `vault ${vault.host} answered a malformed release: ${e.message}`, { code: 'ERR_UPSTREAM_MALFORMED', cause: e });
+      }
+      throw e;
+    }
     const released = (payload.response as { key?: { key?: Record<string, unknown> } } | undefined)?.key?.key;
     if (!released || typeof released.key_hsm !== 'string' || typeof released.kty !== 'string') {
       throw new UpstreamError('vault', 'release response carries no key with key_hsm', { code: 'ERR_RELEASE_RESPONSE' });
@@ -163,6 +179,8 @@ export class KeyReleasePipeline {
       const keyId = typeof released.kid === 'string' ? released.kid : `${vault.origin}/keys/${name}${version ? `/${version}` : ''}`;
       const keyOps = Array.isArray(released.key_ops) ? (released.key_ops.filter((x) => typeof x === 'string') as string[]) : undefined;
       const jwk = releasedKeyToJwk({ kty: released.kty, material, kid: keyId, ...(keyOps ? { key_ops: keyOps } : {}) });
+      // Redacted from anything logged while this release is still around (its deadline at most).
+      for (const f of ['k', 'd', 'p', 'q', 'dp', 'dq', 'qi'] as const) registerSecret((jwk as Record<string, unknown>)[f] as string | undefined, { ttlMs: SECRET_TTL_MS });
       return { jwk, keyId, vaultHost: vault.host };
     } finally {
       wipe(material, keyHsm.ciphertext);

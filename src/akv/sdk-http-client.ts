@@ -14,7 +14,10 @@ import type {
   RawHttpHeaders,
   RequestBodyType,
 } from '@azure/core-rest-pipeline';
+import { decodeUtf8, MalformedAnswerError, readBounded, MAX_UPSTREAM_BODY_BYTES } from '../common/bounded-body';
+import { UpstreamError } from '../common/errors';
 import type { FetchLike } from '../common/http';
+import { describeRequest } from '../common/http';
 
 /** Case-insensitive header bag with the shape the pipeline expects (names kept as first set). */
 class SimpleHeaders implements HttpHeaders {
@@ -98,8 +101,21 @@ function wantsStream(request: PipelineRequest, status: number): boolean {
   return codes !== undefined && (codes.has(status) || codes.has(Number.POSITIVE_INFINITY));
 }
 
-/** An HttpClient for `new KeyClient(url, credential, { httpClient })` and other Azure SDK clients. */
-export function createSdkHttpClient(fetch: FetchLike): HttpClient {
+export interface SdkHttpClientOptions {
+  /** Upstream name in errors (`vault`, `identity`). Default `azure`. */
+  upstream?: string;
+  /** Body cap; default MAX_UPSTREAM_BODY_BYTES. */
+  maxResponseBytes?: number;
+}
+
+/**
+ * An HttpClient for `new KeyClient(url, credential, { httpClient })` and other Azure SDK clients.
+ * Every body goes through the bounded reader: an oversized, cut or non-UTF-8 answer is an
+ * UpstreamError (ERR_UPSTREAM_MALFORMED) naming the upstream, which the SDK passes through.
+ */
+export function createSdkHttpClient(fetch: FetchLike, opts: SdkHttpClientOptions = {}): HttpClient {
+  const upstream = opts.upstream ?? 'azure';
+  const limit = opts.maxResponseBytes ?? MAX_UPSTREAM_BODY_BYTES;
   return {
     async sendRequest(request: PipelineRequest): Promise<PipelineResponse> {
       if (request.multipartBody || request.formData) {
@@ -115,19 +131,20 @@ export function createSdkHttpClient(fetch: FetchLike): HttpClient {
       } catch (err) {
         sig.done();
         if (sig.signal?.aborted) throw sig.signal.reason instanceof Error ? sig.signal.reason : abortError('aborted');
+        if (err instanceof MalformedAnswerError) {
+          throw new UpstreamError(upstream, `${describeRequest(request.url, request.method)}: malformed answer: ${err.message}`, { code: err.code, cause: err });
+        }
         throw err;
       }
       const out = new SimpleHeaders();
       res.headers.forEach((v, k) => out.set(k, v));
       const response: PipelineResponse = { request, status: res.status, headers: out };
       try {
-        if (wantsStream(request, res.status)) {
-          response.readableStreamBody = res.body
-            ? Readable.fromWeb(res.body as Parameters<typeof Readable.fromWeb>[0])
-            : Readable.from([]);
-        } else {
-          response.bodyAsText = await res.text();
-        }
+        const read = { upstream, what: describeRequest(request.url, request.method), limit };
+        const bytes = await readBounded(res, read);
+        // Streamed bodies are buffered too: the SDK asks for them only for downloads, never for keys.
+        if (wantsStream(request, res.status)) response.readableStreamBody = Readable.from([bytes]);
+        else response.bodyAsText = decodeUtf8(bytes, read);
       } catch (err) {
         if (sig.signal?.aborted) throw sig.signal.reason instanceof Error ? sig.signal.reason : abortError('aborted');
         throw err;

@@ -45,7 +45,7 @@ export class VaultClients {
   private readonly maxClients: number;
 
   constructor(private readonly tokens: TokenProvider, private readonly opts: VaultClientsOptions) {
-    this.httpClient = createSdkHttpClient(opts.fetch);
+    this.httpClient = createSdkHttpClient(opts.fetch, { upstream: 'vault' });
     this.maxClients = opts.maxClients ?? DEFAULT_MAX_CLIENTS;
   }
 

@@ -16,8 +16,10 @@
 import type { KeyClient, KeyExportEncryptionAlgorithm } from '@azure/keyvault-keys';
 import { decodeJwt } from 'jose';
 import type { Endpoint } from '../common/endpoint';
+import { decodeUtf8, MalformedAnswerError, MAX_UPSTREAM_BODY_BYTES, readBounded } from '../common/bounded-body';
+import { clip } from '../common/clip';
 import { SkrError, UpstreamError } from '../common/errors';
-import { parseRetryAfter, readBodyLimited, type FetchLike } from '../common/http';
+import { parseRetryAfter, type FetchLike } from '../common/http';
 import type { AccessToken } from '@azure/core-auth';
 import { resourceForVaultHost, MANAGED_HSM_RESOURCE, type TokenProvider, type VaultResource } from './identity';
 import { decodeReleasePolicy, evaluateReleasePolicy, failedConditions } from './policy';
@@ -64,7 +66,7 @@ export interface KeyVaultReleaseOptions {
 /** api-version of the release call, as the SDK's KeyClient (serviceVersion 7.4) sends it. */
 export const RELEASE_API_VERSION = '7.4';
 /** A release response is a JWS of a few KB (a wrapped RSA-4096 key included). */
-const MAX_RELEASE_RESPONSE_BYTES = 1 << 20;
+const MAX_RELEASE_RESPONSE_BYTES = MAX_UPSTREAM_BODY_BYTES;
 /** The SDK's retry policy for vault calls (vault-clients.ts): 2 retries, 200 ms base, 2 s cap. */
 const RETRIES = 2;
 const RETRY_BASE_MS = 200;
@@ -169,13 +171,19 @@ export class KeyVaultRelease implements VaultReleaseCall {
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' },
       body: JSON.stringify({ target: maaToken, enc: req.enc }),
     };
+    // The same bounded reader and malformed-answer mapping as every other upstream (bounded-body.ts).
+    const read = { upstream: 'vault', what: `vault ${vault.host} release response`, limit: MAX_RELEASE_RESPONSE_BYTES };
     let status: number;
     let text: string;
     try {
       const res = await this.send(url, init, signal);
       status = res.status;
-      text = (await readBodyLimited(res, MAX_RELEASE_RESPONSE_BYTES, 'vault', 'vault release response')).toString('utf8');
+      text = decodeUtf8(await readBounded(res, read), read);
     } catch (e) {
+      if (e instanceof MalformedAnswerError) {
+        // From the outbound client: a status line, header or framing no HTTP answer may have.
+        throw new UpstreamError('vault', `${read.what}: malformed answer: ${e.message}`, { code: 'ERR_UPSTREAM_MALFORMED', cause: e });
+      }
       if (e instanceof SkrError || signal?.aborted) throw e;
       const err = e as { name?: string; message?: string; code?: unknown; cause?: { code?: unknown } };
       const code = typeof err.cause?.code === 'string' ? err.cause.code : typeof err.code === 'string' ? err.code : err.name === 'TimeoutError' ? 'timeout' : undefined;
@@ -187,7 +195,8 @@ export class KeyVaultRelease implements VaultReleaseCall {
       try {
         value = (JSON.parse(text) as { value?: unknown } | null)?.value;
       } catch {
-        throw await this.explainFailure({ statusCode: status, code: 'PARSE_ERROR', message: 'the release response is not JSON' }, () => this.clientFor(req), name, version, maaToken, vault, signal);
+        // No cause: JSON.parse quotes the body in its message, and the body is the vault's text.
+        throw new UpstreamError('vault', `${read.what}: malformed answer: the body is not JSON`, { code: 'ERR_UPSTREAM_MALFORMED', upstreamStatus: status });
       }
       return typeof value === 'string' ? value : '';
     }
@@ -204,7 +213,8 @@ export class KeyVaultRelease implements VaultReleaseCall {
         res = await this.opts.fetch(url, { ...init, signal: attemptSignal });
         if (!RETRYABLE.has(res.status) || attempt >= RETRIES) return res;
       } catch (e) {
-        if (signal?.aborted || attempt >= RETRIES) throw e;
+        // A malformed answer is not retried: the vault said something, and it was broken.
+        if (signal?.aborted || attempt >= RETRIES || e instanceof MalformedAnswerError) throw e;
       }
       const after = res ? parseRetryAfter(res.headers.get('retry-after')) : undefined;
       await res?.body?.cancel().catch(() => undefined);
@@ -236,9 +246,10 @@ export class KeyVaultRelease implements VaultReleaseCall {
   ): Promise<Error> {
     const status = e.statusCode;
     const body = vaultErrorBody(e);
-    const vaultSays = [body.code, body.message].filter(Boolean).join(': ');
+    // Vault text is outside input: quoted capped (and redacted on the way out).
+    const vaultSays = clip([body.code, body.message].filter(Boolean).join(': '));
     if (status === undefined) {
-      return new UpstreamError('vault', `vault ${url.host} could not be reached: ${e.code ?? e.message ?? 'network error'}`, { cause: e });
+      return new UpstreamError('vault', `vault ${url.host} could not be reached: ${clip(String(e.code ?? e.message ?? 'network error'))}`, { cause: e });
     }
     if (status === 401) {
       return new ReleaseRefusedError(`identity: vault ${url.host} did not accept the access token (${vaultSays || '401'})`, status, body.code);
@@ -253,7 +264,7 @@ export class KeyVaultRelease implements VaultReleaseCall {
       const why =
         detail ??
         (failed?.length
-          ? `failed conditions: ${failed.map((f) => (typeof f === 'string' ? f : JSON.stringify(f))).join('; ')}`
+          ? `failed conditions: ${clip(failed.map((f) => (typeof f === 'string' ? f : JSON.stringify(f))).join('; '))}`
           : 'check that the token satisfies the key release policy (x-ms-sevsnpvm-hostdata = sha256 of the deployed ccePolicy, ' +
             'the authority = this MAA endpoint), and that the identity holds the "Key Vault Crypto Service Release User" role ' +
             '(or the release permission)');

@@ -5,6 +5,7 @@
  * origin. No other code turns an endpoint string into a host, so the host that is approved is the
  * host that is dialled.
  */
+import { checkEndpointLength, checkEndpointName } from './dns-name';
 import { InvalidInputError } from './errors';
 
 export type EndpointKind = 'maa' | 'akv';
@@ -71,13 +72,19 @@ function endpointError(kind: EndpointKind, raw: string, why: Why, scheme?: strin
 
 const HAS_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
 
+/** The request field an endpoint kind comes from, named in refusals of its name. */
+const FIELD: Record<EndpointKind, string> = { maa: 'maa_endpoint', akv: 'akv_endpoint' };
+
 /**
  * Parse an endpoint: a bare host, `host:port`, or an https URL without path, query, fragment or
- * credentials. Anything else is an InvalidInputError (400) naming the field.
+ * credentials, whose host is a DNS name or an IP literal (no `*`, empty or over-long labels, at most
+ * MAX_ENDPOINT_CHARS in all). Anything else is an InvalidInputError (400) naming the field; the
+ * allowlist never sees it.
  */
 export function parseEndpoint(kind: EndpointKind, raw: string): Endpoint {
   const e = typeof raw === 'string' ? raw.trim() : '';
   if (e === '') throw endpointError(kind, String(raw ?? ''), 'empty');
+  checkEndpointLength(FIELD[kind], e);
   const hasScheme = HAS_SCHEME.test(e);
   let url: URL;
   try {
@@ -93,6 +100,7 @@ export function parseEndpoint(kind: EndpointKind, raw: string): Endpoint {
   if (!hasScheme && !/^[^/\s]+$/.test(e)) throw endpointError(kind, raw, 'path');
   const hostname = url.hostname.toLowerCase().replace(/\.$/, '');
   if (hostname === '') throw endpointError(kind, raw, 'no-host');
+  checkEndpointName(FIELD[kind], e, hostname);
   const port = url.port ? Number(url.port) : 443;
   const host = port === 443 ? hostname : `${hostname}:${port}`;
   let cloud: AzureCloud = 'custom';

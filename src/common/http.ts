@@ -3,6 +3,8 @@
  * cache, MAA, IMDS, Key Vault) goes through here so that retry, timeout and error-shape rules are
  * the same everywhere, and so failures can be counted per upstream.
  */
+import { readBounded } from './bounded-body';
+import { clip } from './clip';
 import { UpstreamError } from './errors';
 
 /** Statuses worth another attempt: the server said "later", or a proxy/gateway hiccup. */
@@ -73,7 +75,8 @@ export function parseRetryAfter(value: string | null, nowMs: number = Date.now()
 function failureReason(err: unknown): string {
   // Duck-typed: errors from undici may come from another realm, where `instanceof Error` fails.
   if (typeof err !== 'object' || err === null) return 'error';
-  const e = err as { name?: unknown; code?: unknown; cause?: { code?: unknown; name?: unknown } };
+  const e = err as { name?: unknown; code?: unknown; message?: unknown; cause?: { code?: unknown; name?: unknown } };
+  if (e.code === 'ERR_UPSTREAM_MALFORMED') return `malformed answer (${clip(String(e.message), 120)})`;
   if (e.name === 'TimeoutError' || e.cause?.name === 'TimeoutError') return 'timeout';
   if (e.cause && typeof e.cause.code === 'string') return e.cause.code;
   if (typeof e.code === 'string') return e.code;
@@ -166,26 +169,7 @@ export async function fetchWithRetry(url: string | URL, init: RequestInit | unde
   });
 }
 
-/** Read a response body as bytes, refusing anything over `limit` (a hostile upstream cannot exhaust memory). */
-export async function readBodyLimited(res: Response, limit: number, upstream: string, what: string): Promise<Buffer> {
-  const declared = Number(res.headers.get('content-length'));
-  if (Number.isFinite(declared) && declared > limit) {
-    await discardBody(res);
-    throw new UpstreamError(upstream, `${what}: response of ${declared} bytes exceeds the ${limit}-byte limit`);
-  }
-  if (!res.body) return Buffer.alloc(0);
-  const chunks: Buffer[] = [];
-  let total = 0;
-  const reader = res.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      await reader.cancel().catch(() => undefined);
-      throw new UpstreamError(upstream, `${what}: response exceeds the ${limit}-byte limit`);
-    }
-    chunks.push(Buffer.from(value));
-  }
-  return Buffer.concat(chunks);
+/** Read a response body as bytes, refusing anything over `limit` (see bounded-body.ts). */
+export function readBodyLimited(res: Response, limit: number, upstream: string, what: string): Promise<Buffer> {
+  return readBounded(res, { limit, upstream, what });
 }

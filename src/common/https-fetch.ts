@@ -5,8 +5,9 @@
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { Readable } from 'node:stream';
 import * as tls from 'node:tls';
+import { MalformedAnswerError, MAX_UPSTREAM_BODY_BYTES } from './bounded-body';
+import { clip } from './clip';
 import type { FetchLike } from './http';
 
 export interface HttpsFetchOptions {
@@ -16,6 +17,8 @@ export interface HttpsFetchOptions {
   keepAlive?: boolean;
   /** Max sockets per host (default 64). */
   maxSockets?: number;
+  /** Largest response body accepted (default MAX_UPSTREAM_BODY_BYTES); beyond it the body stream fails. */
+  maxResponseBytes?: number;
 }
 
 export interface HttpsFetch extends FetchLike {
@@ -41,9 +44,83 @@ function bodyToBuffer(body: RequestInit['body']): Buffer | undefined {
   throw new TypeError('httpsFetch supports string, Buffer, ArrayBuffer and URLSearchParams bodies');
 }
 
+/** Statuses whose answers carry no body by definition (the fetch Response refuses one for them). */
+const NULL_BODY_STATUSES = new Set([204, 205, 304]);
+
+/**
+ * A node response as a fetch Response. Refuses (MalformedAnswerError) a status outside 200-599 or a
+ * declared length over the cap; the body stream fails with MalformedAnswerError past the cap. The
+ * status text is dropped: nobody reads it, and `Response` throws on control bytes in it.
+ */
+function toResponse(res: http.IncomingMessage, method: string, maxBytes: number): Response {
+  const status = res.statusCode ?? 0;
+  if (!Number.isInteger(status) || status < 200 || status > 599) {
+    throw new MalformedAnswerError(`invalid HTTP status ${String(status).slice(0, 10)}`);
+  }
+  const declared = res.headers['content-length'];
+  if (declared !== undefined && (!/^\d+$/.test(declared) || Number(declared) > maxBytes)) {
+    throw new MalformedAnswerError(/^\d+$/.test(declared) ? `declared body of ${declared.slice(0, 20)} bytes exceeds the ${maxBytes}-byte limit` : 'invalid Content-Length');
+  }
+  const h = new Headers();
+  for (const [k, v] of Object.entries(res.headers)) {
+    // Header values node accepted but fetch's Headers refuses are malformed answers too.
+    if (Array.isArray(v)) for (const x of v) h.append(k, x);
+    else if (v !== undefined) h.set(k, v);
+  }
+  if (NULL_BODY_STATUSES.has(status) || method === 'HEAD') {
+    res.resume();
+    return new Response(null, { status, headers: h });
+  }
+  return new Response(boundedBody(res, maxBytes), { status, headers: h });
+}
+
+/**
+ * The body as a web stream that fails (MalformedAnswerError) past `maxBytes` or when the answer is
+ * cut off, and destroys the socket then or when the reader cancels. Hand-rolled rather than
+ * Readable.toWeb: that one throws from a socket callback when data arrives after a cancel.
+ */
+function boundedBody(res: http.IncomingMessage, maxBytes: number): ReadableStream<Uint8Array> {
+  let total = 0;
+  let settled = false;
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        controller.error(err);
+        res.destroy();
+      };
+      res.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        total += chunk.length;
+        if (total > maxBytes) return fail(new MalformedAnswerError(`body exceeds the ${maxBytes}-byte limit`));
+        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        if ((controller.desiredSize ?? 1) <= 0) res.pause();
+      });
+      res.on('end', () => {
+        if (settled) return;
+        settled = true;
+        controller.close();
+      });
+      res.on('error', (e: NodeJS.ErrnoException) => fail(new MalformedAnswerError(`body cut off (${e.code ?? e.name})`, e)));
+      res.on('close', () => {
+        if (!res.complete) fail(new MalformedAnswerError('body cut off (connection closed)'));
+      });
+    },
+    pull() {
+      res.resume();
+    },
+    cancel() {
+      settled = true;
+      res.destroy();
+    },
+  }, { highWaterMark: 4 });
+}
+
 export function createHttpsFetch(opts: HttpsFetchOptions = {}): HttpsFetch {
   const keepAlive = opts.keepAlive ?? true;
   const maxSockets = opts.maxSockets ?? 64;
+  const maxResponseBytes = opts.maxResponseBytes ?? MAX_UPSTREAM_BODY_BYTES;
   const ca = opts.extraCaPem?.length ? [...tls.rootCertificates, ...opts.extraCaPem] : undefined;
   // One secure context built here rather than a `ca` option: node's https.Agent joins a `ca` list
   // (all system roots) into its connection-pool key several times per request (~0.2 ms each).
@@ -71,16 +148,13 @@ export function createHttpsFetch(opts: HttpsFetchOptions = {}): HttpsFetch {
         url,
         { method: init.method ?? 'GET', headers, agent: url.protocol === 'https:' ? httpsAgent : httpAgent },
         (res) => {
-          const h = new Headers();
-          for (const [k, v] of Object.entries(res.headers)) {
-            if (Array.isArray(v)) for (const x of v) h.append(k, x);
-            else if (v !== undefined) h.set(k, v);
+          // Nothing here may throw past the request: an upstream's answer is hostile input.
+          try {
+            resolve(toResponse(res, (init.method ?? 'GET').toUpperCase(), maxResponseBytes));
+          } catch (e) {
+            res.destroy();
+            reject(e instanceof MalformedAnswerError ? e : new MalformedAnswerError(`unusable answer: ${clip(String((e as Error)?.message))}`, e));
           }
-          const status = res.statusCode ?? 0;
-          const noBody = status === 204 || status === 304 || (init.method ?? 'GET').toUpperCase() === 'HEAD';
-          if (noBody) res.resume();
-          const stream = noBody ? null : (Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>);
-          resolve(new Response(stream, { status, statusText: res.statusMessage ?? '', headers: h }));
         },
       );
       const onAbort = () => req.destroy(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { VerificationError } from '../common/errors';
 import type { FetchLike } from '../common/http';
+import { registerSecret } from '../common/redact';
 import type { AmdCertChain } from '../certs/types';
 import { maaBaseUrl } from '../maa/client';
 import { MaaEnvelopeError, openEnvelopeWithKey, parseEnvelope } from '../maa/azure-guest-envelope';
@@ -245,6 +246,8 @@ export async function attestGuest(o: AttestGuestOptions): Promise<GuestAttestati
   });
   const envelope = await timed(t, 'maa.attest', () => postAzureGuest(o.maaEndpoint, body, { ...(o.client ?? {}), ...(o.fetch ? { fetch: o.fetch } : {}) }));
   const token = await ga.openEnvelope(envelope, ev.encKeyPub, t);
+  // The MAA token is a secret like any other the process holds: redacted wherever it is echoed.
+  registerSecret(token);
   const claims = await timed(t, 'maa.verifyToken', () =>
     verifyMaaToken(token, {
       authority: maaBaseUrl(o.maaEndpoint),

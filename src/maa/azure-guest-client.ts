@@ -4,7 +4,8 @@
  * MAA's status, code and message, never the evidence.
  */
 import { UpstreamError } from '../common/errors';
-import { fetchWithRetry, readBodyLimited, type AttemptInfo, type FetchLike } from '../common/http';
+import { decodeUtf8, readBounded } from '../common/bounded-body';
+import { fetchWithRetry, type AttemptInfo, type FetchLike } from '../common/http';
 import { defaultUserAgent, maaBaseUrl, MAA_UPSTREAM } from './client';
 import { MaaRefusedError, parseMaaErrorBody } from './errors';
 import { MAX_ENVELOPE_CHARS } from './azure-guest-envelope';
@@ -41,7 +42,8 @@ export async function postAzureGuest(endpoint: string, body: string, opts: Azure
       retryOn: (s) => s === 408 || s === 429 || s >= 500,
     },
   );
-  const text = (await readBodyLimited(res, MAX_ENVELOPE_CHARS + 1024, MAA_UPSTREAM, 'MAA AzureGuest response')).toString('utf8');
+  const read = { upstream: MAA_UPSTREAM, what: 'MAA AzureGuest response', limit: MAX_ENVELOPE_CHARS + 1024 };
+  const text = decodeUtf8(await readBounded(res, read), read);
   if (res.status >= 400 && res.status < 500) throw new MaaRefusedError(res.status, parseMaaErrorBody(text));
   if (res.status < 200 || res.status >= 300) {
     const d = parseMaaErrorBody(text);

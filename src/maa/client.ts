@@ -8,7 +8,9 @@ import * as path from 'node:path';
 import { toEndpoint, parseEndpoint, type Endpoint } from '../common/endpoint';
 import { InvalidInputError, UpstreamError } from '../common/errors';
 import { attemptHook, NO_TELEMETRY, type Telemetry } from '../common/telemetry';
-import { fetchWithRetry, readBodyLimited, type AttemptInfo, type FetchLike } from '../common/http';
+import { decodeUtf8, readBounded } from '../common/bounded-body';
+import { fetchWithRetry, type AttemptInfo, type FetchLike } from '../common/http';
+import { registerSecret } from '../common/redact';
 import { MaaRefusedError, parseMaaErrorBody } from './errors';
 import { buildSevSnpVmRequest, serializeSevSnpVmRequest, type SevSnpVmRequestInput } from './request';
 
@@ -110,7 +112,8 @@ export class MaaClient {
         retryOn: (s) => s === 408 || s === 429 || s >= 500,
       },
     );
-    const text = (await readBodyLimited(res, MAX_RESPONSE_BYTES, MAA_UPSTREAM, 'MAA attest response')).toString('utf8');
+    const read = { upstream: MAA_UPSTREAM, what: 'MAA attest response', limit: MAX_RESPONSE_BYTES };
+    const text = decodeUtf8(await readBounded(res, read), read);
     if (res.status >= 400 && res.status < 500) throw new MaaRefusedError(res.status, parseMaaErrorBody(text));
     if (res.status < 200 || res.status >= 300) {
       const d = parseMaaErrorBody(text);
@@ -126,6 +129,7 @@ export class MaaClient {
     if (typeof token !== 'string' || token === '') {
       throw new UpstreamError(MAA_UPSTREAM, 'MAA attest response has no "token"', { code: 'ERR_MAA_RESPONSE', upstreamStatus: res.status });
     }
+    registerSecret(token);
     if (!JWS_COMPACT.test(token)) {
       throw new UpstreamError(MAA_UPSTREAM, 'MAA attest response "token" is not a compact JWS', { code: 'ERR_MAA_RESPONSE', upstreamStatus: res.status });
     }

@@ -9,7 +9,8 @@ import { isDeepStrictEqual } from 'node:util';
 import { compactVerify, decodeProtectedHeader } from 'jose';
 import { toHex } from '../common/bytes';
 import { InvalidInputError, VerificationError } from '../common/errors';
-import { fetchWithRetry, readBodyLimited, type FetchLike } from '../common/http';
+import { decodeUtf8, readBounded } from '../common/bounded-body';
+import { fetchWithRetry, type FetchLike } from '../common/http';
 import { maaBaseUrl, MAA_UPSTREAM } from './client';
 
 const MAX_DOC_BYTES = 1 << 20;
@@ -159,12 +160,14 @@ export class JwksCache {
         ...(this.opts.baseDelayMs !== undefined ? { baseDelayMs: this.opts.baseDelayMs } : {}),
       },
     );
-    const body = await readBodyLimited(res, MAX_DOC_BYTES, MAA_UPSTREAM, what);
+    const read = { upstream: MAA_UPSTREAM, what, limit: MAX_DOC_BYTES };
+    const body = decodeUtf8(await readBounded(res, read), read);
     if (res.status !== 200) throw jwksError(`${what}: HTTP ${res.status} from ${new URL(url).host}`);
     try {
-      return JSON.parse(body.toString('utf8')) as unknown;
-    } catch (err) {
-      throw jwksError(`${what} is not JSON`, err);
+      return JSON.parse(body) as unknown;
+    } catch {
+      // No cause: JSON.parse quotes the body in its message.
+      throw jwksError(`${what} is not JSON`);
     }
   }
 

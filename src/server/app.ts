@@ -7,8 +7,10 @@
  * Nothing leaves the box for an endpoint that is not allowlisted.
  */
 import express, { type Express, type Request, type Response } from 'express';
+import { clip } from '../common/clip';
 import { parseEndpoint } from '../common/endpoint';
 import { SkrError } from '../common/errors';
+import { registerSecret } from '../common/redact';
 import { reportDataFor } from '../snp/report';
 import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, type KidAllowlist } from './allowlist';
 import type { AttestationService, KeyReleaseService } from './attestation';
@@ -20,11 +22,14 @@ import { Semaphore } from './limits';
 import type { Logger } from './logger';
 import { PROMETHEUS_CONTENT_TYPE } from './metrics';
 import { runWithContext, SidecarMetrics, UpstreamHealth, type RequestContext } from './observe';
+import { checkKidLength } from './input-bounds';
 import { jsonBody, requireJson, requiredString, runtimeData } from './request';
 import { DEFAULT_LIMITS } from './config';
 
 /** Default request body limit (config.limits.maxBodyBytes). */
 export const BODY_LIMIT = DEFAULT_LIMITS.maxBodyBytes;
+/** A caller's own access_token is redacted for this long (past any request deadline), then forgotten. */
+const CALLER_SECRET_TTL_MS = 10 * 60_000;
 
 export interface AppDeps {
   attestation: AttestationService;
@@ -187,7 +192,8 @@ export function createApp(deps: AppDeps): Express {
     const raw = requiredString(b, 'maa_endpoint');
     const data = runtimeData(b);
     requireJson(data, 'runtime_data');
-    // Parsed once (400 for anything but an https host): the allowlist approves and MAA dials this value.
+    // Parsed once (400 for anything but an https DNS name or IP literal, naming the field): the
+    // allowlist approves and MAA dials this value.
     const endpoint = parseEndpoint('maa', raw);
     guardRuntimeKeys(data, 'token');
     try {
@@ -208,7 +214,10 @@ export function createApp(deps: AppDeps): Express {
     const token = b.access_token;
     if (token !== undefined && token !== null && typeof token !== 'string') throw badRequest('access_token must be a string', 'ERR_FIELD_TYPE');
     const accessToken = typeof token === 'string' && token.trim() !== '' ? token.trim() : undefined;
-    // Each endpoint is parsed once; the allowlists, the clients, the audience and the caches all use these values.
+    registerSecret(accessToken, { ttlMs: CALLER_SECRET_TTL_MS });
+    checkKidLength(kid);
+    // Each endpoint is parsed once (a name that is not a DNS name is a 400 here, before any allowlist);
+    // the allowlists, the clients, the audience and the caches all use these values.
     const maaEndpoint = parseEndpoint('maa', maaRaw);
     const akvEndpoint = parseEndpoint('akv', akvRaw);
     await audited(res, { kid, vaultHost: akvEndpoint.host, authority: maaEndpoint.origin }, async () => {
@@ -252,7 +261,7 @@ export function createApp(deps: AppDeps): Express {
       metrics.releases.inc({ outcome });
       logger.info('audit: key release', {
         audit: 'key-release',
-        kid: what.kid,
+        kid: clip(what.kid),
         vault: what.vaultHost,
         authority: what.authority,
         outcome,

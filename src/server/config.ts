@@ -204,6 +204,10 @@ export interface ServerLimits {
   maxBodyBytes: number;
   /** One vault HTTP attempt; the SDK retries (2×, backoff + jitter, Retry-After) within the request deadline. */
   vaultAttemptTimeoutMs: number;
+  /** Open client connections at once (SKR_MAX_CONNECTIONS); beyond it new ones are closed at once. */
+  maxConnections: number;
+  /** Idle keep-alive sockets are closed after this, well before headersTimeoutMs. */
+  keepAliveTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
@@ -217,6 +221,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   shutdownGraceMs: 10_000,
   maxBodyBytes: 1024 * 1024,
   vaultAttemptTimeoutMs: 30_000,
+  maxConnections: 2048,
+  keepAliveTimeoutMs: 2_000,
 });
 
 export interface ServerConfig {
@@ -362,6 +368,13 @@ function securityContextEnvOf(env: NodeJS.ProcessEnv): SecurityContextEnv {
   return out;
 }
 
+export function parseMaxConnections(s: string | undefined): number {
+  if (s === undefined || s.trim() === '') return DEFAULT_LIMITS.maxConnections;
+  const n = Number(s.trim());
+  if (!Number.isInteger(n) || n < 1 || n > 1_000_000) throw new ConfigError(`SKR_MAX_CONNECTIONS "${s.slice(0, 20)}" is not a whole number from 1 to 1000000`);
+  return n;
+}
+
 /** Flags win over env; env follows the reference's names. */
 export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const cfg: ServerConfig = {
@@ -405,6 +418,7 @@ export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = pr
   const secret = readSecret(env);
   if (secret) cfg.apiSecret = secret;
   cfg.limits.requestDeadlineMs = parseDeadlineSeconds(flags.requestDeadline ?? env.SKR_REQUEST_DEADLINE_SECONDS, DEFAULT_LIMITS.requestDeadlineMs);
+  cfg.limits.maxConnections = parseMaxConnections(env.SKR_MAX_CONNECTIONS);
   const logFile = flags.logFile ?? env.LogFile;
   if (logFile) cfg.logFile = logFile;
   if (flags.securityPolicy) cfg.securityPolicyFile = flags.securityPolicy;

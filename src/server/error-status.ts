@@ -16,6 +16,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   ERR_RUNTIME_DATA: 400,
   ERR_AKV_ENDPOINT: 400,
   ERR_MAA_ENDPOINT: 400,
+  ERR_ENDPOINT_NAME: 400,
   ERR_KID: 400,
   ERR_RELEASE_ENC: 400,
 
@@ -67,9 +68,13 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   ERR_MAA_REFUSED: 403,
   ERR_RELEASE_REFUSED: 403,
   ERR_IMPORT_REFUSED: 403,
+  ERR_IMPORT_IDENTITY: 502,
+  ERR_VAULT_TLS: 502,
 
   ERR_UPSTREAM: 502,
   ERR_UPSTREAM_FORMAT: 502,
+  // Any answer that is not usable HTTP (status line, headers, framing, size, encoding).
+  ERR_UPSTREAM_MALFORMED: 502,
   ERR_UPSTREAM_TIMEOUT: 504,
   ERR_IDENTITY_TOKEN: 502,
   ERR_MAA_RESPONSE: 502,

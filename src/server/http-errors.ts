@@ -3,9 +3,11 @@
  * Exactly one response per request; a stack trace never leaves the process.
  */
 import type { ErrorRequestHandler } from 'express';
-import { SkrError, type ErrorCode } from '../common/errors';
+import { SkrError, UpstreamError, type ErrorCode } from '../common/errors';
 import { httpStatusOf } from './error-status';
 import { OverloadedError } from './limits';
+import { clip } from '../common/clip';
+import { describeErrorChain } from '../common/redact';
 import { redactString } from './logger';
 import type { Logger } from './logger';
 
@@ -29,11 +31,15 @@ export function badRequest(message: string, code: ErrorCode = 'ERR_BAD_REQUEST')
   return new HttpError(code, message);
 }
 
-/** Describe an error for the client: message plus, for causes, the first cause's message. */
+/** Longest error message a caller receives (its parts quoting outside text are capped at their source). */
+export const MAX_ERROR_MESSAGE_CHARS = 1000;
+
+/** Describe an error for the client: message plus its causes' messages, redacted, bounded. */
 function describe(err: SkrError): string {
-  const cause = err.cause instanceof Error ? err.cause.message : undefined;
-  const msg = cause && !err.message.includes(cause) ? `${err.message}: ${cause}` : err.message;
-  return redactString(msg);
+  const msg = describeErrorChain(err);
+  // A 502/504 names the upstream it is about, whatever the layer below wrote.
+  const named = err instanceof UpstreamError && !msg.toLowerCase().includes(err.upstream.toLowerCase()) ? `${err.upstream}: ${msg}` : msg;
+  return clip(named, MAX_ERROR_MESSAGE_CHARS);
 }
 
 export function errorHandler(logger: Logger): ErrorRequestHandler {
@@ -54,11 +60,11 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       // body-parser and friends: malformed encodings, aborted requests.
       status = e.status;
       code = 'ERR_BAD_REQUEST';
-      message = e.message ? redactString(e.message) : 'bad request';
+      message = e.message ? clip(redactString(e.message)) : 'bad request';
     }
     const level = status >= 500 ? 'error' : 'warn';
     // An unexpected error keeps its (redacted) message for the operator; the client sees only "internal error".
-    const detail = status === 500 && !(err instanceof SkrError) ? { detail: err instanceof Error ? `${err.name}: ${redactString(err.message)}` : typeof err } : {};
+    const detail = status === 500 && !(err instanceof SkrError) ? { detail: err instanceof Error ? `${err.name}: ${clip(describeErrorChain(err), MAX_ERROR_MESSAGE_CHARS)}` : typeof err } : {};
     logger.log(level, 'request failed', { method: req.method, path: req.path.slice(0, 200), status, code, error: message, ...detail });
     if (res.headersSent) {
       // The answer has started: the only honest thing left is to cut the connection.

@@ -6,25 +6,29 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import winston from 'winston';
 import { ConfigError } from '../common/errors';
+import { clip } from '../common/clip';
+import { describeErrorChain, redactText } from '../common/redact';
 import type { LogLevel } from './config';
 
 const SECRET_KEYS = /^(access_?token|token|authorization|bearer|key|k|d|p|q|dp|dq|qi|key_hsm|private_?key|secret|target|value|ciphertext)$/i;
-const JWT = /\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g;
-const BEARER = /\b(Bearer)\s+[A-Za-z0-9._~+/=-]+/gi;
+/** Longest string value in a log line, and most array items: no field can make a line huge. */
+export const MAX_LOG_STRING_CHARS = 500;
+const MAX_LOG_ARRAY_ITEMS = 32;
 
-/** Redact secrets from a string: a JWT keeps its header (alg, kid) and loses payload and signature. */
+/** Redact secrets from a string (see common/redact.ts): a JWT keeps its header (alg, kid) and loses payload and signature. */
 export function redactString(s: string): string {
-  return s
-    .replace(JWT, (jwt) => `${jwt.split('.')[0]}.<redacted>`)
-    .replace(BEARER, '$1 <redacted>');
+  return redactText(s);
 }
 
 /** Deep copy with secret-named fields replaced and strings scrubbed. */
 export function redact(value: unknown, depth = 0): unknown {
   if (depth > 8) return '<depth>';
-  if (typeof value === 'string') return redactString(value);
-  if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
-  if (value instanceof Error) return { name: value.name, message: redactString(value.message), code: (value as { code?: unknown }).code };
+  if (typeof value === 'string') return clip(redactString(value), MAX_LOG_STRING_CHARS);
+  if (Array.isArray(value)) {
+    const items = value.slice(0, MAX_LOG_ARRAY_ITEMS).map((v) => redact(v, depth + 1));
+    return value.length > MAX_LOG_ARRAY_ITEMS ? [...items, `…[cut, ${value.length} items]`] : items;
+  }
+  if (value instanceof Error) return { name: value.name, message: clip(describeErrorChain(value), MAX_LOG_STRING_CHARS), code: (value as { code?: unknown }).code };
   if (Buffer.isBuffer(value)) return `<${value.length} bytes>`;
   if (value && typeof value === 'object') {
     const out: Record<string, unknown> = {};

@@ -6,6 +6,8 @@
  * SidecarTelemetry implements here; none of them holds metrics code.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { clip } from '../common/clip';
+import { redactText } from '../common/redact';
 import type { CacheStats } from '../certs/cache';
 import type { Stage, Telemetry, Upstream, UpstreamAttempt } from '../common/telemetry';
 import type { EvidenceSource, Evidence, ReportRequest } from '../snp/evidence';
@@ -63,7 +65,8 @@ export class UpstreamHealth {
     const s = this.get(name);
     s.consecutiveFailures++;
     s.failures++;
-    s.lastError = reason.slice(0, 200);
+    // Shown in /status: outside text, so capped and redacted like any echo.
+    s.lastError = clip(redactText(reason), 200);
     s.lastFailureAt = new Date().toISOString();
   }
 

@@ -33,6 +33,7 @@ import { detectPlatform, type PlatformDetectOptions } from './platform';
 import { KeyVaultRelease } from '../akv/vault-release';
 import { SevSnpAttester } from '../maa/attester';
 import { MaaClient } from '../maa/client';
+import { registerSecret } from '../common/redact';
 import { createApp } from './app';
 import { hostGuardPolicy } from '../common/host-guard';
 import { EndpointAllowlist, KidAllowlist } from './allowlist';
@@ -69,6 +70,8 @@ export interface RunningSidecar {
   logger: Logger;
   metrics: SidecarMetrics;
   health: UpstreamHealth;
+  /** True when the simulator made `securityContextDir` in the temp dir: `close` removes it. */
+  ownsSecurityContextDir: boolean;
   /** Stop accepting, let in-flight requests finish (up to limits.shutdownGraceMs), then close their sockets. */
   close(): Promise<void>;
 }
@@ -89,11 +92,16 @@ export function readSecurityPolicyFile(file: string): string {
 export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar> {
   const { config } = opts;
   const logger = opts.logger ?? createLogger({ level: config.logLevel, file: config.logFile });
+  registerSecret(config.apiSecret);
   let evidence: EvidenceSource;
   let platform: SimulatedPlatform | undefined;
   let contextDir = opts.securityContextDir;
   let cvmTpm: TpmClient | undefined;
   let cvmEvidence: VtpmEvidence | undefined;
+  let ownedContextDir: string | undefined;
+  const removeOwnedContextDir = () => {
+    if (ownedContextDir) fs.rmSync(ownedContextDir, { recursive: true, force: true });
+  };
   if (config.simulate) {
     // The simulator and its test-only keys are loaded only here: `skr serve` without --simulate never loads them.
     const { SimulatedPlatform, simulatedUvmEndorsementBase64 } = await import('../snp/simulator');
@@ -101,7 +109,11 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     platform =
       opts.platform ??
       new SimulatedPlatform(config.securityPolicyFile ? { securityPolicyBase64: readSecurityPolicyFile(config.securityPolicyFile) } : {});
-    contextDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'skr-security-context-'));
+    if (!contextDir) {
+      // Ours to remove: on close, or right away should the start fail.
+      contextDir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-security-context-'));
+      ownedContextDir = contextDir;
+    }
     writeSecurityContext(contextDir, platform, opts.referenceInfoBase64 ?? simulatedUvmEndorsementBase64(platform.measurement));
     evidence = platform.evidenceSource();
     logger.warn('SIMULATION MODE: reports are signed by a test AMD chain that no relying party trusts', { securityContextDir: contextDir });
@@ -131,12 +143,14 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
 
   // The parts of the release path (docs/architecture.md), each reporting through `telemetry`.
   const context = readSecurityContext({ ...(contextDir ? { dir: contextDir } : {}), env: config.securityContextEnv });
-  const fromArgs = collateralSourceFromArgs(config.args.certcache, { onAttempt: attemptHook(telemetry, 'collateral') });
+  // Collateral shares the bounded, redirect-free outbound client (and its extra CAs).
+  const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
+  const fromArgs = collateralSourceFromArgs(config.args.certcache, { fetch: outbound, onAttempt: attemptHook(telemetry, 'collateral') });
   // On a CVM the VCEK chain comes from IMDS THIM unless a certcache is configured.
   const primary: CollateralSource = context.hostAmdCert
     ? new SecurityContextSource({ dir: context.dir, env: config.securityContextEnv })
     : cvmTpm && !config.args.certcache
-      ? new LocalThimSource({ onAttempt: attemptHook(telemetry, 'collateral') })
+      ? new LocalThimSource({ fetch: outbound, onAttempt: attemptHook(telemetry, 'collateral') })
       : fromArgs;
   const collateral = new CollateralProvider({
     evidence,
@@ -145,7 +159,6 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     cache: config.certCacheDir ? { dir: config.certCacheDir } : undefined,
     telemetry,
   });
-  const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
   const maa = new MaaClient({ fetch: outbound, userAgent: config.args.maaconfig?.user_agent, telemetry });
   let attester: Attester;
   if (cvmTpm && cvmEvidence) {
@@ -216,13 +229,15 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   }).catch(async (e: unknown) => {
     fastPath.close();
     outbound.destroy();
+    removeOwnedContextDir();
     await cvmTpm?.close().catch(() => undefined);
     throw e;
   });
   // Slow or stalled clients cannot hold a socket forever.
   server.headersTimeout = limits.headersTimeoutMs;
   server.requestTimeout = limits.requestTimeoutMs;
-  server.keepAliveTimeout = 5_000;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.maxConnections = limits.maxConnections;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host}:${port}`;
   logger.info('sidecar listening', {
@@ -252,12 +267,13 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       server.close(() => {
         clearTimeout(force);
         outbound.destroy();
+        removeOwnedContextDir();
         // The TPM connection (one at a time on swtpm) is released with the server.
         void (cvmTpm?.close() ?? Promise.resolve()).catch(() => undefined).then(() => resolve());
       });
       server.closeIdleConnections();
     }));
-  return { url, port, server, evidence, platformName, securityContextDir: contextDir, platform, logger, metrics, health, close };
+  return { url, port, server, evidence, platformName, securityContextDir: contextDir, platform, logger, metrics, health, close, ownsSecurityContextDir: ownedContextDir !== undefined };
 }
 
 /**

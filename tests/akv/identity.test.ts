@@ -109,7 +109,7 @@ describe('TokenProvider', () => {
       // Signed by the second emulator's key, which the first emulator does not have.
       const claims = await verifyAccessToken(token, { publicKey: other.publicKey, issuer: other.issuer, audience: VAULT_RESOURCE });
       expect(claims.oid).toBe(otherPrincipal.objectId);
-      await expect(verifyAccessToken(token, { publicKey: imds.publicKey, issuer: other.issuer, audience: VAULT_RESOURCE })).rejects.toThrow();
+      await expect(verifyAccessToken(token, { publicKey: imds.publicKey, issuer: other.issuer, audience: VAULT_RESOURCE })).rejects.toThrow(/access token rejected \(ERR_JWS_SIGNATURE_VERIFICATION_FAILED\)/);
     } finally {
       await other.close();
     }

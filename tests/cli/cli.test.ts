@@ -8,6 +8,7 @@ import { describeVectors, vector, vectorPath } from '../helpers/vectors';
 const run = runCli;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-cli-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const write = (name: string, data: string | Buffer) => {
   const p = path.join(tmp, name);
   fs.writeFileSync(p, data);

@@ -11,6 +11,7 @@ const jwt = (claims: Record<string, unknown>) => `${b64u({ alg: 'RS256', typ: 'J
 
 describe('skr policy explain', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-explain-'));
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
   const hostdata = 'aa'.repeat(32);
   const policy = buildReleasePolicy({
     authority: 'https://sharedeus2.eus2.attest.azure.net',

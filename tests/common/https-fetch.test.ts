@@ -26,7 +26,10 @@ describe('https fetch with the local CA', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/x`;
   });
-  afterAll(() => new Promise((r) => server.close(r)));
+  afterAll(async () => {
+    await new Promise((r) => server.close(r));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 
   it('keeps the CA across loads and protects its key', () => {
     const again = loadOrCreateLocalCa(dir);

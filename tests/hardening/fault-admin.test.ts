@@ -7,10 +7,14 @@ import { FAULT_ADMIN_PATH } from '../../src/emulators/faults';
 
 describe('fault admin route', () => {
   let imds: ImdsEmulator;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-fault-admin-'));
   beforeAll(async () => {
-    imds = await startImdsEmulator({ stateDir: fs.mkdtempSync(path.join(os.tmpdir(), 'skr-fault-admin-')) });
+    imds = await startImdsEmulator({ stateDir: dir });
   });
-  afterAll(() => imds.close());
+  afterAll(async () => {
+    await imds?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 
   const token = () => fetch(`${imds.url}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net`, { headers: { Metadata: 'true' } });
   const admin = (method: string, body?: unknown) =>

@@ -30,15 +30,17 @@ describe('fault injection against the local stack', () => {
   const material = randomBytes(32);
   const releasedKeys: string[] = [];
 
+  let dir: string;
   beforeAll(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-faults-'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-faults-'));
     // Token reuse off: every release goes to MAA, so MAA faults are reached each time.
     stack = await startLocalStack({ stateDir: dir, port: 0, logger, release: { maaTokenReuse: false }, limits: { requestDeadlineMs: DEADLINE_MS } });
     const ca = fs.readFileSync(stack.state.caCertPath, 'utf8');
     fetch = createHttpsFetch({ extraCaPem: [ca], keepAlive: false });
     const credential = providerCredential(new TokenProvider({ imdsEndpoint: stack.state.imdsUrl }));
+    // A symmetric key, so in the Managed HSM emulator (as in Azure); its faults are the "vault" cases.
     const imported = await importReleasableKey({
-      vaultEndpoint: stack.state.vaultEndpoint,
+      vaultEndpoint: stack.state.hsmEndpoint,
       name: 'fault-key',
       jwk: sdkJwkFor('oct-HSM', material),
       policy: buildReleasePolicy({
@@ -55,10 +57,11 @@ describe('fault injection against the local stack', () => {
   afterAll(async () => {
     fetch.destroy();
     await stack.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   const release = (extra: Record<string, unknown> = {}) =>
-    postJson(`${stack.sidecar.url}/key/release`, { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: stack.state.vaultEndpoint, kid, ...extra });
+    postJson(`${stack.sidecar.url}/key/release`, { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: stack.state.hsmEndpoint, kid, ...extra });
 
   async function expectReleased(): Promise<void> {
     const res = await release();
@@ -82,21 +85,22 @@ describe('fault injection against the local stack', () => {
     ['vault 2× HTTP 500 (recovered by the SDK retry)', 'vault', { route: 'release', kind: 'status', status: 500, times: 2 }, 200, undefined],
     ['vault 429 with Retry-After: 1 (recovered after the wait)', 'vault', { route: 'release', kind: 'status', status: 429, retryAfterSeconds: 1 }, 200, undefined],
     ['vault hangs (deadline)', 'vault', { route: 'release', kind: 'hang' }, 504, /deadline of 5 s exceeded/],
-    ['vault answers malformed JSON', 'vault', { route: 'release', kind: 'malformed-json' }, 502, /vault 127\.0\.0\.1:\d+ answered 200: PARSE_ERROR/],
+    ['vault answers malformed JSON', 'vault', { route: 'release', kind: 'malformed-json' }, 502, /vault 127\.0\.0\.1:\d+ release response: malformed answer: the body is not JSON$/],
     ['vault release JWS with a tampered signature', 'vault', { route: 'release', kind: 'tampered-jws' }, 403, /JWS signature does not verify with x5c\[0\]/],
     ['vault release JWS signed for another host', 'vault', { route: 'release', kind: 'wrong-host-x5c' }, 403, /wrong-host\.vault\.azure\.net.*does not name the vault host 127\.0\.0\.1/],
     ['vault says the key is not exportable', 'vault', { route: 'release', kind: 'non-exportable' }, 403, /not exportable/],
-    // Before the 500s: once a release got the HSM token, it is cached and IMDS is not asked again.
+    // Before the 500s: once a release got the vault token, it is cached and IMDS is not asked again.
     ['IMDS hangs (deadline)', 'imds', { route: 'token', kind: 'hang' }, 504, /deadline/],
     ['IMDS HTTP 500 (recovered by the identity library retry, about 1 s)', 'imds', { route: 'token', kind: 'status', status: 500, times: 1 }, 200, undefined],
   ];
 
   it.each(cases)('%s → %s, then serves again', async (_name, where, fault, status, message) => {
-    const emulator = where === 'maa' ? stack.maa : where === 'vault' ? stack.vault : stack.imds;
+    const emulator = where === 'maa' ? stack.maa : where === 'vault' ? stack.hsm : stack.imds;
     // IMDS tokens are cached by the identity library: only an uncached resource reaches IMDS.
     emulator.faults.clear();
     emulator.faults.inject(fault);
-    const res = await release(where === 'imds' ? { akv_endpoint: stack.state.hsmEndpoint, kid: 'no-such-key' } : {});
+    // The key lives in Managed HSM (its token is cached by now); the vault's resource is not.
+    const res = await release(where === 'imds' ? { akv_endpoint: stack.state.vaultEndpoint, kid: 'no-such-key' } : {});
     emulator.faults.clear();
     if (where === 'imds' && status === 200) {
       // Recovered: the token arrived and the vault answered for the key (which does not exist there).
@@ -172,7 +176,7 @@ describe('fault injection against the local stack', () => {
     const audits = lines.filter((l) => l.includes('"audit":"key-release"'));
     expect(audits.length).toBeGreaterThanOrEqual(cases.length * 2);
     const first = JSON.parse(audits[0]) as Record<string, unknown>;
-    expect(first).toMatchObject({ kid, vault: stack.state.vaultEndpoint, authority: `https://${stack.state.maaEndpoint}`, outcome: 'ok', status: 200 });
+    expect(first).toMatchObject({ kid, vault: stack.state.hsmEndpoint, authority: `https://${stack.state.maaEndpoint}`, outcome: 'ok', status: 200 });
     expect(Array.isArray(first.upstreamRequestIds) && (first.upstreamRequestIds as string[]).some((id) => id.startsWith('vault:'))).toBe(true);
 
     const all = lines.join('\n');

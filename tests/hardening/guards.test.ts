@@ -183,10 +183,12 @@ describe('the sidecar with a caller secret, a kid allowlist and one release slot
   let sidecar: RunningSidecar;
   let hang: net.Server;
   let hangEndpoint: string;
+  const hangSockets = new Set<net.Socket>();
 
   beforeAll(async () => {
-    // Accepts TCP and never answers: an MAA that hangs in the TLS handshake.
-    hang = net.createServer(() => undefined);
+    // Accepts TCP and never answers: an MAA that hangs in the TLS handshake. Its sockets are
+    // destroyed at the end: left open, they kept the jest worker from exiting.
+    hang = net.createServer((sock) => hangSockets.add(sock.on('close', () => hangSockets.delete(sock))));
     await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
     hangEndpoint = `127.0.0.1:${(hang.address() as net.AddressInfo).port}`;
     const base = loadServerConfig({ port: '0', simulate: true, requestDeadline: '1' }, { SKR_API_SECRET: SECRET, SKR_ALLOWED_MAA: hangEndpoint, SKR_ALLOWED_AKV: '127.0.0.1:1', SKR_ALLOWED_KIDS: 'allowed-key' });
@@ -194,10 +196,25 @@ describe('the sidecar with a caller secret, a kid allowlist and one release slot
   });
   afterAll(async () => {
     await sidecar.close();
-    hang.close();
+    for (const sock of hangSockets) sock.destroy();
+    await new Promise((r) => hang.close(r));
   });
 
   const auth = { authorization: `Bearer ${SECRET}` };
+  const metrics = async () => (await fetch(`${sidecar.url}/metrics`, { headers: auth })).text();
+  /** The value of one sample in the Prometheus text, 0 when absent. */
+  const sample = (text: string, series: string): number => {
+    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+    return line ? Number(line.slice(series.length + 1)) : 0;
+  };
+  /** Poll /metrics until `series` reads `want`: observable state instead of a sleep. */
+  async function untilSample(series: string, want: number): Promise<void> {
+    for (let i = 0; i < 500; i++) {
+      if (sample(await metrics(), series) === want) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`${series} never reached ${want}`);
+  }
   const raw = { runtime_data: Buffer.from('hello').toString('base64') };
 
   it('/status stays open; everything else needs the bearer secret', async () => {
@@ -223,9 +240,11 @@ describe('the sidecar with a caller secret, a kid allowlist and one release slot
   });
 
   it('a second release while the only slot is busy gets 429 with Retry-After; the first ends at the deadline with 504', async () => {
+    const before = await metrics();
     const body = { maa_endpoint: hangEndpoint, runtime_data: Buffer.from('{}').toString('base64') };
     const first = postJson(`${sidecar.url}/attest/maa`, body, auth);
-    await new Promise((r) => setTimeout(r, 100));
+    // The first request holds the only slot once the gauge says so.
+    await untilSample('skr_in_flight{what="releases"}', 1);
     const second = await fetch(`${sidecar.url}/key/release`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...auth },
@@ -237,8 +256,17 @@ describe('the sidecar with a caller secret, a kid allowlist and one release slot
     const done = await first;
     expect(done.status).toBe(504);
     expect(done.json.error).toMatch(/deadline of 1 s exceeded/);
-    const metrics = await (await fetch(`${sidecar.url}/metrics`, { headers: auth })).text();
-    expect(metrics).toMatch(/^skr_http_requests_total\{outcome="overloaded",route="POST \/key\/release",status="429"\} 1$/m);
-    expect(metrics).toMatch(/^skr_refused_requests_total\{reason="auth"\} [1-9]/m);
+    const overloaded = 'skr_http_requests_total{outcome="overloaded",route="POST /key/release",status="429"}';
+    const after = await metrics();
+    expect(sample(after, overloaded) - sample(before, overloaded)).toBe(1);
+    expect(sample(after, 'skr_in_flight{what="releases"}')).toBe(0);
+  });
+
+  it('counts refused callers in skr_refused_requests_total{reason="auth"}', async () => {
+    const series = 'skr_refused_requests_total{reason="auth"}';
+    const before = sample(await metrics(), series);
+    expect((await postJson(`${sidecar.url}/attest/raw`, raw)).status).toBe(401);
+    expect((await postJson(`${sidecar.url}/attest/raw`, raw, { authorization: 'Bearer wrong-secret-wrong-secret' })).status).toBe(401);
+    expect(sample(await metrics(), series) - before).toBe(2);
   });
 });

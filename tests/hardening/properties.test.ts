@@ -98,6 +98,7 @@ describe('base64 and JSON depth', () => {
 
 describe('release JWS and key_hsm decoders', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-props-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
   const ca = loadOrCreateLocalCa(dir);
   const signer = createReleaseSigner(ca, { dns: ['v.vault.azure.net'] });
   const keyHsm = encodeKeyHsm({ kid: 'k', enc: 'CKM_RSA_AES_KEY_WRAP', ciphertext: Buffer.alloc(296, 7) });

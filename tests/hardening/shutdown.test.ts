@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadOrCreateLocalCa } from '../../src/emulators/ca';
@@ -23,6 +24,14 @@ async function until<T>(what: string, f: () => T | undefined, ms = 20_000): Prom
   }
 }
 
+/** A child a failed test left running is killed, and waited for: a live child keeps the jest worker from exiting. */
+async function killAndWait(c: ChildProcess | undefined): Promise<void> {
+  if (!c || c.exitCode !== null || c.signalCode !== null) return;
+  const exited = new Promise((r) => c.once('exit', r));
+  c.kill('SIGKILL');
+  await exited;
+}
+
 describe('skr serve: SIGTERM', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-shutdown-'));
   const ca = loadOrCreateLocalCa(dir);
@@ -30,8 +39,9 @@ describe('skr serve: SIGTERM', () => {
   let child: ChildProcess | undefined;
 
   afterAll(async () => {
-    if (child && child.exitCode === null) child.kill('SIGKILL');
+    await killAndWait(child);
     await maa?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('stops accepting, finishes the request in flight, exits 0', async () => {
@@ -44,7 +54,8 @@ describe('skr serve: SIGTERM', () => {
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child!.on('exit', (code) => r(code)));
-    const url = await until('sidecar ready', () => /sidecar ready at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1]);
+    // Generous: the child transpiles the sources on start, which is slow on a loaded machine.
+    const url = await until('sidecar ready', () => /sidecar ready at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1], 60_000);
 
     maa.faults.inject({ route: 'attest', kind: 'status', status: 429, retryAfterSeconds: 1 });
     const inFlight = fetch(`${url}/attest/maa`, {
@@ -57,10 +68,57 @@ describe('skr serve: SIGTERM', () => {
     child.kill('SIGTERM');
     await until('shutdown log line', () => (out.includes('SIGTERM received') ? true : undefined));
 
-    await expect(fetch(`${url}/status`)).rejects.toThrow();
+    await expect(fetch(`${url}/status`)).rejects.toMatchObject({ message: 'fetch failed', cause: { code: 'ECONNREFUSED' } });
     const res = await inFlight;
     expect(res.status).toBe(200);
     expect(((await res.json()) as { token: string }).token.split('.')).toHaveLength(3);
     expect(await exited).toBe(0);
-  }, 40_000);
+  }, 90_000);
+});
+
+describe('skr serve --simulate: its temporary security-context directory goes with the process', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-serve-tmp-'));
+  const children: ChildProcess[] = [];
+  afterAll(async () => {
+    for (const c of children) await killAndWait(c);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** `skr serve --simulate` with its own TMPDIR, so what it leaves there is visible. */
+  function serve(tmpdir: string, port = '0') {
+    fs.mkdirSync(tmpdir);
+    const env = { PATH: process.env.PATH, HOME: dir, TMPDIR: tmpdir, LogLevel: 'warning' };
+    const c = spawn(process.execPath, ['-r', path.join(__dirname, 'ts-hook.js'), path.join(REPO, 'src', 'cli', 'main.ts'), 'serve', '--simulate', '--port', port], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(c);
+    let out = '';
+    c.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => c.on('exit', (code) => r(code)));
+    return { child: c, output: () => out, exited };
+  }
+
+  it.each(['SIGTERM', 'SIGINT'] as const)('removed after %s', async (signal) => {
+    const tmpdir = path.join(dir, signal);
+    const p = serve(tmpdir);
+    // Generous: the child transpiles the sources on start, which is slow on a loaded machine.
+    await until('sidecar ready', () => (/sidecar ready at/.test(p.output()) ? true : undefined), 60_000);
+    expect(fs.readdirSync(tmpdir)).toEqual([expect.stringMatching(/^skr-security-context-/)]);
+    p.child.kill(signal);
+    expect(await p.exited).toBe(0);
+    expect(fs.readdirSync(tmpdir)).toEqual([]);
+  }, 90_000);
+
+  it('removed when the start fails (port in use)', async () => {
+    const busy = net.createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    try {
+      const tmpdir = path.join(dir, 'busy');
+      const p = serve(tmpdir, String((busy.address() as net.AddressInfo).port));
+      expect(await p.exited).toBe(1);
+      expect(p.output()).toMatch(/cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/);
+      expect(fs.readdirSync(tmpdir)).toEqual([]);
+    } finally {
+      await new Promise((r) => busy.close(r));
+    }
+  }, 90_000);
 });

@@ -9,8 +9,18 @@ import { startSidecar, type RunningSidecar, type SidecarOptions } from '../../sr
 export async function startTestSidecar(extra: Partial<SidecarOptions> & { simulate?: boolean } = {}): Promise<RunningSidecar> {
   const { simulate = true, ...rest } = extra;
   const config = loadServerConfig({ port: '0', simulate }, {});
-  const securityContextDir = rest.securityContextDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'skr-test-ctx-'));
-  return startSidecar({ config, logger: createLogger({ silent: true }), securityContextDir, ...rest });
+  const ownDir = rest.securityContextDir ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'skr-test-ctx-'));
+  const removeOwnDir = () => ownDir && fs.rmSync(ownDir, { recursive: true, force: true });
+  let sidecar: RunningSidecar;
+  try {
+    sidecar = await startSidecar({ config, logger: createLogger({ silent: true }), securityContextDir: ownDir, ...rest });
+  } catch (e) {
+    removeOwnDir();
+    throw e;
+  }
+  // The directory made here goes when the sidecar does.
+  const close = sidecar.close;
+  return Object.assign(sidecar, { close: () => close().finally(removeOwnDir) });
 }
 
 export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> {

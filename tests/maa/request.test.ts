@@ -127,7 +127,7 @@ describe('parseSevSnpVmRequest', () => {
     expect(p.runtimeData).toEqual(Buffer.from([0, 255, 1]));
     expect(p.runtimeJson).toBeUndefined();
     expect(p.initTimeData?.toString()).toBe('policy');
-    expect(p.nonce).toBeDefined();
+    expect(typeof p.nonce).toBe('bigint');
   });
 
   describe('malformed inputs', () => {

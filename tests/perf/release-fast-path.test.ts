@@ -1,7 +1,9 @@
 /**
  * The release fast path against the real emulators (skr local in-process): an MAA token is reused
  * with its wrapping key, only for its own MAA endpoint; released keys are never cached; a caller's
- * access_token is never shared; the identity token is fetched once.
+ * access_token is never shared; the identity token is fetched once. Each test builds its own
+ * client and counts its own calls, so any one of them runs alone. The keys are oct-HSM, so they
+ * live in the Managed HSM emulator (as in Azure).
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -38,7 +40,6 @@ describe('key release fast path on the local stack', () => {
   let imdsProxy: http.Server;
   let imdsProxyUrl: string;
   let imdsTokenRequests = 0;
-  const attestCalls: string[] = [];
   let pool: WrappingKeyPool;
 
   beforeAll(async () => {
@@ -75,9 +76,13 @@ describe('key release fast path on the local stack', () => {
   const maa = () => new MaaClient({ fetch, retries: 0 });
   const uvm = () => fs.readFileSync(path.join(stack.state.securityContextDir, 'reference-info-base64'), 'utf8').trim();
 
-  /** The production client, observed through its attest dependency (real evidence, real MAA emulator). */
-  function client(opts: { reuse?: boolean; tokens?: TokenProvider; fetch?: FetchLike } = {}): KeyReleasePipeline {
-    return new KeyReleasePipeline({
+  /**
+   * The production client, observed through its attest dependency (real evidence, real MAA
+   * emulator): `attestCalls` lists the MAA endpoints this client attested to.
+   */
+  function client(opts: { reuse?: boolean; tokens?: TokenProvider; fetch?: FetchLike } = {}): KeyReleasePipeline & { attestCalls: string[] } {
+    const attestCalls: string[] = [];
+    const c = new KeyReleasePipeline({
       attester: {
         attest: async (endpoint: Endpoint, runtimeData: Buffer, signal?: AbortSignal) => {
           attestCalls.push(endpoint.raw);
@@ -89,21 +94,23 @@ describe('key release fast path on the local stack', () => {
       vault: new KeyVaultRelease({
         tokens: opts.tokens ?? new TokenProvider({ imdsEndpoint: imdsProxyUrl }),
         fetch: opts.fetch ?? fetch,
-        relaxedChallengeEndpoints: [stack.state.vaultEndpoint],
+        managedHsmEndpoints: [stack.state.hsmEndpoint],
+        relaxedChallengeEndpoints: [stack.state.hsmEndpoint],
       }),
       jws: new ReleaseJwsVerifier({ extraCaPem: [ca] }),
       ...(opts.reuse === false ? { maaTokenReuse: { enabled: false } } : {}),
     });
+    return Object.assign(c, { attestCalls });
   }
 
   async function directImdsToken(): Promise<string> {
-    const r = await globalThis.fetch(`${stack.state.imdsUrl}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${encodeURIComponent('https://vault.azure.net')}`, { headers: { Metadata: 'true' } });
+    const r = await globalThis.fetch(`${stack.state.imdsUrl}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${encodeURIComponent('https://managedhsm.azure.net')}`, { headers: { Metadata: 'true' } });
     return ((await r.json()) as { access_token: string }).access_token;
   }
 
   async function importKey(name: string, bytes: Buffer): Promise<void> {
     await importReleasableKey({
-      vaultEndpoint: stack.state.vaultEndpoint,
+      vaultEndpoint: stack.state.hsmEndpoint,
       name,
       jwk: sdkJwkFor('oct-HSM', bytes),
       policy: buildReleasePolicy({ authority: `https://${stack.state.maaEndpoint}`, anyOfGroups: [[{ claim: 'x-ms-sevsnpvm-hostdata', equals: stack.state.hostData }]] }),
@@ -115,7 +122,7 @@ describe('key release fast path on the local stack', () => {
 
   const req = (kid: string, extra: { maaEndpoint?: string; accessToken?: string } = {}) => ({
     maaEndpoint: extra.maaEndpoint ?? stack.state.maaEndpoint,
-    akvEndpoint: stack.state.vaultEndpoint,
+    akvEndpoint: stack.state.hsmEndpoint,
     kid,
     ...(extra.accessToken ? { accessToken: extra.accessToken } : {}),
   });
@@ -126,10 +133,10 @@ describe('key release fast path on the local stack', () => {
     await importKey('reuse', bytes);
     const c = client();
     await pool.idle(); // full, so the one key this needs comes from it
-    const before = attestCalls.length;
+    const before = c.attestCalls.length;
     const fromPoolBefore = pool.stats().fromPool;
     for (let i = 0; i < 3; i++) expect(k((await c.release(req('reuse'))).jwk)).toEqual(bytes);
-    expect(attestCalls.length - before).toBe(1);
+    expect(c.attestCalls.length - before).toBe(1);
     expect(pool.stats().fromPool - fromPoolBefore).toBe(1);
     expect(c.maaTokens.size).toBe(1);
   });
@@ -141,33 +148,33 @@ describe('key release fast path on the local stack', () => {
     expect(k((await c.release(req('rotating'))).jwk)).toEqual(v1);
     const v2 = randomBytes(32);
     await importKey('rotating', v2);
-    const before = attestCalls.length;
+    const before = c.attestCalls.length;
     expect(k((await c.release(req('rotating'))).jwk)).toEqual(v2);
-    expect(attestCalls.length).toBe(before); // same MAA token, fresh release
+    expect(c.attestCalls.length).toBe(before); // same MAA token, fresh release
   });
 
   it('never offers one MAA endpoint\'s token for another endpoint, and drops a token the vault refused', async () => {
     const c = client();
     await importKey('pinned', randomBytes(32));
     await c.release(req('pinned'));
-    const before = attestCalls.length;
+    const before = c.attestCalls.length;
     // The key's policy trusts only the first MAA: reusing its token here would wrongly succeed.
     const err = await c.release(req('pinned', { maaEndpoint: otherMaa.endpoint })).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ReleaseRefusedError);
     expect((err as ReleaseRefusedError).vaultStatus).toBe(403);
-    expect(attestCalls.slice(before)).toEqual([otherMaa.endpoint]);
+    expect(c.attestCalls.slice(before)).toEqual([otherMaa.endpoint]);
     expect(c.maaTokens.size).toBe(1); // the refused token was not kept
     await c.release(req('pinned'));
-    expect(attestCalls.length).toBe(before + 1);
+    expect(c.attestCalls.length).toBe(before + 1);
   });
 
   it('with reuse off, every release attests again', async () => {
     const c = client({ reuse: false });
     await importKey('noreuse', randomBytes(32));
-    const before = attestCalls.length;
+    const before = c.attestCalls.length;
     await c.release(req('noreuse'));
     await c.release(req('noreuse'));
-    expect(attestCalls.length - before).toBe(2);
+    expect(c.attestCalls.length - before).toBe(2);
     expect(c.maaTokens.size).toBe(0);
   });
 
@@ -200,7 +207,17 @@ describe('key release fast path on the local stack', () => {
     expect(statuses).toEqual([200, 200]);
   });
 
-  it('fetched the identity token from IMDS once for all the releases above', () => {
-    expect(imdsTokenRequests).toBe(1);
+  it('fetches the identity token from IMDS once for many releases of several keys', async () => {
+    // msal caches tokens per process and identity: a client id no other test uses starts empty.
+    const tokens = new TokenProvider({ imdsEndpoint: imdsProxyUrl, clientId: stack.imds.defaultPrincipal.clientId });
+    const c = client({ tokens });
+    await importKey('identity-a', randomBytes(32));
+    await importKey('identity-b', randomBytes(32));
+    const before = imdsTokenRequests;
+    for (let i = 0; i < 3; i++) {
+      await c.release(req('identity-a'));
+      await c.release(req('identity-b'));
+    }
+    expect(imdsTokenRequests - before).toBe(1);
   });
 });

@@ -154,8 +154,8 @@ describe('MaaTokenCache', () => {
     own.abort(new Error('caller gave up'));
     await expect(c).rejects.toThrow('caller gave up');
     // The shared ones time out by themselves even though no caller aborts.
-    await expect(a).rejects.toBeDefined();
-    await expect(b).rejects.toBeDefined();
+    await expect(a).rejects.toMatchObject({ name: 'TimeoutError' });
+    await expect(b).rejects.toMatchObject({ name: 'TimeoutError' });
     expect(signals[0]?.aborted).toBe(true);
   });
 });

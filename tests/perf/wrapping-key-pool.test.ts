@@ -74,7 +74,7 @@ describe('WrappingKeyPool', () => {
     const before = g.calls();
     expect(before).toBeLessThanOrEqual(1);
     const k = await pool.take();
-    expect(k).toBeDefined();
+    expect(k.kid).toBe(`k${before + 1}`); // generated for this take, not left over from the pool
     expect(g.calls()).toBe(before + 1);
     await pool.idle();
     expect(pool.stats().available).toBe(0); // no refill after close

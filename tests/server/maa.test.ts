@@ -38,6 +38,7 @@ describe('POST /attest/maa through the MAA emulator', () => {
     await maa.close();
     await untrusting.close();
     fetch.destroy();
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('returns a token that verifies against https://<maaEndpoint>/certs with the claims MAA gives', async () => {

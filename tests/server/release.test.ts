@@ -25,8 +25,9 @@ describe('POST /key/release on the local stack', () => {
   const secrets: string[] = [];
   const remember = (b: Buffer) => secrets.push(b.toString('hex'), b.toString('base64'), b.toString('base64url'));
 
+  let dir: string;
   beforeAll(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-release-'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-release-'));
     stack = await startLocalStack({ stateDir: dir, port: 0, logger });
     const ca = fs.readFileSync(stack.state.caCertPath, 'utf8');
     fetch = createHttpsFetch({ extraCaPem: [ca], keepAlive: false });
@@ -35,6 +36,7 @@ describe('POST /key/release on the local stack', () => {
   afterAll(async () => {
     fetch.destroy();
     await stack.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   const policy = (hostData: string) =>
@@ -59,14 +61,17 @@ describe('POST /key/release on the local stack', () => {
     });
   }
 
+  /** Symmetric keys live in Managed HSM only; the vault (Premium) tests use RSA-HSM keys. */
+  const rsaKey = () => generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+
   const release = (kid: string, extra: Record<string, unknown> = {}) =>
     postJson(`${stack.sidecar.url}/key/release`, { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: stack.state.vaultEndpoint, kid, ...extra });
 
-  it('releases an imported oct-HSM key: k is exactly the imported bytes', async () => {
+  it('releases an imported oct-HSM key (Managed HSM): k is exactly the imported bytes', async () => {
     const bytes = randomBytes(32);
     remember(bytes);
-    const imported = await importKey('oct-known', 'oct-HSM', bytes);
-    const res = await release('oct-known');
+    const imported = await importKey('oct-known', 'oct-HSM', bytes, { vault: stack.state.hsmEndpoint });
+    const res = await release('oct-known', { akv_endpoint: stack.state.hsmEndpoint });
     expect(res.status).toBe(200);
     expect(typeof res.json.key).toBe('string');
     const jwk = JSON.parse(res.json.key as string) as Record<string, unknown>;
@@ -74,7 +79,7 @@ describe('POST /key/release on the local stack', () => {
     expect(Buffer.from(jwk.k as string, 'base64url')).toEqual(bytes);
     expect(jwk.kid).toBe(imported.keyId);
     // name/version form too
-    const byVersion = await release(`oct-known/${imported.version}`);
+    const byVersion = await release(`oct-known/${imported.version}`, { akv_endpoint: stack.state.hsmEndpoint });
     expect(byVersion.status).toBe(200);
   });
 
@@ -113,7 +118,7 @@ describe('POST /key/release on the local stack', () => {
 
   it('refuses a key pinned to another HOST_DATA with 403 naming x-ms-sevsnpvm-hostdata', async () => {
     const other = createHash('sha256').update('another policy').digest('hex');
-    await importKey('other-hostdata', 'oct-HSM', randomBytes(32), { hostData: other });
+    await importKey('other-hostdata', 'RSA-HSM', rsaKey(), { hostData: other });
     const res = await release('other-hostdata');
     expect(res.status).toBe(403);
     expect(res.json.error).toMatch(/x-ms-sevsnpvm-hostdata/);
@@ -121,7 +126,7 @@ describe('POST /key/release on the local stack', () => {
   });
 
   it('refuses a principal without the release permission with 403 naming authorization', async () => {
-    await importKey('no-permission', 'oct-HSM', randomBytes(32));
+    await importKey('no-permission', 'RSA-HSM', rsaKey());
     const oid = stack.imds.defaultPrincipal.objectId;
     stack.vault.revokeRelease(oid);
     try {
@@ -136,7 +141,7 @@ describe('POST /key/release on the local stack', () => {
   });
 
   it('uses the request access_token instead of the managed identity', async () => {
-    await importKey('override', 'oct-HSM', randomBytes(32));
+    await importKey('override', 'RSA-HSM', rsaKey());
     const res = await release('override', { access_token: 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln' });
     expect(res.status).toBe(403);
     expect(res.json.error).toMatch(/identity|access token/i);

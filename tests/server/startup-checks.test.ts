@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { loadServerConfig } from '../../src/server/config';
 import { startSidecar } from '../../src/server/sidecar';
 import { detectEvidenceSource } from '../../src/snp/detect';
-import { CLI, ensureBuilt, freePort, killAll, REPO, run } from '../ship/helpers';
+import { CLI, freePort, killAll, REPO, run } from '../ship/helpers';
 
 const isRoot = process.getuid?.() === 0;
 /** argv prefix running a command without the capabilities that let root ignore file modes. */
@@ -25,7 +25,6 @@ function unprivileged(args: string[], env: NodeJS.ProcessEnv = {}, deadlineMs = 
 }
 
 let dir: string;
-beforeAll(() => ensureBuilt());
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-startup-'));
 });

@@ -592,7 +592,18 @@ describe('the YAML subset checker refuses what it does not understand', () => {
 });
 
 describe('arm/cvm/importkeyconfig.json: the CVM release policy', () => {
-  const cfg = parseImportKeyConfig(text('importkeyconfig.json'));
+  /** Filled in as docs/deploy-cvm.md's jq step does: the template itself holds placeholders. */
+  const filled = (): string => {
+    const c = JSON.parse(text('importkeyconfig.json')) as { key: { kid: string; akv: { endpoint: string; bearer_token: string }; authority: { endpoint: string } } };
+    c.key.akv.endpoint = 'myskrvault.vault.azure.net';
+    c.key.akv.bearer_token = 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln';
+    return JSON.stringify(c);
+  };
+  const cfg = parseImportKeyConfig(filled());
+
+  it('is a template: unfilled, import-key refuses it naming a placeholder', () => {
+    expect(() => parseImportKeyConfig(text('importkeyconfig.json'))).toThrow(/importkey config key\.akv\.\w+: is still a placeholder/);
+  });
   const policy = policyFromConfig(cfg);
   const iss = 'https://sharedeus.eus.attest.azure.net';
   /** A guest-attestation token's claims, shaped as CVM-PROTOCOL.md §6. */

@@ -1,12 +1,12 @@
 /**
  * docker/skr.sh and the test clients, run as real processes against `skr serve --simulate` on
- * 127.0.0.1 (no Docker engine needed: SKR_BIN points at the compiled CLI).
+ * 127.0.0.1 (no Docker engine needed: SKR_BIN points at the compiled CLI, rebuilt by jest's globalSetup).
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { REPO, SKR_BIN, ensureBuilt, freePort, killAll, readJson, run, start, statusOk, stop, waitFor, type Proc } from './helpers';
+import { REPO, SKR_BIN, freePort, killAll, readJson, run, start, statusOk, stop, waitFor, type Proc } from './helpers';
 
 const SKR_SH = path.join(REPO, 'docker', 'skr.sh');
 const ATTEST = path.join(REPO, 'docker', 'tests', 'attest_client.sh');
@@ -30,9 +30,8 @@ function outDir(name: string): string {
   return d;
 }
 
-beforeAll(() => ensureBuilt());
-afterAll(() => {
-  killAll();
+afterAll(async () => {
+  await killAll();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { REPO, SKR_BIN, ensureBuilt, killAll, readJson, run } from './helpers';
+import { REPO, SKR_BIN, killAll, readJson, run } from './helpers';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-ship-fragments-'));
 const fakeBin = path.join(tmp, 'bin');
@@ -69,7 +69,9 @@ if (cmd === 'extension show') {
 const nodeDir = path.dirname(process.execPath);
 const basePath = `${nodeDir}:/usr/bin:/bin`;
 function env(extra: Record<string, string> = {}, withAz = true): NodeJS.ProcessEnv {
-  return { HOME: tmp, PATH: withAz ? `${fakeBin}:${basePath}` : basePath, SKR_BIN, FAKE_AZ_LOG: azLog, ...extra };
+  // TMPDIR passes through: what the scripts leave in it is the test run's business (see global-teardown.js).
+  const tmpdir = process.env.TMPDIR ? { TMPDIR: process.env.TMPDIR } : {};
+  return { HOME: tmp, PATH: withAz ? `${fakeBin}:${basePath}` : basePath, SKR_BIN, FAKE_AZ_LOG: azLog, ...tmpdir, ...extra };
 }
 function azCalls(): Array<{ cwd: string; argv: string[] }> {
   if (!fs.existsSync(azLog)) return [];
@@ -82,7 +84,6 @@ const params = path.join(tmp, 'aci.parameters.json');
 const IMAGE = 'myregistry.azurecr.io/skr-sidecar:0.1.0';
 
 beforeAll(() => {
-  ensureBuilt();
   fs.mkdirSync(fakeBin);
   fs.writeFileSync(path.join(fakeBin, 'az'), FAKE_AZ, { mode: 0o755 });
   const p = readJson(path.join(REPO, 'arm', 'aci-arm-template.parameters.json')) as { parameters: Record<string, { value: unknown }> };
@@ -94,8 +95,8 @@ beforeAll(() => {
   fs.writeFileSync(params, JSON.stringify(p));
 });
 beforeEach(() => fs.rmSync(azLog, { force: true }));
-afterAll(() => {
-  killAll();
+afterAll(async () => {
+  await killAll();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -150,6 +151,19 @@ describe('gen-policy.sh', () => {
     const ik = readJson(path.join(out, 'importkeyconfig.json')) as { key: Record<string, unknown>; claims: Array<Array<{ claim: string; equals: string }>> };
     expect(ik.key).toMatchObject({ kid: 'other', kty: 'oct-HSM', akv: { endpoint: 'myhsm.managedhsm.azure.net' } });
     expect(ik.claims[0][0].equals).toBe(createHash('sha256').update(rego).digest('hex'));
+  });
+
+  it('takes --kty EC-HSM, refuses an unknown kty, and refuses oct-HSM for a Key Vault (Managed HSM only)', async () => {
+    const ec = await run('bash', [script('gen-policy.sh'), '--parameters', params, '--out', path.join(tmp, 'policy-ec'), '--kty', 'EC-HSM', '--akv-endpoint', 'myvault.vault.azure.net'], { env: env() });
+    expect(ec.code).toBe(0);
+    expect((readJson(path.join(tmp, 'policy-ec', 'importkeyconfig.json')) as { key: Record<string, unknown> }).key).toMatchObject({ kty: 'EC-HSM', akv: { endpoint: 'myvault.vault.azure.net' } });
+    const bad = await run('bash', [script('gen-policy.sh'), '--parameters', params, '--out', path.join(tmp, 'policy-des'), '--kty', 'DES'], { env: env() });
+    expect(bad.code).toBe(2);
+    expect(bad.out).toMatch(/--kty "DES" is not RSA-HSM, EC-HSM or oct-HSM/);
+    const octVault = await run('bash', [script('gen-policy.sh'), '--parameters', params, '--out', path.join(tmp, 'policy-oct-vault'), '--kty', 'oct-HSM', '--akv-endpoint', 'myvault.vault.azure.net'], { env: env() });
+    expect(octVault.code).toBe(1);
+    expect(octVault.out).toMatch(/oct-HSM keys live in Managed HSM only/);
+    expect(fs.existsSync(path.join(tmp, 'policy-oct-vault', 'importkeyconfig.json'))).toBe(false);
   });
 
   it('fails closed when acipolicygen\'s sha256 differs from skr policy digest', async () => {

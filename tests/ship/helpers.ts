@@ -2,21 +2,15 @@
  * Helpers for the shipping tests (docker/, arm/, fragments/): run the shell scripts as real child
  * processes against a real sidecar on 127.0.0.1, and always clean the children up.
  */
-import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
 export const REPO = path.resolve(__dirname, '..', '..');
+/** The compiled CLI: jest's globalSetup (tests/helpers/global-setup.js) rebuilds dist/ before these tests run. */
 export const CLI = path.join(REPO, 'dist', 'cli', 'main.js');
 export const SKR_BIN = `${process.execPath} ${CLI}`;
-
-/** The tests run the compiled CLI; build it once when a fresh checkout has no dist/. */
-export function ensureBuilt(): void {
-  if (fs.existsSync(CLI)) return;
-  const r = spawnSync('npm', ['run', 'build'], { cwd: REPO, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`npm run build failed:\n${r.stdout}\n${r.stderr}`);
-}
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -69,9 +63,11 @@ export async function stop(p: Proc | undefined): Promise<void> {
   clearTimeout(timer);
 }
 
-/** Last resort for afterAll: nothing this file started survives the test file. */
-export function killAll(): void {
+/** Last resort for afterAll: nothing this file started survives the test file (a live child keeps the jest worker alive). */
+export async function killAll(): Promise<void> {
+  const exits = [...live].map((c) => new Promise((r) => c.once('exit', r)));
   for (const c of live) c.kill('SIGKILL');
+  await Promise.all(exits);
   live.clear();
 }
 

@@ -1,21 +1,20 @@
 /**
  * The MAA-token and key-release test clients against `skr local` (sidecar + MAA/IMDS/Key Vault
- * emulators). They skip, visibly, while the state file lacks the emulator endpoints.
+ * emulators) started from the compiled CLI. A stack that does not start fails these tests.
  */
-import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CLI, REPO, ensureBuilt, killAll, readJson, run, start, stop, waitFor, type Proc } from './helpers';
+import { CLI, REPO, killAll, readJson, run, start, stop, waitFor, type Proc } from './helpers';
 
 interface LocalState {
   sidecarUrl: string;
-  maaEndpoint?: string;
-  vaultEndpoint?: string;
-  imdsUrl?: string;
-  caCertPath?: string;
+  maaEndpoint: string;
+  vaultEndpoint: string;
+  imdsUrl: string;
+  caCertPath: string;
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-ship-local-'));
@@ -24,48 +23,10 @@ const SKR_CLIENT = path.join(REPO, 'docker', 'tests', 'skr_client.sh');
 
 const localArgs = (dir: string) => [CLI, 'local', '--port', '0', '--state-dir', dir, '--state-file', path.join(dir, 'state.json')];
 
-/**
- * Which endpoints does `skr local` publish today? Decided before the suites are declared (jest
- * cannot skip at run time), by starting it once synchronously and reading its state file.
- */
-function probeLocalState(): LocalState | undefined {
-  ensureBuilt();
-  const dir = fs.mkdtempSync(path.join(tmp, 'probe-'));
-  const probe = `
-    const { spawn } = require('child_process'); const fs = require('fs');
-    const [cli, ...args] = process.argv.slice(1);
-    const state = args[args.length - 1];
-    const c = spawn(process.execPath, [cli, ...args], { stdio: 'ignore' });
-    const deadline = Date.now() + 20000;
-    const iv = setInterval(() => {
-      let s; try { s = JSON.parse(fs.readFileSync(state, 'utf8')); } catch {}
-      if (s || Date.now() > deadline || c.exitCode !== null) { clearInterval(iv); if (s) process.stdout.write(JSON.stringify(s)); c.kill('SIGTERM'); }
-    }, 100);`;
-  const r = spawnSync(process.execPath, ['-e', probe, ...localArgs(dir)], { encoding: 'utf8', timeout: 25_000 });
-  try {
-    return r.stdout ? (JSON.parse(r.stdout) as LocalState) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-const probed = probeLocalState();
-const missing = (keys: Array<keyof LocalState>) => keys.filter((k) => !probed?.[k]);
-
-function describeWhen(name: string, needs: Array<keyof LocalState>, fn: () => void): void {
-  const lacking = missing(needs);
-  if (lacking.length === 0) {
-    describe(name, fn);
-    return;
-  }
-  const why = probed ? `skr local's state file lacks ${lacking.join(', ')} (emulators not there yet)` : 'skr local did not start';
-  console.warn(`SKIPPING "${name}": ${why}`);
-  describe(`${name} [SKIPPED: ${why}]`, () => it.skip('needs the local emulators', () => undefined));
-}
-
 let local: Proc | undefined;
 let state: LocalState;
 
+/** One `skr local` for the file; it failing to start (or to publish an endpoint) fails the tests. */
 async function startLocal(): Promise<void> {
   if (local) return;
   const dir = fs.mkdtempSync(path.join(tmp, 'stack-'));
@@ -76,20 +37,23 @@ async function startLocal(): Promise<void> {
     } catch {
       return undefined;
     }
-  }, 20_000, local);
+  }, 30_000, local);
+  for (const k of ['sidecarUrl', 'maaEndpoint', 'vaultEndpoint', 'imdsUrl', 'caCertPath'] as const) {
+    if (typeof state[k] !== 'string' || !state[k]) throw new Error(`skr local's state file has no ${k}: ${JSON.stringify(state)}`);
+  }
 }
 
 afterAll(async () => {
   await stop(local);
-  killAll();
+  await killAll();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 const clientEnv = (extra: Record<string, string>): NodeJS.ProcessEnv => ({ PATH: process.env.PATH, HOME: tmp, SKR_SIDECAR_URL: state.sidecarUrl, SKR_CLIENT_ITERATIONS: '1', ...extra });
 const b64urlJson = (part: string) => JSON.parse(Buffer.from(part, 'base64url').toString()) as Record<string, unknown>;
 
-describeWhen('attest_client.sh with AttestClientMAAEndpoint against skr local', ['maaEndpoint'], () => {
-  beforeAll(startLocal);
+describe('attest_client.sh with AttestClientMAAEndpoint against skr local', () => {
+  beforeAll(startLocal, 40_000);
 
   it('writes maatoken.out holding an MAA JWT for the runtime data', async () => {
     const dir = fs.mkdtempSync(path.join(tmp, 'maa-'));
@@ -136,8 +100,8 @@ async function importReleasableKey(name: string): Promise<string> {
   return String(jwk.n);
 }
 
-describeWhen('skr_client.sh against skr local', ['maaEndpoint', 'vaultEndpoint', 'imdsUrl', 'caCertPath'], () => {
-  beforeAll(startLocal);
+describe('skr_client.sh against skr local', () => {
+  beforeAll(startLocal, 40_000);
 
   it('writes keyrelease.out holding the released private JWK', async () => {
     const n = await importReleasableKey('ship-test-key');

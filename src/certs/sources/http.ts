@@ -25,7 +25,9 @@ export async function getOk(
   headers: Record<string, string> = {},
   signal?: AbortSignal,
 ): Promise<{ body: Buffer; headers: Headers }> {
-  const res = await fetchWithRetry(url, { method: 'GET', headers }, {
+  // Redirects are never followed (the outbound client follows none; global fetch is told not to):
+  // a redirect to another host, or to http, must not move where collateral comes from.
+  const res = await fetchWithRetry(url, { method: 'GET', headers, redirect: 'manual' }, {
     upstream,
     fetch: opts.fetch,
     timeoutMs: opts.timeoutMs,
@@ -39,7 +41,8 @@ export async function getOk(
   const what = describeRequest(url);
   if (res.status < 200 || res.status > 299) {
     await res.body?.cancel().catch(() => undefined);
-    throw new UpstreamError(upstream, `${what} answered ${res.status}`, { upstreamStatus: res.status });
+    const redirect = res.status >= 300 && res.status < 400 ? ' (redirects are not followed)' : '';
+    throw new UpstreamError(upstream, `${what} answered ${res.status}${redirect}`, { upstreamStatus: res.status });
   }
   return { body: await readBodyLimited(res, MAX_COLLATERAL_BYTES, upstream, what), headers: res.headers };
 }

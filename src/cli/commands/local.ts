@@ -73,16 +73,20 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   if (positionals.length) throw new CliError(`unexpected argument "${positionals[0]}"\nusage: ${usage}`);
   const platform = values.platform ?? 'aci';
   if (platform !== 'aci' && platform !== 'azure-cvm') throw new CliError(`--platform "${platform.slice(0, 40)}" is not aci or azure-cvm\nusage: ${usage}`);
+  // Every argument is checked before anything is printed or started.
+  let port: number;
+  let logLevel: ReturnType<typeof parseLogLevel>;
+  try {
+    port = parsePort(values.port ?? '8080');
+    logLevel = parseLogLevel(values['log-level'] ?? 'warning');
+  } catch (e) {
+    throw new CliError(`${(e as Error).message}\nusage: ${usage}`);
+  }
   const stateDir = path.resolve(values['state-dir'] ?? DEFAULT_STATE_DIR);
   const stateFile = path.resolve(values['state-file'] ?? path.join(stateDir, STATE_FILE_NAME));
   const { startLocalStack } = await loadLocalStack();
   io.err(`skr local: starting (state in ${stateDir}) ...`);
-  const stack = await startLocalStack({
-    stateDir,
-    port: parsePort(values.port ?? '8080'),
-    logLevel: parseLogLevel(values['log-level'] ?? 'warning'),
-    platform,
-  });
+  const stack = await startLocalStack({ stateDir, port, logLevel, platform });
   fs.mkdirSync(path.dirname(stateFile), { recursive: true });
   const tmp = `${stateFile}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(stack.state, null, 2) + '\n', { mode: 0o600 });

@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadServerConfig } from '../../server/config';
 import { startSidecar, type RunningSidecar } from '../../server/sidecar';
@@ -70,6 +71,10 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
   });
   const sidecar: RunningSidecar = await startSidecar({ config, securityContextDir: values['security-context-dir'] });
   io.err(`skr: sidecar ready at ${sidecar.url} (platform ${sidecar.platformName}: ${sidecar.evidence.description})`);
+  // The simulator's temporary security-context directory goes with the process, however it ends
+  // (close() removes it too; this covers a forced exit).
+  const ownedDir = sidecar.ownsSecurityContextDir ? sidecar.securityContextDir : undefined;
+  if (ownedDir) process.once('exit', () => rmSync(ownedDir, { recursive: true, force: true }));
   exitOnSignals(() => sidecar.close(), io, config.limits.shutdownGraceMs + 2_000);
   return -1;
 }

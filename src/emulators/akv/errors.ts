@@ -26,6 +26,14 @@ export class VaultHttpError extends Error {
 
 export const badParameter = (message: string): VaultHttpError => new VaultHttpError(400, 'BadParameter', message);
 
+/**
+ * The service's answer to a key type the resource does not hold: `oct` anywhere, `oct-HSM` in a
+ * vault (symmetric keys live in Managed HSM), `{"error":{"code":"BadParameter","message":"Invalid
+ * kty value: oct","innererror":{"code":"KeyTypeNotSupported"}}}`.
+ */
+export const keyTypeNotSupported = (kty: string): VaultHttpError =>
+  new VaultHttpError(400, 'BadParameter', `Invalid kty value: ${kty}`, { code: 'KeyTypeNotSupported' });
+
 export const keyNotFound = (name: string, kind: 'vault' | 'hsm'): VaultHttpError =>
   new VaultHttpError(
     404,

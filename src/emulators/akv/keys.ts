@@ -4,11 +4,11 @@
  * may carry. Private parts never leave this module except as release material.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto';
-import { badParameter } from './errors';
+import { badParameter, keyTypeNotSupported } from './errors';
 
 export type Flavour = 'vault' | 'hsm';
 export type Kty = 'RSA' | 'RSA-HSM' | 'EC' | 'EC-HSM' | 'oct' | 'oct-HSM';
-export type Curve = 'P-256' | 'P-384' | 'P-521';
+export type Curve = 'P-256' | 'P-384' | 'P-521' | 'P-256K';
 
 export interface KeyMaterial {
   kty: Kty;
@@ -20,7 +20,9 @@ export interface KeyMaterial {
 
 export const RSA_SIZES: readonly number[] = [2048, 3072, 4096];
 export const OCT_SIZES: readonly number[] = [128, 192, 256];
-const NODE_CURVES: Record<Curve, string> = { 'P-256': 'prime256v1', 'P-384': 'secp384r1', 'P-521': 'secp521r1' };
+const NODE_CURVES: Record<Curve, string> = { 'P-256': 'prime256v1', 'P-384': 'secp384r1', 'P-521': 'secp521r1', 'P-256K': 'secp256k1' };
+/** JOSE names node uses in JWKs (RFC 8812 calls Azure's P-256K `secp256k1`). */
+const JWK_CURVES: Record<Curve, string> = { 'P-256': 'P-256', 'P-384': 'P-384', 'P-521': 'P-521', 'P-256K': 'secp256k1' };
 const KTYS: readonly Kty[] = ['RSA', 'RSA-HSM', 'EC', 'EC-HSM', 'oct', 'oct-HSM'];
 
 const isKty = (v: unknown): v is Kty => typeof v === 'string' && (KTYS as readonly string[]).includes(v);
@@ -39,16 +41,29 @@ export function defaultKeyOps(kty: Kty): string[] {
 }
 
 /**
- * Which key types a create may name. Managed HSM holds only HSM keys; a vault also holds software
- * RSA/EC keys. Neither creates software `oct` keys.
+ * Which key types a resource holds (Key Vault's "About keys"): a vault (Premium) holds RSA, EC,
+ * RSA-HSM and EC-HSM; Managed HSM holds RSA-HSM, EC-HSM and oct-HSM. Software `oct` keys exist
+ * nowhere, and symmetric keys only in Managed HSM: a vault refuses `oct-HSM` with the service's
+ * KeyTypeNotSupported error.
  */
+export function checkKtyForFlavour(kty: Kty, flavour: Flavour): void {
+  if (kty === 'oct' || (kty === 'oct-HSM' && flavour === 'vault')) throw keyTypeNotSupported(kty);
+}
+
 function checkCreateKty(kty: unknown, flavour: Flavour): Kty {
-  if (!isKty(kty)) throw badParameter(`Invalid kty '${String(kty)}'. Supported key types: RSA, RSA-HSM, EC, EC-HSM, oct-HSM.`);
-  if (kty === 'oct') throw badParameter("Key type 'oct' is not supported. Use 'oct-HSM'.");
+  if (!isKty(kty)) throw keyTypeNotSupported(String(kty).slice(0, 64));
+  checkKtyForFlavour(kty, flavour);
   if (flavour === 'hsm' && !kty.endsWith('-HSM')) {
     throw badParameter(`Key type '${kty}' is not supported by Managed HSM. Supported key types: RSA-HSM, EC-HSM, oct-HSM.`);
   }
   return kty;
+}
+
+/** Secure key release hands out HSM-protected keys only: a software RSA/EC key cannot be exportable. */
+export function checkExportableKty(kty: Kty): void {
+  if (!kty.endsWith('-HSM')) {
+    throw badParameter(`Only HSM-protected keys can be exportable: '${kty}' is a software key (use ${kty}-HSM, or import with Hsm=true).`);
+  }
 }
 
 export function generateKeyMaterial(
@@ -67,7 +82,7 @@ export function generateKeyMaterial(
   }
   if (base === 'EC') {
     const crv = opts.crv ?? 'P-256';
-    if (!isCurve(crv)) throw badParameter(`Invalid crv '${String(crv)}' for ${kty}: use P-256, P-384 or P-521.`);
+    if (!isCurve(crv)) throw badParameter(`Invalid crv '${String(crv)}' for ${kty}: use P-256, P-384, P-521 or P-256K.`);
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: NODE_CURVES[crv] });
     return { kty, crv, material: privateKey.export({ type: 'pkcs8', format: 'der' }) };
   }
@@ -99,13 +114,13 @@ function privateKeyFromJwk(jwk: JsonWebKey, what: string): KeyObject {
 export function importKeyMaterial(jwkIn: unknown, hsm: unknown, flavour: Flavour): KeyMaterial {
   if (typeof jwkIn !== 'object' || jwkIn === null || Array.isArray(jwkIn)) throw badParameter('The request has no JSON Web Key in "key".');
   const jwk = jwkIn as Record<string, unknown>;
-  if (!isKty(jwk.kty)) throw badParameter(`Invalid kty '${String(jwk.kty)}' in the JSON Web Key.`);
+  if (!isKty(jwk.kty)) throw keyTypeNotSupported(String(jwk.kty).slice(0, 64));
   if (hsm !== undefined && typeof hsm !== 'boolean') throw badParameter('"Hsm" must be a boolean.');
   if (jwk.key_hsm !== undefined) throw badParameter('BYOK imports (key_hsm) are not supported by this emulator.');
   const base = baseOf(jwk.kty);
   const toHsm = jwk.kty.endsWith('-HSM') || hsm === true || flavour === 'hsm';
   const kty = (toHsm ? `${base}-HSM` : base) as Kty;
-  if (kty === 'oct') throw badParameter("Software 'oct' keys are not supported. Import with Hsm=true or kty 'oct-HSM'.");
+  checkKtyForFlavour(kty, flavour);
 
   if (base === 'oct') {
     const k = b64urlField(jwk, 'k');
@@ -123,9 +138,9 @@ export function importKeyMaterial(jwkIn: unknown, hsm: unknown, flavour: Flavour
     if (!RSA_SIZES.includes(size)) throw badParameter(`Invalid RSA key size ${size}: use 2048, 3072 or 4096.`);
     return { kty, keySize: size, material: key.export({ type: 'pkcs8', format: 'der' }) };
   }
-  if (!isCurve(jwk.crv)) throw badParameter(`Invalid crv '${String(jwk.crv)}': use P-256, P-384 or P-521.`);
+  if (!isCurve(jwk.crv)) throw badParameter(`Invalid crv '${String(jwk.crv)}': use P-256, P-384, P-521 or P-256K.`);
   const fields = { x: b64urlField(jwk, 'x').toString('base64url'), y: b64urlField(jwk, 'y').toString('base64url'), d: b64urlField(jwk, 'd').toString('base64url') };
-  const key = privateKeyFromJwk({ kty: 'EC', crv: jwk.crv, ...fields }, 'EC');
+  const key = privateKeyFromJwk({ kty: 'EC', crv: JWK_CURVES[jwk.crv], ...fields }, 'EC');
   const pub = createPublicKey(key).export({ format: 'jwk' });
   if (pub.x !== fields.x || pub.y !== fields.y) throw badParameter('The EC private key does not match x and y.');
   return { kty, crv: jwk.crv, material: key.export({ type: 'pkcs8', format: 'der' }) };

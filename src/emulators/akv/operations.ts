@@ -11,7 +11,7 @@ import { decodeReleasePolicy, evaluateReleasePolicy, failedConditions, RELEASE_P
 import { signReleaseJws, type ReleaseJwsSigner } from './release-signer';
 import { isReleaseEnc, RELEASE_ENCS, wrapKeyMaterial, type ReleaseEnc } from '../../akv/wrap';
 import { badParameter, keyNotFound, releaseDenied, VaultHttpError } from './errors';
-import { defaultKeyOps, generateKeyMaterial, importKeyMaterial, isValidKeyOps, publicJwkFields, type Flavour, type KeyMaterial } from './keys';
+import { checkExportableKty, defaultKeyOps, generateKeyMaterial, importKeyMaterial, isValidKeyOps, publicJwkFields, type Flavour, type KeyMaterial } from './keys';
 import { KEY_NAME_RE, newVersionId, type KeyStore, type StoredKey, type StoredKeyVersion, type StoredReleasePolicy } from './store';
 import { verifyTargetToken } from './target-token';
 
@@ -126,6 +126,7 @@ function newVersion(
   const tags = parseTags(body.tags);
   // Generate or import only once the request is known to be acceptable (RSA generation is slow).
   const km = material();
+  if (exportable) checkExportableKty(km.kty);
   return {
     version: newVersionId(),
     kty: km.kty,

@@ -2,6 +2,7 @@
  * The emulator over raw HTTPS: challenge, api-version gate, error shapes, release permissions and
  * every release refusal (not exportable, policy mismatch, foreign authority, expired token).
  */
+import { generateKeyPairSync } from 'node:crypto';
 import * as path from 'node:path';
 import { buildReleasePolicy, encodeReleasePolicy } from '../../../src/akv/policy';
 import { verifyReleaseJws } from '../../../src/akv/jws';
@@ -13,6 +14,7 @@ let h: Harness;
 let vault: VaultEmulator;
 let hsm: VaultEmulator;
 let token: string;
+let hsmToken: string;
 let otherToken: string;
 const API = 'api-version=7.4';
 
@@ -44,9 +46,10 @@ beforeAll(async () => {
   hsm = await startVaultEmulator({ ...common, flavour: 'hsm', stateDir: path.join(h.dir, 'hsm') });
   token = (await getImdsToken(h.imds, 'https://vault.azure.net', principal.clientId)).token;
   otherToken = (await getImdsToken(h.imds, 'https://vault.azure.net/', other.clientId)).token;
+  hsmToken = (await getImdsToken(h.imds, 'https://managedhsm.azure.net', principal.clientId)).token;
   const created = await call(`${vault.url}/keys/exportable/create?${API}`, {
     method: 'POST',
-    body: { kty: 'oct-HSM', key_size: 256, attributes: { exportable: true }, release_policy: policy() },
+    body: { kty: 'RSA-HSM', key_size: 2048, attributes: { exportable: true }, release_policy: policy() },
   });
   expect(created.status).toBe(200);
   const plain = await call(`${vault.url}/keys/plain/create?${API}`, { method: 'POST', body: { kty: 'RSA', key_size: 2048 } });
@@ -122,28 +125,81 @@ describe('api-version and error shapes', () => {
     expect(r.body?.key.kid).toMatch(new RegExp(`^https://${vault.endpoint.replace(/\./g, '\\.')}/keys/plain/[0-9a-f]{32}$`));
     for (const p of ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']) expect(r.body?.key[p]).toBeUndefined();
     const o = await call(`${vault.url}/keys/exportable?${API}`);
-    expect(o.body?.key.k).toBeUndefined();
-    expect(o.body?.key.kty).toBe('oct-HSM');
+    expect(o.body?.key.d).toBeUndefined();
+    expect(o.body?.key.kty).toBe('RSA-HSM');
   });
 
-  test('PUT import and GET versions over raw HTTP', async () => {
+  test('PUT import and GET versions over raw HTTP (Managed HSM)', async () => {
     const k = Buffer.alloc(16, 7).toString('base64url');
-    const first = await call(`${vault.url}/keys/raw-import?${API}`, { method: 'PUT', body: { key: { kty: 'oct-HSM', k }, tags: { t: '1' } } });
+    const hsmCall = (init: Parameters<typeof call>[1] & { method: string }) => call(`${hsm.url}/keys/raw-import?${API}`, { token: hsmToken, ...init });
+    const first = await hsmCall({ method: 'PUT', body: { key: { kty: 'oct-HSM', k }, tags: { t: '1' } } });
     expect(first.status).toBe(200);
     expect(first.body?.key).toEqual({ kid: expect.any(String), kty: 'oct-HSM', key_ops: ['encrypt', 'decrypt', 'wrapKey', 'unwrapKey'] });
     expect(first.body?.tags).toEqual({ t: '1' });
     expect(first.body?.attributes).toMatchObject({ enabled: true, exportable: false, recoveryLevel: 'Recoverable+Purgeable' });
-    const second = await call(`${vault.url}/keys/raw-import?${API}`, { method: 'PUT', body: { key: { kty: 'oct', k }, Hsm: true } });
+    const second = await hsmCall({ method: 'PUT', body: { key: { kty: 'oct', k }, Hsm: true } });
     expect(second.body?.key.kty).toBe('oct-HSM');
-    const list = await call(`${vault.url}/keys/raw-import/versions?${API}`);
+    const list = await call(`${hsm.url}/keys/raw-import/versions?${API}`, { token: hsmToken });
     expect(list.status).toBe(200);
     expect(list.body?.nextLink).toBeNull();
     expect(list.body?.value.map((v: { kid: string }) => v.kid)).toEqual([second.body?.key.kid, first.body?.key.kid]);
-    const software = await call(`${vault.url}/keys/raw-import?${API}`, { method: 'PUT', body: { key: { kty: 'oct', k } } });
-    expect(software.status).toBe(400);
-    const badLength = await call(`${vault.url}/keys/raw-import?${API}`, { method: 'PUT', body: { key: { kty: 'oct-HSM', k: 'AAAA' } } });
+    const badLength = await hsmCall({ method: 'PUT', body: { key: { kty: 'oct-HSM', k: 'AAAA' } } });
     expect(badLength.status).toBe(400);
     expect(badLength.body?.error.code).toBe('BadParameter');
+  });
+
+  test('key types by resource: oct-HSM only in Managed HSM; a vault refuses it with KeyTypeNotSupported', async () => {
+    const k = Buffer.alloc(32, 9).toString('base64url');
+    const notSupported = (kty: string) => ({ code: 'BadParameter', message: `Invalid kty value: ${kty}`, innererror: { code: 'KeyTypeNotSupported' } });
+    const attempts = [
+      await call(`${vault.url}/keys/sym/create?${API}`, { method: 'POST', body: { kty: 'oct-HSM', key_size: 256, attributes: { exportable: true }, release_policy: policy() } }),
+      await call(`${vault.url}/keys/sym?${API}`, { method: 'PUT', body: { key: { kty: 'oct-HSM', k }, attributes: { exportable: true }, release_policy: policy() } }),
+      await call(`${vault.url}/keys/sym?${API}`, { method: 'PUT', body: { key: { kty: 'oct', k }, Hsm: true } }),
+    ];
+    for (const r of attempts) {
+      expect(r.status).toBe(400);
+      expect(r.body?.error).toEqual(notSupported('oct-HSM'));
+    }
+    expect((await call(`${vault.url}/keys/sym?${API}`)).status).toBe(404);
+    // Software oct keys exist nowhere.
+    for (const url of [vault.url, hsm.url]) {
+      const r = await call(`${url}/keys/sym/create?${API}`, { method: 'POST', token: url === hsm.url ? hsmToken : token, body: { kty: 'oct', key_size: 256 } });
+      expect(r.body?.error).toEqual(notSupported('oct'));
+    }
+    const soft = await call(`${vault.url}/keys/sym?${API}`, { method: 'PUT', body: { key: { kty: 'oct', k } } });
+    expect(soft.body?.error).toEqual(notSupported('oct'));
+    // The same material is welcome in Managed HSM.
+    const inHsm = await call(`${hsm.url}/keys/sym?${API}`, { method: 'PUT', token: hsmToken, body: { key: { kty: 'oct-HSM', k }, attributes: { exportable: true }, release_policy: policy() } });
+    expect(inHsm.status).toBe(200);
+    expect(inHsm.body?.key.kty).toBe('oct-HSM');
+  });
+
+  test('only HSM-protected keys can be exportable', async () => {
+    for (const body of [
+      { kty: 'RSA', key_size: 2048, attributes: { exportable: true }, release_policy: policy() },
+      { kty: 'EC', crv: 'P-256', attributes: { exportable: true }, release_policy: policy() },
+    ]) {
+      const r = await call(`${vault.url}/keys/soft-export/create?${API}`, { method: 'POST', body });
+      expect(r.status).toBe(400);
+      expect(r.body?.error.message).toMatch(/Only HSM-protected keys can be exportable: '(RSA|EC)' is a software key/);
+    }
+    expect((await call(`${vault.url}/keys/soft-export?${API}`)).status).toBe(404);
+    const ec = await call(`${vault.url}/keys/hsm-export/create?${API}`, { method: 'POST', body: { kty: 'EC-HSM', crv: 'P-256', attributes: { exportable: true }, release_policy: policy() } });
+    expect(ec.status).toBe(200);
+    expect(ec.body?.attributes.exportable).toBe(true);
+  });
+
+  test('EC keys on P-256K (secp256k1), as both resources hold them: created, and imported with their own x/y', async () => {
+    const created = await call(`${vault.url}/keys/k256/create?${API}`, { method: 'POST', body: { kty: 'EC-HSM', crv: 'P-256K', attributes: { exportable: true }, release_policy: policy() } });
+    expect(created.status).toBe(200);
+    expect(created.body?.key).toMatchObject({ kty: 'EC-HSM', crv: 'P-256K' });
+    const jwk = generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).privateKey.export({ format: 'jwk' });
+    const imported = await call(`${hsm.url}/keys/k256?${API}`, { method: 'PUT', token: hsmToken, body: { key: { ...jwk, kty: 'EC-HSM', crv: 'P-256K' } } });
+    expect(imported.status).toBe(200);
+    expect(imported.body?.key).toMatchObject({ kty: 'EC-HSM', crv: 'P-256K', x: jwk.x, y: jwk.y });
+    expect(imported.body?.key.d).toBeUndefined();
+    const badCurve = await call(`${vault.url}/keys/k256/create?${API}`, { method: 'POST', body: { kty: 'EC-HSM', crv: 'P-192' } });
+    expect(badCurve.body?.error.message).toBe("Invalid crv 'P-192' for EC-HSM: use P-256, P-384, P-521 or P-256K.");
   });
 
   test('SKR consistency rules on create', async () => {

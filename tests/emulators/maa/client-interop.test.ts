@@ -10,7 +10,8 @@ import { reportDataFor } from '../../../src/snp/report';
 import { SimulatedPlatform, simulatedUvmEndorsementBase64, TEST_ONLY_UVM_ROOT_SHA256 } from '../../../src/snp/simulator';
 
 describe('MaaClient + verifyMaaToken against the MAA emulator', () => {
-  const ca = loadOrCreateLocalCa(fs.mkdtempSync(path.join(os.tmpdir(), 'skr-maa-interop-')));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-maa-interop-'));
+  const ca = loadOrCreateLocalCa(dir);
   const platform = new SimulatedPlatform();
   const fetch = createHttpsFetch({ extraCaPem: [ca.certPem] });
   let emu: MaaEmulator;
@@ -22,6 +23,7 @@ describe('MaaClient + verifyMaaToken against the MAA emulator', () => {
   afterAll(async () => {
     await emu.close();
     fetch.destroy();
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   const runtimeData = Buffer.from(JSON.stringify({ keys: [{ kty: 'RSA', n: 'AQAB', e: 'AQAB', kid: 'k', key_ops: ['encrypt'] }] }));

@@ -80,6 +80,7 @@ describe('MAA emulator', () => {
   afterAll(async () => {
     await emu.close();
     fetch.destroy();
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('listens on loopback HTTPS with a local-CA certificate', () => {

@@ -5,7 +5,15 @@ import * as path from 'node:path';
 import { loadOrCreateSigningKey, SIGNING_CERT_FILE, SIGNING_KEY_FILE } from '../../../src/emulators/maa/signing-key';
 
 describe('MAA emulator signing key', () => {
-  const mk = () => fs.mkdtempSync(path.join(os.tmpdir(), 'skr-maa-key-'));
+  const made: string[] = [];
+  const mk = () => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-maa-key-'));
+    made.push(d);
+    return d;
+  };
+  afterAll(() => {
+    for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+  });
 
   it('creates a 0600 RSA key and a matching self-signed certificate, then reloads both', () => {
     const dir = mk();
