@@ -5,7 +5,9 @@
  */
 import * as net from 'node:net';
 import { ConfigError } from '../../src/common/errors';
-import { provisionSimulatedCvm } from '../../src/cvm/simulator';
+import { ParavisorProxy, provisionSimulatedCvm } from '../../src/cvm/simulator';
+import { SwtpmTcpTransport } from '../../src/tpm';
+import { postJson } from '../helpers/sidecar';
 import { loadServerConfig, parsePlatform, parseTpmEndpoint } from '../../src/server/config';
 import { startSidecar } from '../../src/server/sidecar';
 import { startSwtpm, type Swtpm } from '../helpers/swtpm';
@@ -110,6 +112,40 @@ describe('platform detection at start-up', () => {
       } finally {
         await s.close();
         s.logger.close();
+      }
+    }, 30_000);
+
+    it('a report the paravisor did not regenerate is never served as bound to the caller (ERR_HCL_USER_DATA_STALE)', async () => {
+      // Straight to swtpm, no paravisor: the user-data write does not change the HCL report.
+      const s = await startSidecar({ config: { ...loadServerConfig({ port: '0', platform: 'azure-cvm', tpm: `tcp:127.0.0.1:${tpm.port}` }, {}), logLevel: 'error' }, detect: none });
+      try {
+        const r = await postJson(`${s.url}/attest/raw`, { runtime_data: Buffer.from('{"a":1}').toString('base64') });
+        expect(r.status).toBe(500);
+        expect(String(r.json.error)).toMatch(/^vTPM user-data refresh \(write NV 0x01400002, read NV 0x01400001\): the HCL report still carries other user-data /);
+        expect(r.json.report).toBeUndefined();
+      } finally {
+        await s.close();
+        s.logger.close();
+      }
+    }, 30_000);
+
+    it('an AK certificate not provisioned yet: /attest/maa fails naming the step and saying to retry later', async () => {
+      const cvm = await tpm.use((c) => provisionSimulatedCvm(c, { akCertificate: 'missing' }));
+      const proxy = new ParavisorProxy(cvm.transport(new SwtpmTcpTransport({ port: tpm.port })));
+      const port = await proxy.listen(0);
+      try {
+        const s = await startSidecar({ config: { ...loadServerConfig({ port: '0', platform: 'azure-cvm', tpm: `tcp:127.0.0.1:${port}` }, {}), logLevel: 'error' }, detect: none });
+        try {
+          const r = await postJson(`${s.url}/attest/maa`, { maa_endpoint: 'sharedeus.eus.attest.azure.net', runtime_data: Buffer.from('{"a":1}').toString('base64') });
+          expect(r.status).toBe(500);
+          expect(String(r.json.error)).toMatch(/^vTPM evidence \(HCL refresh, AK, quote, ephemeral key\): .*not provisioned yet.*retry later/);
+          expect(r.json.token).toBeUndefined();
+        } finally {
+          await s.close();
+          s.logger.close();
+        }
+      } finally {
+        await proxy.close();
       }
     }, 30_000);
   });
