@@ -32,6 +32,14 @@ describe('skr local --platform azure-cvm (CLI, child process)', () => {
     expect(r.err).toContain('--platform "tdx" is not aci or azure-cvm');
   });
 
+  it('skr demo refuses the CVM stack (no key release there yet) with a clear message', async () => {
+    const stateFile = path.join(dir, 'cvm-state.json');
+    fs.writeFileSync(stateFile, JSON.stringify({ platform: 'azure-cvm', sidecarUrl: 'http://127.0.0.1:1', maaEndpoint: '127.0.0.1:2', vaultEndpoint: '127.0.0.1:3', hsmEndpoint: '127.0.0.1:4', imdsUrl: 'http://127.0.0.1:5', caCertPath: path.join(dir, 'ca.pem'), securityContextDir: '', hostData: '00', pid: process.pid }));
+    const r = await runCli('demo', '--state-file', stateFile);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('is `skr local --platform azure-cvm`, where key release is not supported yet');
+  });
+
   it('writes the platform to its state file, serves, and stops swtpm by PID on SIGTERM', async () => {
     if (!swtpmAvailable()) throw new Error(`swtpm is not installed: ${SWTPM_INSTALL}`);
     const stateFile = path.join(dir, 'state.json');
