@@ -311,7 +311,7 @@ export interface IssuedCertificate {
   publicKey: KeyObject;
 }
 
-function randomSerial(): bigint {
+export function randomSerial(): bigint {
   // 64 random bits, top bit cleared and never zero: a positive INTEGER of at most 8 bytes.
   const b = randomBytes(8);
   b[0] &= 0x7f;

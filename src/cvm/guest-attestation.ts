@@ -223,6 +223,20 @@ export function checkGuestToken(claims: Record<string, unknown>, encKeyPub: Buff
 }
 
 /** The whole guest attestation: collect, call MAA, open, verify. */
+/** The request's `tpm` part from what the vTPM produced (one mapping, shared with the tests' forged requests). */
+export function tpmPartOf(ev: CollectedEvidence): AzureGuestRequestInput['tpm'] {
+  return {
+    akCert: ev.akCert,
+    akPub: ev.akPub,
+    pcrQuote: ev.quote.attest,
+    pcrSignature: ev.quote.signature,
+    pcrs: ev.pcrs,
+    encKeyPub: ev.encKeyPub,
+    encKeyCertifyInfo: ev.certify.attest,
+    encKeyCertifyInfoSignature: ev.certify.signature,
+  };
+}
+
 export async function attestGuest(o: AttestGuestOptions): Promise<GuestAttestationResult> {
   const t: Timings = {};
   const total = performance.now();
@@ -232,16 +246,7 @@ export async function attestGuest(o: AttestGuestOptions): Promise<GuestAttestati
     os: o.os ?? readOsRelease(),
     tcgLog: o.tcgLog ?? readTcgLog(),
     clientPayload: o.clientPayload ?? {},
-    tpm: {
-      akCert: ev.akCert,
-      akPub: ev.akPub,
-      pcrQuote: ev.quote.attest,
-      pcrSignature: ev.quote.signature,
-      pcrs: ev.pcrs,
-      encKeyPub: ev.encKeyPub,
-      encKeyCertifyInfo: ev.certify.attest,
-      encKeyCertifyInfoSignature: ev.certify.signature,
-    },
+    tpm: tpmPartOf(ev),
     isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: o.collateral.vcekPem + o.collateral.chainPem, runtimeClaims: ev.hcl.claimsBytes },
   });
   const envelope = await timed(t, 'maa.attest', () => postAzureGuest(o.maaEndpoint, body, { ...(o.client ?? {}), ...(o.fetch ? { fetch: o.fetch } : {}) }));

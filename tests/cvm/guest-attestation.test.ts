@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { VerificationError } from '../../src/common/errors';
 import { createHttpsFetch, type HttpsFetch } from '../../src/common/https-fetch';
-import { attestGuest, checkGuestToken, GuestAttestation, TPM_KEY_KID, type CollectedEvidence } from '../../src/cvm/guest-attestation';
+import { attestGuest, checkGuestToken, GuestAttestation, TPM_KEY_KID, tpmPartOf, type CollectedEvidence } from '../../src/cvm/guest-attestation';
 import { issueTestOnlyAkCertificate, provisionSimulatedCvm, type SimulatedCvm } from '../../src/cvm/simulator';
 import { loadOrCreateLocalCa } from '../../src/emulators/ca';
 import { startImdsEmulator, type ImdsEmulator } from '../../src/emulators/imds';
@@ -58,17 +58,7 @@ describe('guest attestation on swtpm against the MAA emulator', () => {
     return serializeAzureGuestRequest({
       os: OS,
       clientPayload: { nonce: 'n-1' },
-      tpm: {
-        akCert: ev.akCert,
-        akPub: ev.akPub,
-        pcrQuote: ev.quote.attest,
-        pcrSignature: ev.quote.signature,
-        pcrs: ev.pcrs,
-        encKeyPub: ev.encKeyPub,
-        encKeyCertifyInfo: ev.certify.attest,
-        encKeyCertifyInfoSignature: ev.certify.signature,
-        ...over,
-      },
+      tpm: { ...tpmPartOf(ev), ...over },
       isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: thim().vcekCert + thim().certificateChain, runtimeClaims: claims ?? ev.hcl.claimsBytes },
     });
   }

@@ -3,8 +3,8 @@
  * 0x01C101D0. Its key is generated per process (never committed, never trusted unless a verifier is told
  * to) and every name says "SIMULATED (test only)" so a simulated AK certificate cannot pass for Azure's.
  */
-import { generateKeyPairSync, KeyObject, randomBytes } from 'node:crypto';
-import { basicConstraints, buildCertificate, keyUsage, pemOf, subjectKeyIdentifier, authorityKeyIdentifier } from '../../asn1/x509';
+import { generateKeyPairSync, KeyObject } from 'node:crypto';
+import { basicConstraints, buildCertificate, keyUsage, pemOf, subjectKeyIdentifier, authorityKeyIdentifier, randomSerial } from '../../asn1/x509';
 
 const DAY_MS = 86_400_000;
 const O = 'skr-sidecar SIMULATED (test only)';
@@ -16,11 +16,6 @@ export interface TestOnlyVtpmCa {
   publicKey: KeyObject;
 }
 
-function serial(): bigint {
-  const s = randomBytes(8);
-  s[0] &= 0x7f;
-  return BigInt('0x' + s.toString('hex')) + 1n;
-}
 
 export function createTestOnlyVtpmCa(now: Date = new Date()): TestOnlyVtpmCa {
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -28,7 +23,7 @@ export function createTestOnlyVtpmCa(now: Date = new Date()): TestOnlyVtpmCa {
   const certDer = buildCertificate({
     subject: name,
     issuer: name,
-    serialNumber: serial(),
+    serialNumber: randomSerial(),
     notBefore: new Date(now.getTime() - DAY_MS),
     notAfter: new Date(now.getTime() + 3650 * DAY_MS),
     subjectPublicKey: publicKey,
@@ -44,7 +39,7 @@ export function issueTestOnlyAkCertificate(ca: TestOnlyVtpmCa, akPublic: KeyObje
   return buildCertificate({
     subject: [['O', O], ['CN', `SIMULATED vTPM AK ${vmId} (test only)`]],
     issuer: [['O', O], ['CN', 'SIMULATED Azure Virtual TPM Root CA (test only)']],
-    serialNumber: serial(),
+    serialNumber: randomSerial(),
     notBefore: new Date(now.getTime() - DAY_MS),
     notAfter: new Date(now.getTime() + 365 * DAY_MS),
     subjectPublicKey: akPublic,
