@@ -21,7 +21,7 @@ import { MAA_UPSTREAM } from '../maa/client';
 import { verifyMaaToken, type JwksCache } from '../maa/verify-token';
 import type { AttestationReport } from '../snp/report';
 import { reportDataFor } from '../snp/report';
-import { checkGuestToken, GuestAttestation, readOsRelease, readTcgLog } from './guest-attestation';
+import { checkGuestToken, GuestAttestation, readOsRelease, readTcgLog, tpmPartOf } from './guest-attestation';
 import { atTpmStep } from './tpm-step';
 
 /** The client-payload key carrying the caller's runtime data (MAA base64-encodes the value). */
@@ -69,16 +69,7 @@ export class AzureGuestAttester implements Attester {
       os: this.os,
       tcgLog: (this.opts.tcgLog ?? readTcgLog)(),
       clientPayload,
-      tpm: {
-        akCert: ev.akCert,
-        akPub: ev.akPub,
-        pcrQuote: ev.quote.attest,
-        pcrSignature: ev.quote.signature,
-        pcrs: ev.pcrs,
-        encKeyPub: ev.encKeyPub,
-        encKeyCertifyInfo: ev.certify.attest,
-        encKeyCertifyInfoSignature: ev.certify.signature,
-      },
+      tpm: tpmPartOf(ev),
       isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: chain.vcekPem + chain.chainPem, runtimeClaims: ev.hcl.claimsBytes },
     });
     return telemetry.stage('maa', async () => {
