@@ -8,7 +8,7 @@
  * in a TPM is another implementation of the same interface (docs/architecture.md).
  */
 import type { JsonWebKey } from 'node:crypto';
-import { VerificationError } from '../common/errors';
+import { SkrError, VerificationError } from '../common/errors';
 import type { KeyHsm } from './key-hsm';
 
 export interface UnwrapContext {
@@ -43,5 +43,18 @@ export interface KeyEncryptionKeySource {
 export class StaleKekError extends VerificationError {
   constructor(message: string, cause?: unknown) {
     super('unwrap', message, cause);
+  }
+}
+
+/**
+ * The KEK source of a platform whose key release is not implemented yet (the Azure confidential VM until
+ * its TPM-resident KEK, issue 14): every release is refused with ERR_NOT_SUPPORTED_ON_PLATFORM (501)
+ * before any evidence is gathered or any upstream is called.
+ */
+export class NoKekOnPlatform implements KeyEncryptionKeySource {
+  constructor(private readonly platform: string) {}
+
+  take(): Promise<KeyEncryptionKey> {
+    return Promise.reject(new SkrError('ERR_NOT_SUPPORTED_ON_PLATFORM', `key release is not supported on the ${this.platform} platform yet: its key-encryption key lives in the vTPM (issue 14); attestation (/attest/*) works`));
   }
 }

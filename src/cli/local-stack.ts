@@ -2,6 +2,11 @@
  * Wiring for `skr local`: the simulated platform, the IMDS, MAA, Key Vault and Managed HSM
  * emulators, and the sidecar pointed at them, all on 127.0.0.1. The sidecar runs the production
  * code paths; only its endpoints, CA and identity origin differ from a real deployment.
+ *
+ * `platform: 'azure-cvm'`: instead of the simulated SEV-SNP device, a real software TPM (swtpm, one
+ * child process) provisioned as a simulated Azure confidential VM (src/cvm/simulator), behind the
+ * simulated paravisor's TCP proxy; the MAA emulator trusts the local vTPM CA and serves
+ * /attest/AzureGuest; the sidecar runs `--platform azure-cvm --tpm tcp:127.0.0.1:<proxy>`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -14,9 +19,15 @@ import { loadServerConfig, releaseTuningFromProcess, type LogLevel, type ServerL
 import { createLogger, type Logger } from '../server/logger';
 import { startSidecar, type RunningSidecar } from '../server/sidecar';
 import { SimulatedPlatform, TEST_ONLY_UVM_ROOT_SHA256 } from '../snp/simulator';
+import { ParavisorProxy, provisionSimulatedCvm, startSwtpmProcess, type SimulatedCvm } from '../cvm/simulator';
+import { SwtpmTcpTransport, TpmClient } from '../tpm';
+
+export type LocalPlatform = 'aci' | 'azure-cvm';
 
 /** What `skr local` writes to its state file: how other tools (and people) reach the stack. */
 export interface LocalState {
+  /** `aci` (simulated SEV-SNP container group) or `azure-cvm` (swtpm as a simulated confidential VM). */
+  platform: LocalPlatform;
   sidecarUrl: string;
   maaEndpoint: string;
   vaultEndpoint: string;
@@ -27,6 +38,8 @@ export interface LocalState {
   /** sha256 of the simulated security policy: what a release policy pins as x-ms-sevsnpvm-hostdata. */
   hostData: string;
   pid: number;
+  /** azure-cvm: the simulated paravisor's TPM port (`tcp:127.0.0.1:PORT`) and the swtpm behind it. */
+  tpm?: { endpoint: string; swtpmPid: number; swtpmStateDir: string };
 }
 
 export interface LocalStackOptions {
@@ -38,6 +51,8 @@ export interface LocalStackOptions {
   release?: ReleaseTuning;
   /** Sidecar limits (deadline, slots, ...) over the defaults; tests shorten the deadline. */
   limits?: Partial<ServerLimits>;
+  /** Default aci. */
+  platform?: LocalPlatform;
 }
 
 export interface LocalStack {
@@ -48,6 +63,8 @@ export interface LocalStack {
   imds: ImdsEmulator;
   vault: VaultEmulator;
   hsm: VaultEmulator;
+  /** azure-cvm: the provisioned simulated CVM (its vTPM CA, paravisor). */
+  cvm?: SimulatedCvm;
   close(): Promise<void>;
 }
 
@@ -58,7 +75,22 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   const ca = loadOrCreateLocalCa(dir);
   const platform = new SimulatedPlatform();
   const started: { close(): Promise<void> }[] = [];
+  const onCvm = opts.platform === 'azure-cvm';
   try {
+    let cvm: SimulatedCvm | undefined;
+    let tpm: LocalState['tpm'];
+    if (onCvm) {
+      const swtpm = await startSwtpmProcess();
+      started.push({ close: () => swtpm.stop() });
+      // One connection to swtpm (it serves one at a time), owned by the proxy; provisioning uses it first.
+      const inner = new SwtpmTcpTransport({ port: swtpm.port });
+      started.push({ close: () => inner.close() });
+      cvm = await provisionSimulatedCvm(new TpmClient(inner), { platform });
+      const proxy = new ParavisorProxy(cvm.transport(inner));
+      const proxyPort = await proxy.listen(0);
+      started.push(proxy);
+      tpm = { endpoint: `tcp:127.0.0.1:${proxyPort}`, swtpmPid: swtpm.pid, swtpmStateDir: swtpm.stateDir };
+    }
     const imds = await startImdsEmulator({ stateDir: path.join(dir, 'imds'), thim: () => platform.thimCertificates() });
     started.push(imds);
     const maa = await startMaaEmulator({
@@ -66,6 +98,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       stateDir: path.join(dir, 'maa'),
       trustedArkPem: [platform.arkPem],
       trustedUvmRootFingerprints: [TEST_ONLY_UVM_ROOT_SHA256],
+      ...(cvm ? { trustedVtpmCaPem: [cvm.ca.certPem] } : {}),
     });
     started.push(maa);
     const accessTokens = { publicKey: imds.publicKey, issuer: imds.issuer };
@@ -74,7 +107,10 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     const hsm = await startVaultEmulator({ flavour: 'hsm', ca, stateDir: path.join(dir, 'hsm'), accessTokens });
     started.push(hsm);
 
-    const base = loadServerConfig({ port: String(opts.port ?? 8080), simulate: true }, {});
+    const base = loadServerConfig(
+      onCvm && tpm ? { port: String(opts.port ?? 8080), platform: 'azure-cvm', tpm: tpm.endpoint } : { port: String(opts.port ?? 8080), simulate: true },
+      {},
+    );
     const config = {
       ...base,
       logLevel: opts.logLevel ?? base.logLevel,
@@ -91,15 +127,16 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     };
     const sidecar = await startSidecar({
       config,
-      platform,
       logger,
-      securityContextDir: path.join(dir, 'security-context'),
+      // A CVM has no security context; the simulated container group gets one written.
+      ...(onCvm ? {} : { platform, securityContextDir: path.join(dir, 'security-context') }),
       // `skr local` takes no other settings from the environment, but the fast-path ones (the bench sets them).
       release: opts.release ?? releaseTuningFromProcess(),
     });
     started.push(sidecar);
 
     const state: LocalState = {
+      platform: onCvm ? 'azure-cvm' : 'aci',
       sidecarUrl: sidecar.url,
       maaEndpoint: maa.endpoint,
       vaultEndpoint: vault.endpoint,
@@ -109,11 +146,12 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       securityContextDir: sidecar.securityContextDir ?? '',
       hostData: platform.hostData.toString('hex'),
       pid: process.pid,
+      ...(tpm ? { tpm } : {}),
     };
     const close = async () => {
       for (const s of started.reverse()) await s.close().catch(() => undefined);
     };
-    return { state, platform, sidecar, maa, imds, vault, hsm, close };
+    return { state, platform, sidecar, maa, imds, vault, hsm, ...(cvm ? { cvm } : {}), close };
   } catch (e) {
     for (const s of started.reverse()) await s.close().catch(() => undefined);
     throw e;

@@ -22,12 +22,12 @@ import type { TpmClient } from '../tpm';
 import { Serializer } from '../tpm/transport';
 import { attestGuest, TPM_KEY_KID, type Timings } from './guest-attestation';
 import { PCRS_0_7, policyPcrDigest } from '../tpm';
-import { tokenTpmKeyModulus, TpmKekSource, type LoadedKey } from './tpm-kek';
+import { tokenTpmKeyModulus, TpmKekSource, type LoadedKey, type TpmLock } from './tpm-kek';
 
 export interface CvmAttesterOptions {
   tpm: TpmClient;
-  /** The lock shared with the TPM KEK source. */
-  lock: Serializer;
+  /** The lock shared with the TPM KEK source (a Serializer, or the sidecar's TPM gate). */
+  lock: TpmLock;
   /** The VCEK chain of the HCL report's SNP report: IMDS THIM on Azure (e.g. LocalThimSource.fetch). */
   collateral: (signal?: AbortSignal) => Promise<AmdCertChain>;
   /** Outbound HTTPS for MAA (and its JWKS). */
@@ -111,8 +111,8 @@ export interface CvmReleaseParts {
 }
 
 /** The attester and KEK source of a CVM, sharing one TPM lock. */
-export function cvmReleaseParts(opts: Omit<CvmAttesterOptions, 'lock'>): CvmReleaseParts {
-  const lock = new Serializer();
+export function cvmReleaseParts(opts: Omit<CvmAttesterOptions, 'lock'> & { lock?: TpmLock }): CvmReleaseParts {
+  const lock = opts.lock ?? new Serializer();
   const keks = new TpmKekSource(opts.tpm, lock);
   return { attester: new CvmAttester({ keks, ...opts, lock }), keks, close: () => keks.close() };
 }

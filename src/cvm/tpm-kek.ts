@@ -130,13 +130,18 @@ export interface LoadedKey {
  * Hands out the vTPM's current ephemeral key as a KEK. Every KEK of one boot and PCR state is the same
  * key (the protocol derives it deterministically), kept loaded once; it is re-derived when it is gone.
  */
+/** One TPM user at a time: a Serializer, or the sidecar's device gate (its run takes an optional signal). */
+export interface TpmLock {
+  run<T>(fn: () => Promise<T>): Promise<T>;
+}
+
 export class TpmKekSource implements KeyEncryptionKeySource {
   private current?: LoadedKey;
 
   constructor(
     readonly tpm: TpmClient,
     /** Shared with the CVM attester: one TPM sequence at a time. */
-    readonly lock: Serializer = new Serializer(),
+    readonly lock: TpmLock = new Serializer(),
   ) {}
 
   take(): Promise<KeyEncryptionKey> {
@@ -197,7 +202,11 @@ export class TpmKek implements KeyEncryptionKey {
     }
     const tokenN = tokenTpmKeyModulus(ctx.maaToken);
     if (tokenN === undefined) throw fail(`the MAA token carries no ${TPM_KEY_KID} in x-ms-runtime.keys`);
-    if (tokenN !== this.publicJwk.n) throw fail(`the MAA token's ${TPM_KEY_KID} is not this KEK's key`);
+    // An attester that derives its own key (AzureGuestAttester) certifies the vTPM's key of the moment:
+    // another key than the KEK's means PCR0-7 changed or the TPM was reset in between.
+    if (tokenN !== this.publicJwk.n) {
+      throw new StaleKekError(`TPM unwrap: the MAA token's ${TPM_KEY_KID} is not this KEK's key: the vTPM's key changed between taking the KEK and attesting (PCR0-7 changed or the TPM was reset)`);
+    }
     const ct = keyHsm.ciphertext;
     const kwpBytes = ct.length - TPM_KEK_RSA_BYTES;
     if (kwpBytes < 16 || kwpBytes % 8 !== 0) {

@@ -1,8 +1,8 @@
 /**
  * The attestation part of a key release: fresh evidence binding the caller's runtime data,
  * exchanged at an MAA endpoint for a token. One implementation per platform; the SEV-SNP one
- * (container groups on ACI/AKS) is below. A confidential VM will add one whose evidence comes
- * from its vTPM (see docs/architecture.md).
+ * (container groups on ACI/AKS) is below; the Azure confidential VM's, whose evidence comes from its
+ * vTPM, is src/cvm/guest-attester.ts (see docs/architecture.md).
  */
 import type { AmdCertChain } from '../certs/types';
 import type { Endpoint } from '../common/endpoint';

@@ -144,7 +144,8 @@ export function createApp(deps: AppDeps): Express {
     }
     const upstreams = health.snapshot();
     // "message" is what reference clients read; details appear once an upstream has been used.
-    res.json(Object.keys(upstreams).length ? { message: 'Status OK', details: { evidence: attestation.describe(), upstreams } } : { message: 'Status OK' });
+    const platform = attestation.platform ? { platform: attestation.platform } : {};
+    res.json(Object.keys(upstreams).length ? { message: 'Status OK', ...platform, details: { evidence: attestation.describe(), upstreams } } : { message: 'Status OK', ...platform });
   });
 
   app.get('/metrics', (_req, res) => {
@@ -168,8 +169,9 @@ export function createApp(deps: AppDeps): Express {
   app.post('/attest/raw', async (req, res) => {
     const data = runtimeData(body(req));
     guardRuntimeKeys(data, 'evidence');
-    const report = await withDeadline(deadlineMs, () => attestation.rawReport(reportDataFor(data)));
-    res.json({ report: report.toString('hex') });
+    const r = await withDeadline(deadlineMs, () => attestation.rawReport(reportDataFor(data)));
+    // Azure CVM: the HCL report too (its claims' user-data is sha256(runtime_data) + zeros; REPORT_DATA = sha256(claims)).
+    res.json({ report: r.report.toString('hex'), ...(r.hclReport ? { hcl_report: r.hclReport.toString('hex') } : {}) });
   });
 
   app.post('/attest/combined', async (req, res) => {
@@ -180,6 +182,7 @@ export function createApp(deps: AppDeps): Express {
       endorsed_tcb: c.chain.tcbm.toString(16).padStart(16, '0'),
       endorsements: Buffer.from(joinPem(c.chain.vcekPem, c.chain.chainPem), 'utf8').toString('base64'),
       evidence: c.report.toString('base64'),
+      ...(c.hclReport ? { hcl_evidence: c.hclReport.toString('base64') } : {}),
       uvm_endorsements: c.uvmEndorsementsBase64,
     });
   });

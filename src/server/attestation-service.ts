@@ -3,7 +3,7 @@ import type { CollateralProvider } from '../certs/provider';
 import type { Endpoint } from '../common/endpoint';
 import type { Attester } from '../maa/attester';
 import type { EvidenceSource } from '../snp/evidence';
-import type { AttestationService, CombinedAttestation } from './attestation';
+import type { AttestationService, CombinedAttestation, RawAttestation } from './attestation';
 
 export interface SidecarAttestationOptions {
   evidence: EvidenceSource;
@@ -11,18 +11,24 @@ export interface SidecarAttestationOptions {
   attester: Attester;
   /** reference-info-base64 from the security context ('' when the platform provides none). */
   referenceInfoBase64?: string;
+  /** `aci` or `azure-cvm`. */
+  platform?: string;
 }
 
 export class SidecarAttestation implements AttestationService {
-  constructor(private readonly opts: SidecarAttestationOptions) {}
+  readonly platform?: string;
+  constructor(private readonly opts: SidecarAttestationOptions) {
+    if (opts.platform) this.platform = opts.platform;
+  }
 
-  async rawReport(reportData: Buffer): Promise<Buffer> {
-    return (await this.opts.evidence.getReport({ reportData })).report;
+  async rawReport(reportData: Buffer): Promise<RawAttestation> {
+    const e = await this.opts.evidence.getReport({ reportData });
+    return { report: e.report, ...(e.hclReport ? { hclReport: e.hclReport } : {}) };
   }
 
   async combined(reportData: Buffer): Promise<CombinedAttestation> {
     const { evidence, chain } = await this.opts.collateral.getEvidenceWithChain({ reportData });
-    return { report: evidence.report, chain, uvmEndorsementsBase64: this.opts.referenceInfoBase64 ?? '' };
+    return { report: evidence.report, ...(evidence.hclReport ? { hclReport: evidence.hclReport } : {}), chain, uvmEndorsementsBase64: this.opts.referenceInfoBase64 ?? '' };
   }
 
   maaToken(maaEndpoint: Endpoint, runtimeData: Buffer, signal?: AbortSignal): Promise<string> {

@@ -5,16 +5,28 @@
 import type { AmdCertChain } from '../certs/types';
 import type { Endpoint } from '../common/endpoint';
 
+/** A report for the route /attest/raw; on an Azure CVM with the HCL report it is embedded in. */
+export interface RawAttestation {
+  report: Buffer;
+  /** Azure CVM: the whole HCL report (its runtime claims carry the requested REPORT_DATA as user-data). */
+  hclReport?: Buffer;
+}
+
 export interface CombinedAttestation {
   report: Buffer;
+  /** Azure CVM: the whole HCL report `report` is embedded in. */
+  hclReport?: Buffer;
   chain: AmdCertChain;
   /** reference-info-base64 exactly as the platform provided it ('' when none). */
   uvmEndorsementsBase64: string;
 }
 
 export interface AttestationService {
-  /** A report whose REPORT_DATA is `reportData` (64 bytes). */
-  rawReport(reportData: Buffer): Promise<Buffer>;
+  /**
+   * A report whose REPORT_DATA is `reportData` (64 bytes); on an Azure CVM the HCL report whose claims'
+   * user-data is `reportData` and whose embedded report's REPORT_DATA is sha256(claims).
+   */
+  rawReport(reportData: Buffer): Promise<RawAttestation>;
   /** Report plus the AMD chain matching its REPORTED_TCB and the UVM endorsement. */
   combined(reportData: Buffer): Promise<CombinedAttestation>;
   /**
@@ -24,6 +36,8 @@ export interface AttestationService {
   maaToken(maaEndpoint: Endpoint, runtimeData: Buffer, signal?: AbortSignal): Promise<string>;
   /** One-line description of where evidence comes from, for /status and logs. */
   describe(): string;
+  /** `aci` or `azure-cvm` (shown by /status). */
+  readonly platform?: string;
 }
 
 /** What POST /key/release needs. */

@@ -15,8 +15,46 @@ import type { WorkloadIdentitySettings } from '../akv/identity';
 import { SECURITY_CONTEXT_ENV, type SecurityContextEnv } from '../certs/thim';
 import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, KidAllowlist } from './allowlist';
 import { parseAttestMaaKeys, type AttestMaaKeys } from './runtime-keys';
+import type { TpmEndpoint } from '../cvm/detect';
 
 export type CertCacheEndpointType = 'AMD' | 'AzCache' | 'LocalTHIM';
+
+/** Where the sidecar runs: ACI/AKS container groups (SEV-SNP device), an Azure confidential VM (vTPM), or detect. */
+export type PlatformChoice = 'auto' | 'aci' | 'azure-cvm';
+export const PLATFORM_CHOICES: readonly PlatformChoice[] = ['auto', 'aci', 'azure-cvm'];
+
+/** The TPM of an Azure confidential VM: its resource-manager device, or a swtpm / simulated paravisor TCP port (local use). */
+export type { TpmEndpoint };
+export const DEFAULT_TPM_DEVICE = '/dev/tpmrm0';
+
+export function parsePlatform(s: string | undefined): PlatformChoice {
+  if (s === undefined || s.trim() === '') return 'auto';
+  const v = s.trim().toLowerCase();
+  if (!(PLATFORM_CHOICES as readonly string[]).includes(v)) throw new ConfigError(`platform "${s.slice(0, 40)}" is not one of ${PLATFORM_CHOICES.join(', ')}`);
+  return v as PlatformChoice;
+}
+
+/**
+ * `--tpm` / SKR_TPM: `tcp:HOST:PORT` (loopback only: TPM commands travel in the clear) or a device path
+ * (`device:/dev/tpmrm0` or just `/dev/tpmrm0`).
+ */
+export function parseTpmEndpoint(s: string | undefined): TpmEndpoint | undefined {
+  if (s === undefined || s.trim() === '') return undefined;
+  const v = s.trim();
+  const tcp = /^tcp:(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v);
+  if (tcp) {
+    const host = tcp[1] ?? tcp[2];
+    const port = parsePort(tcp[3]);
+    if (!['127.0.0.1', 'localhost', '::1'].includes(host.toLowerCase())) {
+      throw new ConfigError(`TPM endpoint ${v.slice(0, 80)}: only loopback hosts (127.0.0.1, localhost, ::1) are allowed: TPM commands travel in the clear`);
+    }
+    if (port === 0) throw new ConfigError(`TPM endpoint ${v.slice(0, 80)}: port 0 is not a port to connect to`);
+    return { kind: 'tcp', host: host.toLowerCase() === 'localhost' ? '127.0.0.1' : host, port };
+  }
+  const path = v.startsWith('device:') ? v.slice('device:'.length) : v;
+  if (!path.startsWith('/')) throw new ConfigError(`TPM endpoint "${v.slice(0, 80)}" is neither tcp:HOST:PORT nor a device path such as /dev/tpmrm0`);
+  return { kind: 'device', path };
+}
 
 /** `SkrSideCarArgs` JSON, exactly the reference's field names. Every part is optional. */
 export interface SkrSideCarArgs {
@@ -227,6 +265,10 @@ export interface ServerConfig {
   releaseEnc: ReleaseEnc;
   /** UVM_SECURITY_CONTEXT_DIR and the older UVM_* variables the security context falls back to. */
   securityContextEnv: SecurityContextEnv;
+  /** --platform / SKR_PLATFORM (default auto). */
+  platform: PlatformChoice;
+  /** --tpm / SKR_TPM: the Azure CVM's TPM; default /dev/tpmrm0. */
+  tpm?: TpmEndpoint;
 }
 
 export interface ConfigFlags {
@@ -241,6 +283,10 @@ export interface ConfigFlags {
   extraCaFiles?: string[];
   /** Per-request deadline in seconds. */
   requestDeadline?: string;
+  /** auto | aci | azure-cvm. */
+  platform?: string;
+  /** tcp:HOST:PORT or a device path. */
+  tpm?: string;
 }
 
 /** Comma/whitespace separated list from an env var; undefined when unset or blank. */
@@ -357,7 +403,15 @@ export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = pr
     release: releaseTuningFromEnv(env),
     securityContextEnv: securityContextEnvOf(env),
     releaseEnc: parseReleaseEnc(env.SKR_RELEASE_ENC),
+    platform: parsePlatform(flags.platform ?? env.SKR_PLATFORM),
   };
+  const tpm = parseTpmEndpoint(flags.tpm ?? env.SKR_TPM);
+  if (tpm) cfg.tpm = tpm;
+  if (cfg.simulate && cfg.platform === 'azure-cvm') {
+    throw new ConfigError('--simulate simulates an ACI container group; for a simulated Azure confidential VM run `skr local --platform azure-cvm`');
+  }
+  if (cfg.tpm && cfg.simulate) throw new ConfigError('--tpm does not go with --simulate (which simulates an ACI container group)');
+  if (cfg.tpm && cfg.platform === 'aci') throw new ConfigError('--tpm only applies to an Azure confidential VM (--platform azure-cvm or auto)');
   const workload = workloadIdentityFromEnv(env);
   if (workload) cfg.workloadIdentity = workload;
   const lists = cfg.args.allowlist ?? {};

@@ -13,7 +13,6 @@ import { readSecurityContext } from '../certs/thim';
 import type { CollateralSource } from '../certs/types';
 import { decodeBase64Strict } from '../common/bytes';
 import { ConfigError } from '../common/errors';
-import { detectEvidenceSource, type DetectOptions } from '../snp/detect';
 import type { EvidenceSource } from '../snp/evidence';
 import type { SimulatedPlatform } from '../snp/simulator';
 import { CollateralProvider } from '../certs/provider';
@@ -24,6 +23,13 @@ import { ReleaseJwsVerifier } from '../akv/jws';
 import { KeyReleasePipeline } from '../akv/release';
 import { startReleaseFastPath, type ReleaseTuning } from '../akv/release-tuning';
 import { SoftwareKekSource } from '../akv/software-kek';
+import { NoKekOnPlatform, type KeyEncryptionKeySource } from '../akv/kek';
+import type { WrappingKeyPool } from '../akv/wrapping-key-pool';
+import type { Attester } from '../maa/attester';
+import { LocalThimSource } from '../certs/sources/local-thim';
+import type { TpmClient } from '../tpm';
+import type { VtpmEvidence } from '../cvm/vtpm-evidence';
+import { detectPlatform, type PlatformDetectOptions } from './platform';
 import { KeyVaultRelease } from '../akv/vault-release';
 import { SevSnpAttester } from '../maa/attester';
 import { MaaClient } from '../maa/client';
@@ -41,7 +47,7 @@ export interface SidecarOptions {
   config: ServerConfig;
   logger?: Logger;
   /** Where to look for devices (tests point this at temp paths). */
-  detect?: DetectOptions;
+  detect?: PlatformDetectOptions;
   /** Security-context directory: read from on real hosts; written by the simulator in simulate mode. */
   securityContextDir?: string;
   /** A ready-made simulated platform (simulate mode only); one is created from the config otherwise. */
@@ -57,6 +63,8 @@ export interface RunningSidecar {
   port: number;
   server: Server;
   evidence: EvidenceSource;
+  /** `aci` (SEV-SNP device or its simulation) or `azure-cvm` (vTPM). */
+  platformName: 'aci' | 'azure-cvm';
   securityContextDir?: string;
   platform?: SimulatedPlatform;
   logger: Logger;
@@ -88,6 +96,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   let evidence: EvidenceSource;
   let platform: SimulatedPlatform | undefined;
   let contextDir = opts.securityContextDir;
+  let cvmTpm: TpmClient | undefined;
+  let cvmEvidence: VtpmEvidence | undefined;
   let ownedContextDir: string | undefined;
   const removeOwnedContextDir = () => {
     if (ownedContextDir) fs.rmSync(ownedContextDir, { recursive: true, force: true });
@@ -108,8 +118,18 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     evidence = platform.evidenceSource();
     logger.warn('SIMULATION MODE: reports are signed by a test AMD chain that no relying party trusts', { securityContextDir: contextDir });
   } else {
-    evidence = await detectEvidenceSource(opts.detect);
+    const detected = await detectPlatform(config.platform, config.tpm, opts.detect);
+    if (detected.name === 'aci') evidence = detected.evidence;
+    else {
+      cvmTpm = detected.tpm;
+      // Loaded only on a CVM; the TPM client is shared by the evidence source and the attester.
+      const { VtpmEvidence } = await import('../cvm/vtpm-evidence');
+      const { HclEvidenceSource } = await import('../cvm/hcl-evidence-source');
+      cvmEvidence = new VtpmEvidence(cvmTpm);
+      evidence = new HclEvidenceSource(cvmEvidence);
+    }
   }
+  const platformName = cvmTpm ? 'azure-cvm' : 'aci';
 
   const metrics = new SidecarMetrics();
   const health = new UpstreamHealth();
@@ -126,7 +146,12 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   // Collateral shares the bounded, redirect-free outbound client (and its extra CAs).
   const outbound = createHttpsFetch({ extraCaPem: config.extraCaPem });
   const fromArgs = collateralSourceFromArgs(config.args.certcache, { fetch: outbound, onAttempt: attemptHook(telemetry, 'collateral') });
-  const primary: CollateralSource = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir, env: config.securityContextEnv }) : fromArgs;
+  // On a CVM the VCEK chain comes from IMDS THIM unless a certcache is configured.
+  const primary: CollateralSource = context.hostAmdCert
+    ? new SecurityContextSource({ dir: context.dir, env: config.securityContextEnv })
+    : cvmTpm && !config.args.certcache
+      ? new LocalThimSource({ fetch: outbound, onAttempt: attemptHook(telemetry, 'collateral') })
+      : fromArgs;
   const collateral = new CollateralProvider({
     evidence,
     primary,
@@ -135,8 +160,22 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     telemetry,
   });
   const maa = new MaaClient({ fetch: outbound, userAgent: config.args.maaconfig?.user_agent, telemetry });
-  const attester = new SevSnpAttester({ collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
-  const attestation = new SidecarAttestation({ evidence, collateral, attester, referenceInfoBase64: context.referenceInfoBase64 });
+  let attester: Attester;
+  if (cvmTpm && cvmEvidence) {
+    const { AzureGuestAttester } = await import('../cvm/guest-attester');
+    const { GuestAttestation } = await import('../cvm/guest-attestation');
+    attester = new AzureGuestAttester({
+      guest: new GuestAttestation(cvmTpm, cvmEvidence),
+      chainFor: (report, signal) => collateral.chainForReport(report, signal),
+      fetch: outbound,
+      userAgent: config.args.maaconfig?.user_agent,
+      tpmGate: deviceGate,
+      telemetry,
+    });
+  } else {
+    attester = new SevSnpAttester({ collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
+  }
+  const attestation = new SidecarAttestation({ evidence, collateral, attester, referenceInfoBase64: context.referenceInfoBase64, platform: platformName });
   const tokens = new TokenProvider({
     clientId: config.args.identity?.client_id,
     ...(config.imdsEndpoint ? { imdsEndpoint: config.imdsEndpoint } : {}),
@@ -147,7 +186,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const fastPath = startReleaseFastPath(opts.release ?? config.release);
   const release = new KeyReleasePipeline({
     attester,
-    keks: new SoftwareKekSource(fastPath.wrappingKeyPool),
+    keks: kekSourceFor(platformName, fastPath.wrappingKeyPool),
     vault: new KeyVaultRelease({
       tokens,
       // The SDK sets no per-attempt timeout of its own: bound each vault call here.
@@ -184,12 +223,15 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const server = await new Promise<Server>((resolve, reject) => {
     const s = app.listen(config.port, config.host);
     s.once('listening', () => resolve(s));
-    s.once('error', (e: NodeJS.ErrnoException) => {
-      fastPath.close();
-      outbound.destroy();
-      removeOwnedContextDir();
-      reject(new ConfigError(`cannot listen on ${config.host}:${config.port}: ${e.code ?? e.message}`, e));
-    });
+    s.once('error', (e: NodeJS.ErrnoException) =>
+      reject(new ConfigError(`cannot listen on ${config.host}:${config.port}: ${e.code ?? e.message}`, e)),
+    );
+  }).catch(async (e: unknown) => {
+    fastPath.close();
+    outbound.destroy();
+    removeOwnedContextDir();
+    await cvmTpm?.close().catch(() => undefined);
+    throw e;
   });
   // Slow or stalled clients cannot hold a socket forever.
   server.headersTimeout = limits.headersTimeoutMs;
@@ -200,6 +242,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const url = `http://${config.host}:${port}`;
   logger.info('sidecar listening', {
     url,
+    platform: platformName,
     evidence: evidence.description,
     collateral: primary.name,
     allowedMaa: config.allowedMaa,
@@ -225,9 +268,18 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
         clearTimeout(force);
         outbound.destroy();
         removeOwnedContextDir();
-        resolve();
+        // The TPM connection (one at a time on swtpm) is released with the server.
+        void (cvmTpm?.close() ?? Promise.resolve()).catch(() => undefined).then(() => resolve());
       });
       server.closeIdleConnections();
     }));
-  return { url, port, server, evidence, securityContextDir: contextDir, platform, logger, metrics, health, close, ownsSecurityContextDir: ownedContextDir !== undefined };
+  return { url, port, server, evidence, platformName, securityContextDir: contextDir, platform, logger, metrics, health, close, ownsSecurityContextDir: ownedContextDir !== undefined };
+}
+
+/**
+ * Where each platform's key-encryption key comes from (docs/architecture.md): a pooled software key in
+ * ACI/AKS; on an Azure CVM the vTPM-resident key of issue 14, refused cleanly (501) until it exists.
+ */
+function kekSourceFor(platform: 'aci' | 'azure-cvm', pool: WrappingKeyPool): KeyEncryptionKeySource {
+  return platform === 'azure-cvm' ? new NoKekOnPlatform('Azure confidential VM') : new SoftwareKekSource(pool);
 }

@@ -19,6 +19,11 @@ export interface Evidence {
   report: Buffer;
   /** Certificates the host supplied with an extended report, when there were any. */
   certTable?: CertTableEntry[];
+  /**
+   * Azure confidential VM: the whole HCL report (vTPM NV 0x01400001) `report` is embedded in. There
+   * REPORT_DATA is sha256 of the runtime claims, whose `user-data` is the requested REPORT_DATA.
+   */
+  hclReport?: Buffer;
 }
 
 export interface ReportRequest {
@@ -30,7 +35,7 @@ export interface ReportRequest {
   extended?: boolean;
 }
 
-export type EvidenceKind = 'configfs-tsm' | 'sev-guest' | 'sev' | 'simulated';
+export type EvidenceKind = 'configfs-tsm' | 'sev-guest' | 'sev' | 'simulated' | 'azure-cvm-vtpm';
 
 export interface EvidenceSource {
   readonly kind: EvidenceKind;

@@ -248,6 +248,13 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
     it('key_hsm for another kid is refused before the TPM', async () => {
       expect((await errorOf(kek.unwrap(keyHsm('RSA_AES_KEY_WRAP_256', 'RSA_AES_KEY_WRAP_256', 'other'), { maaToken: token }))).message).toMatch(/header\.kid is "other", expected TpmEphemeralEncryptionKey/);
     });
+    it('a token naming another TPM key is stale (the vTPM key changed between the KEK and the attestation)', async () => {
+      const other = jwt({ 'x-ms-runtime': { keys: [{ ...kek.publicJwk, n: Buffer.alloc(256, 7).toString('base64url') }] } });
+      const e = await errorOf(kek.unwrap(keyHsm('RSA_AES_KEY_WRAP_256'), { maaToken: other }));
+      expect(e).toBeInstanceOf(StaleKekError);
+      expect(e.message).toMatch(/is not this KEK's key: the vTPM's key changed between taking the KEK and attesting/);
+      expect((await errorOf(kek.unwrap(keyHsm('RSA_AES_KEY_WRAP_256'), { maaToken: jwt({}) }))).message).toMatch(/carries no TpmEphemeralEncryptionKey/);
+    });
     it('a ciphertext that lost a trailing zero byte is refused before the TPM', async () => {
       const k = keyHsm('RSA_AES_KEY_WRAP_256');
       expect((await errorOf(kek.unwrap({ ...k, ciphertext: k.ciphertext.subarray(0, k.ciphertext.length - 1) }, { maaToken: token }))).message).toMatch(/not 256 bytes of RSA-OAEP followed by an AES key wrap/);

@@ -21,7 +21,7 @@ describe('sidecar attestation endpoints (simulated platform, real HTTP on loopba
   it('answers /status', async () => {
     const res = await fetch(`${sidecar.url}/status`);
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ message: 'Status OK' });
+    expect(await res.json()).toEqual({ message: 'Status OK', platform: 'aci' });
   });
 
   it('binds sha256(runtime_data) into /attest/raw and the report verifies against /attest/combined', async () => {

@@ -7,6 +7,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { provisionSimulatedCvm } from '../../src/cvm/simulator';
+import { startSwtpm } from '../helpers/swtpm';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const HOOK = path.join(REPO, 'tests', 'hardening', 'ts-hook.js');
@@ -52,5 +54,26 @@ describe('the modules skr serve loads', () => {
     expect(r.code).toBe(-1); // serving
     expect(r.modules).toEqual(expect.arrayContaining(['snp/simulator/index.ts', 'server/simulation.ts']));
     expect(r.modules.filter((m) => m.startsWith('emulators/'))).toEqual([]);
+  }, 90_000);
+
+  it('on an Azure CVM (--platform azure-cvm, a provisioned swtpm): the CVM parts, no simulator, no emulator', async () => {
+    const tpm = await startSwtpm();
+    try {
+      await tpm.use((c) => provisionSimulatedCvm(c));
+      const r = loadedBy(['--platform', 'azure-cvm', '--tpm', `tcp:127.0.0.1:${tpm.port}`, '--port', '0'], dir);
+      expect(r.code).toBe(-1); // serving
+      expect(r.modules).toEqual(expect.arrayContaining(['server/platform.ts', 'cvm/hcl-evidence-source.ts', 'cvm/guest-attester.ts', 'tpm/client.ts']));
+      expect(r.modules.filter((m) => m.startsWith('emulators/'))).toEqual([]);
+      expect(r.modules.filter((m) => m.startsWith('snp/simulator/') || m.startsWith('cvm/simulator/') || m === 'server/simulation.ts')).toEqual([]);
+    } finally {
+      await tpm.stop();
+    }
+  }, 90_000);
+
+  it('on (simulated) ACI: the CVM evidence and attester are not loaded, only the detection', () => {
+    const r = loadedBy(['--simulate', '--port', '0', '--security-context-dir', path.join(dir, 'ctx-aci')], dir);
+    expect(r.code).toBe(-1); // serving
+    expect(r.modules.filter((m) => m.startsWith('cvm/'))).toEqual(expect.arrayContaining(['cvm/detect.ts']));
+    expect(r.modules.filter((m) => m.startsWith('cvm/') && m !== 'cvm/detect.ts' && m !== 'cvm/nv-indices.ts')).toEqual([]);
   }, 90_000);
 });

@@ -86,6 +86,10 @@ export async function demoCommand(args: string[], io: Out): Promise<number> {
   if (positionals.length) throw new CliError(`usage: ${usage}`);
   const stateFile = path.resolve(values['state-file'] ?? path.join(DEFAULT_STATE_DIR, STATE_FILE_NAME));
   const state = readLocalState(stateFile);
+  if (state.platform === 'azure-cvm') {
+    // The demo releases a key; on the CVM platform that needs the vTPM key-encryption key (issue 14).
+    throw new CliError(`the stack of ${stateFile} is \`skr local --platform azure-cvm\`, where key release is not supported yet: run the demo against \`skr local\` (aci); the CVM stack serves /attest/raw, /attest/combined and /attest/maa`, 1);
+  }
   await checkLocalStackRunning(state, stateFile);
   let ca: string;
   try {

@@ -10,9 +10,10 @@ import { exitOnSignals } from './serve';
 export type { LocalState } from '../local-stack';
 
 export const usage =
-  'skr local [--port 8080] [--state-dir DIR] [--state-file FILE] [--log-level L]\n' +
+  'skr local [--platform aci|azure-cvm] [--port 8080] [--state-dir DIR] [--state-file FILE] [--log-level L]\n' +
   '      run the whole stack on loopback: the sidecar on a simulated SEV-SNP platform (test AMD chain) with IMDS, MAA,\n' +
-  '      Key Vault and Managed HSM emulators';
+  '      Key Vault and Managed HSM emulators; --platform azure-cvm runs a swtpm (apt-get install -y swtpm swtpm-tools)\n' +
+  '      provisioned as a simulated Azure confidential VM behind a simulated paravisor, and MAA\'s /attest/AzureGuest';
 
 export const DEFAULT_STATE_DIR = process.env.SKR_LOCAL_STATE_DIR ?? path.join(os.homedir(), '.skr-local');
 export const STATE_FILE_NAME = 'state.json';
@@ -36,8 +37,11 @@ export function summary(s: LocalState, stateFile: string): string[] {
   const u = s.sidecarUrl;
   const runtime = Buffer.from('{"purpose":"demo"}').toString('base64');
   return [
-    'skr local: stack ready on 127.0.0.1 (SIMULATED SEV-SNP platform: reports chain to a TEST AMD root, not AMD\'s)',
+    s.platform === 'azure-cvm'
+      ? 'skr local: stack ready on 127.0.0.1 (SIMULATED Azure confidential VM: swtpm with a TEST vTPM CA, reports chain to a TEST AMD root)'
+      : 'skr local: stack ready on 127.0.0.1 (SIMULATED SEV-SNP platform: reports chain to a TEST AMD root, not AMD\'s)',
     '',
+    ...(s.tpm ? [`  vTPM (paravisor)   ${s.tpm.endpoint}   (swtpm pid ${s.tpm.swtpmPid})`] : []),
     `  sidecar            ${u}`,
     `  MAA emulator       https://${s.maaEndpoint}   (maa_endpoint: ${s.maaEndpoint})`,
     `  Key Vault          https://${s.vaultEndpoint}   (akv_endpoint: ${s.vaultEndpoint})`,
@@ -52,7 +56,9 @@ export function summary(s: LocalState, stateFile: string): string[] {
     `  curl -s ${u}/status`,
     `  curl -s -X POST ${u}/attest/raw -d '{"runtime_data":"${runtime}"}'`,
     `  curl -s -X POST ${u}/attest/maa -d '{"maa_endpoint":"${s.maaEndpoint}","runtime_data":"${runtime}"}'`,
-    `  npx skr demo        # imports a key bound to this platform and releases it through the sidecar`,
+    ...(s.platform === 'azure-cvm'
+      ? ['  (key release on the Azure CVM platform comes with its vTPM key-encryption key: /key/release answers 501 for now)']
+      : [`  npx skr demo        # imports a key bound to this platform and releases it through the sidecar`]),
     '',
     'Ctrl-C stops everything.',
   ];
@@ -62,9 +68,11 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { port: { type: 'string' }, 'state-dir': { type: 'string' }, 'state-file': { type: 'string' }, 'log-level': { type: 'string' } },
+    options: { platform: { type: 'string' }, port: { type: 'string' }, 'state-dir': { type: 'string' }, 'state-file': { type: 'string' }, 'log-level': { type: 'string' } },
   });
   if (positionals.length) throw new CliError(`unexpected argument "${positionals[0]}"\nusage: ${usage}`);
+  const platform = values.platform ?? 'aci';
+  if (platform !== 'aci' && platform !== 'azure-cvm') throw new CliError(`--platform "${platform.slice(0, 40)}" is not aci or azure-cvm\nusage: ${usage}`);
   // Every argument is checked before anything is printed or started.
   let port: number;
   let logLevel: ReturnType<typeof parseLogLevel>;
@@ -78,7 +86,7 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   const stateFile = path.resolve(values['state-file'] ?? path.join(stateDir, STATE_FILE_NAME));
   const { startLocalStack } = await loadLocalStack();
   io.err(`skr local: starting (state in ${stateDir}) ...`);
-  const stack = await startLocalStack({ stateDir, port, logLevel });
+  const stack = await startLocalStack({ stateDir, port, logLevel, platform });
   fs.mkdirSync(path.dirname(stateFile), { recursive: true });
   const tmp = `${stateFile}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(stack.state, null, 2) + '\n', { mode: 0o600 });

@@ -1,9 +1,43 @@
 import { parseArgs } from 'node:util';
+import { hclToJson, isHclReport, parseHclReport, type HclReport } from '../../cvm/hcl';
 import { describePolicy, parseReport, reportToJson, type ReportJson } from '../../snp/report';
 import { parseProduct, type DecodedTcb } from '../../snp/tcb';
 import { CliError, readInput, type Out } from '../io';
 
-export const usage = 'skr report decode FILE [--json] [--product Milan|Genoa|Turin]   print every field of a 1184-byte report (binary or hex)';
+export const usage =
+  'skr report decode FILE [--json] [--product Milan|Genoa|Turin]   print every field of a 1184-byte report (binary or hex),\n' +
+  '      or of an Azure CVM HCL report (vTPM NV 0x01400001, "HCLA" header): header, embedded report, runtime claims';
+
+/** Hex text of at most this many bytes is decoded (an HCL index is 2600 bytes; the parser caps at 8192). */
+const MAX_HEX_BYTES = 16 * 1024;
+
+/**
+ * An HCL report arrives as the raw NV content, as hex, or in a sidecar answer on a CVM (`hcl_report`, hex,
+ * of /attest/raw; `hcl_evidence`, base64, of /attest/combined). Undefined when the input is not one.
+ */
+export function hclBytesFromFile(data: Buffer): Buffer | undefined {
+  if (isHclReport(data)) return data;
+  const text = data.toString('latin1').trim();
+  let hex: string | undefined;
+  if (text.startsWith('{')) {
+    try {
+      const o = JSON.parse(text) as { hcl_report?: unknown; hcl_evidence?: unknown };
+      if (typeof o.hcl_report === 'string') hex = o.hcl_report;
+      else if (typeof o.hcl_evidence === 'string' && o.hcl_evidence.length <= MAX_HEX_BYTES * 2) {
+        // /attest/combined carries it as base64.
+        const b = Buffer.from(o.hcl_evidence, 'base64');
+        return isHclReport(b) ? b : undefined;
+      }
+    } catch {
+      return undefined;
+    }
+  } else if (/^[0-9a-fA-F]+$/.test(text)) {
+    hex = text;
+  }
+  if (hex === undefined || hex.length % 2 !== 0 || hex.length > MAX_HEX_BYTES * 2 || !/^[0-9a-fA-F]+$/.test(hex)) return undefined;
+  const bytes = Buffer.from(hex, 'hex');
+  return isHclReport(bytes) ? bytes : undefined;
+}
 
 /** Reports arrive as raw bytes (device, vectors) or hex (the /attest/raw answer): accept both. */
 export function reportBytesFromFile(data: Buffer): Buffer {
@@ -68,11 +102,38 @@ export function formatReport(j: ReportJson, policyRaw: bigint): string[] {
   return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`);
 }
 
+/** The HCL view: its header, the embedded report's rows, then the runtime claims (exact JSON, indented). */
+export function formatHcl(hcl: HclReport, product: Parameters<typeof hclToJson>[1]): string[] {
+  const j = hclToJson(hcl, product);
+  const h = j.header;
+  const v = j.varData;
+  return [
+    'HCL report (Azure confidential VM, vTPM NV 0x01400001)',
+    `  header       signature ${h.signature}, version ${h.version}, report size ${h.reportSize}, request type ${h.requestType}, status ${h.status}`,
+    `  var data     size ${v.dataSize}, version ${v.version}, report type ${v.reportType} (SEV-SNP), hash type ${v.hashType}, claims ${v.claimsSize} bytes`,
+    `  report_data  at offset ${j.reportDataOffset} of the HCL report (must be the hash of the runtime claims)`,
+    '',
+    'embedded SEV-SNP report:',
+    ...formatReport(j.report, hcl.report.policy).map((l) => `  ${l}`),
+    '',
+    'runtime claims:',
+    ...JSON.stringify(j.claims, null, 2).split('\n').map((l) => `  ${l}`),
+  ];
+}
+
 export async function reportDecodeCommand(args: string[], io: Out): Promise<number> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' }, product: { type: 'string' } } });
   if (positionals.length !== 1) throw new CliError(`usage: ${usage}`);
-  const report = parseReport(reportBytesFromFile(await readInput(positionals[0], 'report')));
+  const input = await readInput(positionals[0], 'report');
   const product = values.product ? parseProduct(values.product) : 'Milan';
+  const hclBytes = hclBytesFromFile(input);
+  if (hclBytes) {
+    const hcl = parseHclReport(hclBytes);
+    if (values.json) io.out(JSON.stringify(hclToJson(hcl, product), null, 2));
+    else for (const l of formatHcl(hcl, product)) io.out(l);
+    return 0;
+  }
+  const report = parseReport(reportBytesFromFile(input));
   const j = reportToJson(report, product);
   if (values.json) io.out(JSON.stringify(j, null, 2));
   else for (const l of formatReport(j, report.policy)) io.out(l);

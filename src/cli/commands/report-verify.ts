@@ -10,12 +10,15 @@ import { parseProduct, tcbToHex, type Product } from '../../snp/tcb';
 import { TEST_ONLY_ROOTS } from '../../snp/simulator';
 import { CliError, readInput, type Out } from '../io';
 import { parseRfc3339 } from '../time';
-import { reportBytesFromFile } from './report-decode';
+import { checkHclClaimsBinding, checkHclVmpl, parseHclReport } from '../../cvm/hcl';
+import { hclBytesFromFile, reportBytesFromFile } from './report-decode';
 
 export const usage =
-  'skr report verify REPORT --certs FILE [--chain FILE] [--product P] [--trust-root PEM]... [--trust-simulator] [--kds URL] [--at TIME]\n' +
+  'skr report verify REPORT|HCL_REPORT --certs FILE [--chain FILE] [--product P] [--trust-root PEM]... [--trust-simulator] [--kds URL] [--at TIME]\n' +
   '      verify a report: --certs is THIM JSON, a PEM bundle (VCEK, ASK, ARK), or a lone VCEK (DER/PEM) with --chain ASK+ARK PEM\n' +
   '      (without --chain the chain is fetched from AMD KDS). The ARK must be one of AMD\'s pinned roots unless trusted explicitly.\n' +
+  '      An Azure CVM HCL report ("HCLA" header) is checked first: hcl-claims-binding (REPORT_DATA = sha256 of the\n' +
+  '      runtime claims, exact bytes), hcl-vmpl (VMPL 0), then its embedded report as above.\n' +
   '      Certificate validity is checked at --at (RFC 3339, e.g. 2025-06-01T12:00:00Z; default now). Exit 1 names the failing step.';
 
 /**
@@ -103,14 +106,25 @@ export async function reportVerifyCommand(args: string[], io: Out): Promise<numb
 
   // From here on everything is the evidence under test: every refusal names its step.
   try {
-    const reportBytes = reportBytesFromFile(reportInput);
+    const hclBytes = hclBytesFromFile(reportInput);
+    let hclLine = '';
+    let reportBytes: Buffer;
+    if (hclBytes) {
+      const hcl = await atStep('hcl-format', () => parseHclReport(hclBytes));
+      checkHclClaimsBinding(hcl.report, hcl.claimsBytes, hcl.varData.hashType);
+      checkHclVmpl(hcl.report);
+      hclLine = `HCL runtime claims (${hcl.claimsBytes.length} bytes) bound by REPORT_DATA, VMPL 0; `;
+      reportBytes = hcl.snpReportBytes;
+    } else {
+      reportBytes = reportBytesFromFile(reportInput);
+    }
     const report: AttestationReport = await atStep('report-format', () => parseReport(reportBytes));
     const product = forcedProduct ?? reportProduct(report);
     const chain = await atStep('chain-format', () =>
       chainFromFiles(certsInput, chainText, product, values.kds ?? AMD_KDS_BASE, report.reportedTcb));
     const v = verifyReport(reportBytes, chain, trust, { now });
     io.out(
-      `OK: report signed by VCEK of chip ${report.chipId.toString('hex').slice(0, 16)}… at TCB ${tcbToHex(v.vcekTcb)}, ` +
+      `OK: ${hclLine}report signed by VCEK of chip ${report.chipId.toString('hex').slice(0, 16)}… at TCB ${tcbToHex(v.vcekTcb)}, ` +
         `chained to ${v.chain.arkLabel} (${v.product}); ${validityAt}`,
     );
     return 0;

@@ -6,9 +6,11 @@ import { redactString } from '../../server/logger';
 import { CliError, type Out } from '../io';
 
 export const usage =
-  'skr serve [--port N] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR] [--extra-ca PEM]... [--request-deadline SECONDS]\n' +
+  'skr serve [--port N] [--platform auto|aci|azure-cvm] [--tpm tcp:127.0.0.1:PORT|/dev/tpmrm0] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR] [--extra-ca PEM]... [--request-deadline SECONDS]\n' +
   '      serve the sidecar API on 127.0.0.1 (env: Port, LogLevel, LogFile, SkrSideCarArgs, SKR_ALLOWED_MAA, SKR_ALLOWED_AKV,\n' +
-  '      SKR_ALLOWED_KIDS, SKR_ATTEST_MAA_KEYS, SKR_ALLOWED_HOSTS, SKR_ALLOWED_ORIGINS, SKR_API_SECRET[_FILE], SKR_REQUEST_DEADLINE_SECONDS)';
+  '      SKR_ALLOWED_KIDS, SKR_ATTEST_MAA_KEYS, SKR_ALLOWED_HOSTS, SKR_ALLOWED_ORIGINS, SKR_API_SECRET[_FILE], SKR_REQUEST_DEADLINE_SECONDS,\n' +
+  '      SKR_PLATFORM, SKR_TPM). --platform auto (default) uses the SEV-SNP device of an ACI/AKS container group, else the vTPM\n' +
+  '      of an Azure confidential VM, else refuses to start; --simulate simulates an ACI container group';
 
 /**
  * Stop accepting on SIGINT/SIGTERM, let in-flight requests finish, then exit 0. `close` itself cuts
@@ -43,6 +45,8 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
     options: {
       port: { type: 'string' },
       simulate: { type: 'boolean' },
+      platform: { type: 'string' },
+      tpm: { type: 'string' },
       'security-policy': { type: 'string' },
       'security-context-dir': { type: 'string' },
       'log-level': { type: 'string' },
@@ -56,6 +60,8 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
   const config = loadServerConfig({
     port: values.port,
     simulate: values.simulate,
+    platform: values.platform,
+    tpm: values.tpm,
     securityPolicy: values['security-policy'],
     logLevel: values['log-level'],
     logFile: values['log-file'],
@@ -64,7 +70,7 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
     requestDeadline: values['request-deadline'],
   });
   const sidecar: RunningSidecar = await startSidecar({ config, securityContextDir: values['security-context-dir'] });
-  io.err(`skr: sidecar ready at ${sidecar.url} (${sidecar.evidence.description})`);
+  io.err(`skr: sidecar ready at ${sidecar.url} (platform ${sidecar.platformName}: ${sidecar.evidence.description})`);
   // The simulator's temporary security-context directory goes with the process, however it ends
   // (close() removes it too; this covers a forced exit).
   const ownedDir = sidecar.ownsSecurityContextDir ? sidecar.securityContextDir : undefined;

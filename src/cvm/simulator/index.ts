@@ -2,3 +2,4 @@
 export * from './paravisor';
 export * from './provision';
 export * from './test-only-vtpm-ca';
+export * from './swtpm-process';
