@@ -317,7 +317,8 @@ fi
 
 # 3. The image's clients, as node: raw + combined against the image's own simulated sidecar; raw,
 #    combined, MAA and key release against `skr local` (sidecar + IMDS/MAA/Key Vault emulators) on the
-#    host's loopback. `skr demo` imports skr-demo-key, bound to that stack's simulated platform.
+#    host's loopback. `skr demo` imports skr-demo-key, bound to that stack's simulated platform; it is
+#    an oct-HSM key, so it lives in the Managed HSM emulator (as in Azure), and the client asks there.
 CLIENT_ENV=(-e SKR_CLIENT_ITERATIONS=1 -e SKR_CLIENT_INTERVAL=0 -e SKR_CLIENT_TIMEOUT=60)
 run_client() {
   local what=$1
@@ -349,7 +350,7 @@ fi
 state=$TMP/local/state.json
 for _ in $(seq 1 100); do [ -s "$state" ] && break; sleep 0.1; done
 MAA=$(node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).maaEndpoint)' "$state")
-AKV=$(node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).vaultEndpoint)' "$state")
+AKV=$(node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).hsmEndpoint)' "$state")
 HOST_CLIENT_ENV=(-e SKR_SIDECAR_URL="http://127.0.0.1:$LOCAL_PORT" -e AttestClientRuntimeData="$rd")
 run_client "attest_client.sh (raw + combined) against skr local" "${HOST_CLIENT_ENV[@]}" "$TAG" /tests/skr/attest_client.sh
 run_client "attest_client.sh (MAA $MAA)" "${HOST_CLIENT_ENV[@]}" -e AttestClientMAAEndpoint="$MAA" "$TAG" /tests/skr/attest_client.sh
