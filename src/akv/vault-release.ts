@@ -179,7 +179,7 @@ export class KeyVaultRelease implements VaultReleaseCall {
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' },
       body: JSON.stringify({ target: maaToken, enc: req.enc }),
     };
-    // The same bounded reader and malformed-answer mapping as every other upstream (bounded-body.ts).
+    // The same byte cap, strict UTF-8 and malformed-answer mapping as every other upstream (bounded-body.ts).
     const read = { upstream: 'vault', what: `vault ${vault.host} release response`, limit: MAX_RELEASE_RESPONSE_BYTES };
     let status: number;
     let text: string;
