@@ -11,7 +11,7 @@
  * checked for): later releases skip the X.509 parsing and the search through the roots, but never
  * the signature check. Signing lives with the vault emulator (src/emulators/akv/release-signer.ts).
  */
-import { createHash, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import * as tls from 'node:tls';
 import { compactVerify } from 'jose';
@@ -49,6 +49,8 @@ interface Window {
 interface VerifiedChain extends Window {
   leaf: X509Certificate;
   leafKey: KeyObject;
+  /** The leaf key as jose verifies with it (imported once per chain: jose would import a KeyObject per call). */
+  verifyKey: webcrypto.CryptoKey;
   x5t: string;
   x5tS256: string;
   /** Hosts the leaf was checked against (true: it names them). */
@@ -58,6 +60,8 @@ interface VerifiedChain extends Window {
 function fail(step: string, message: string, cause?: unknown): never {
   throw new VerificationError(step, message, cause);
 }
+
+const RS256_KEY = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } as const;
 
 const B64URL_SEGMENT = /^[A-Za-z0-9_-]*$/;
 
@@ -191,14 +195,16 @@ export class ReleaseJwsVerifier {
     if (leafKey.asymmetricKeyType !== 'rsa') {
       fail('jws-signature', `signing certificate holds a ${leafKey.asymmetricKeyType ?? 'unknown'} key; RS256 needs RSA`);
     }
+    let verifyKey = known?.verifyKey;
     try {
-      await compactVerify(jws, leafKey, { algorithms: ['RS256'] });
+      verifyKey ??= await webcrypto.subtle.importKey('spki', leafKey.export({ type: 'spki', format: 'der' }), RS256_KEY, false, ['verify']);
+      await compactVerify(jws, verifyKey, { algorithms: ['RS256'] });
     } catch (e) {
       fail('jws-signature', `JWS signature does not verify with x5c[0] (${subjectLine(leaf)})`, e);
     }
     if (!known) {
       const window = verifyChain(chain!, (this.roots ??= trustedRoots(this.opts.extraCaPem)), now);
-      known = { ...window, leaf, leafKey, x5t: thumb('sha1', leaf), x5tS256: thumb('sha256', leaf), hosts: new Map() };
+      known = { ...window, leaf, leafKey, verifyKey, x5t: thumb('sha1', leaf), x5tS256: thumb('sha256', leaf), hosts: new Map() };
       this.remember(fingerprint, known);
     }
     const host = normalHost(vaultHost);

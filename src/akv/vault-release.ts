@@ -16,10 +16,11 @@
 import type { KeyClient, KeyExportEncryptionAlgorithm } from '@azure/keyvault-keys';
 import { decodeJwt } from 'jose';
 import type { Endpoint } from '../common/endpoint';
-import { decodeUtf8, MalformedAnswerError, MAX_UPSTREAM_BODY_BYTES, readBounded } from '../common/bounded-body';
+import { decodeUtf8, MalformedAnswerError, MAX_UPSTREAM_BODY_BYTES } from '../common/bounded-body';
 import { clip } from '../common/clip';
 import { SkrError, UpstreamError } from '../common/errors';
-import { parseRetryAfter, type FetchLike } from '../common/http';
+import { parseRetryAfter, type FetchLike, type UpstreamAnswer, type UpstreamRequest, type UpstreamRequestInit } from '../common/http';
+import { requestViaFetch } from '../common/https-fetch';
 import type { AccessToken } from '@azure/core-auth';
 import { resourceForVaultHost, MANAGED_HSM_RESOURCE, type TokenProvider, type VaultResource } from './identity';
 import { decodeReleasePolicy, evaluateReleasePolicy, failedConditions } from './policy';
@@ -55,6 +56,11 @@ export interface KeyVaultReleaseOptions {
   tokens: TokenProvider;
   /** Outbound HTTPS (keep-alive, extra CAs, per-attempt timeout, telemetry) for the vault. */
   fetch: FetchLike;
+  /**
+   * Outbound for the direct POST without fetch's Response objects (the same client's `request`,
+   * with its own telemetry); default: `fetch`, read through the bounded reader.
+   */
+  request?: UpstreamRequest;
   /** host:port endpoints that are Managed HSMs although their names do not say so (loopback emulators). */
   managedHsmEndpoints?: string[];
   /** host:port endpoints whose 401 challenge names a resource on another domain (loopback emulators only). */
@@ -104,9 +110,11 @@ export class KeyVaultRelease implements VaultReleaseCall {
   private readonly vaults: VaultClients;
   /** The identity's token per audience for the direct call (the SDK clients keep their own). */
   private readonly tokens = new Map<VaultResource, AccessToken>();
+  private readonly request: UpstreamRequest;
 
   constructor(private readonly opts: KeyVaultReleaseOptions) {
     this.vaults = new VaultClients(opts.tokens, { fetch: opts.fetch, relaxedChallengeEndpoints: opts.relaxedChallengeEndpoints });
+    this.request = opts.request ?? requestViaFetch(opts.fetch, { upstream: 'vault', maxResponseBytes: MAX_RELEASE_RESPONSE_BYTES });
   }
 
   /** The token audience of a vault: by its cloud, or Managed HSM for an endpoint configured as one. */
@@ -165,20 +173,20 @@ export class KeyVaultRelease implements VaultReleaseCall {
     const { vault, name, version, maaToken } = req;
     const resource = this.resourceFor(vault);
     const token = req.accessToken ?? (await this.identityToken(resource, signal)).token;
-    const url = `${vault.origin}/keys/${encodeURIComponent(name)}${version ? `/${encodeURIComponent(version)}` : ''}/release?api-version=${RELEASE_API_VERSION}`;
-    const init: RequestInit = {
+    const url = new URL(`${vault.origin}/keys/${encodeURIComponent(name)}${version ? `/${encodeURIComponent(version)}` : ''}/release?api-version=${RELEASE_API_VERSION}`);
+    const init: UpstreamRequestInit = {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' },
       body: JSON.stringify({ target: maaToken, enc: req.enc }),
     };
-    // The same bounded reader and malformed-answer mapping as every other upstream (bounded-body.ts).
+    // The same byte cap, strict UTF-8 and malformed-answer mapping as every other upstream (bounded-body.ts).
     const read = { upstream: 'vault', what: `vault ${vault.host} release response`, limit: MAX_RELEASE_RESPONSE_BYTES };
     let status: number;
     let text: string;
     try {
       const res = await this.send(url, init, signal);
       status = res.status;
-      text = decodeUtf8(await readBounded(res, read), read);
+      text = decodeUtf8(await res.body(), read);
     } catch (e) {
       if (e instanceof MalformedAnswerError) {
         // From the outbound client: a status line, header or framing no HTTP answer may have.
@@ -204,20 +212,19 @@ export class KeyVaultRelease implements VaultReleaseCall {
   }
 
   /** One POST with the SDK's retry rules; the last answer (or error) is the caller's to explain. */
-  private async send(url: string, init: RequestInit, signal?: AbortSignal): Promise<Response> {
-    const timeoutMs = this.opts.attemptTimeoutMs ?? 30_000;
+  private async send(url: URL, init: UpstreamRequestInit, signal?: AbortSignal): Promise<UpstreamAnswer> {
+    const attemptInit: UpstreamRequestInit = { ...init, timeoutMs: this.opts.attemptTimeoutMs ?? 30_000, ...(signal ? { signal } : {}) };
     for (let attempt = 0; ; attempt++) {
-      const attemptSignal = signal ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
-      let res: Response | undefined;
+      let res: UpstreamAnswer | undefined;
       try {
-        res = await this.opts.fetch(url, { ...init, signal: attemptSignal });
+        res = await this.request(url, attemptInit);
         if (!RETRYABLE.has(res.status) || attempt >= RETRIES) return res;
       } catch (e) {
         // A malformed answer is not retried: the vault said something, and it was broken.
         if (signal?.aborted || attempt >= RETRIES || e instanceof MalformedAnswerError) throw e;
       }
-      const after = res ? parseRetryAfter(res.headers.get('retry-after')) : undefined;
-      await res?.body?.cancel().catch(() => undefined);
+      const after = res ? parseRetryAfter(res.header('retry-after') ?? null) : undefined;
+      res?.discard();
       const delay = after !== undefined ? Math.min(RETRY_MAX_MS, after) : Math.floor(Math.random() * Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** attempt));
       await new Promise<void>((resolve, reject) => {
         const t = setTimeout(done, delay);

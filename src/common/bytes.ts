@@ -19,14 +19,17 @@ const URL_B64 = /^[A-Za-z0-9_-]*={0,2}$/;
  * which would turn a typo into different REPORT_DATA. Padding is optional; mixed alphabets refused.
  */
 export function decodeBase64Strict(s: string): Buffer | undefined {
-  if (!(STD_B64.test(s) || URL_B64.test(s))) return undefined;
-  const body = s.replace(/=+$/, '');
+  // One alphabet throughout (a string of neither's special characters is both); decoded and
+  // re-encoded in that alphabet, with no copy translating one into the other.
+  const enc = URL_B64.test(s) ? 'base64url' : STD_B64.test(s) ? 'base64' : undefined;
+  if (!enc) return undefined;
+  const body = s.endsWith('=') ? s.replace(/=+$/, '') : s;
   if (body.length % 4 === 1) return undefined;
-  const padded = s.length % 4 === 0 ? s : undefined;
-  if (s.includes('=') && padded === undefined) return undefined;
-  const buf = Buffer.from(body.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+  if (body.length !== s.length && s.length % 4 !== 0) return undefined;
+  const buf = Buffer.from(body, enc);
   // Round-trip check rejects non-canonical trailing bits.
-  if (buf.toString('base64').replace(/=+$/, '') !== body.replace(/-/g, '+').replace(/_/g, '/')) return undefined;
+  const again = buf.toString(enc);
+  if ((enc === 'base64' && again.endsWith('=') ? again.replace(/=+$/, '') : again) !== body) return undefined;
   return buf;
 }
 

@@ -11,6 +11,31 @@ import { UpstreamError } from './errors';
 /** A `fetch`-compatible function, so tests can route outbound HTTP to loopback servers. */
 export type FetchLike = (input: string | URL, init?: RequestInit) => Promise<Response>;
 
+/**
+ * One upstream answer without fetch's Response, Headers and web stream (the lean path of the direct
+ * vault POST): the status and headers as they arrived, the body collected by the same bounds.
+ */
+export interface UpstreamAnswer {
+  status: number;
+  /** A response header by lower-case name (repeated ones joined with ", "). */
+  header(name: string): string | undefined;
+  /** The whole body; fails (MalformedAnswerError or UpstreamError) past the byte cap or when cut off. */
+  body(): Promise<Buffer>;
+  /** Not reading the body: drop it (and its connection, if it is still arriving). */
+  discard(): void;
+}
+
+export interface UpstreamRequestInit {
+  method: string;
+  headers: Record<string, string>;
+  body?: string;
+  signal?: AbortSignal;
+  /** Bound on the whole attempt, answer and body included (fails with an error named TimeoutError). */
+  timeoutMs?: number;
+}
+
+export type UpstreamRequest = (url: URL, init: UpstreamRequestInit) => Promise<UpstreamAnswer>;
+
 export const RETRYABLE_STATUSES: ReadonlySet<number> = new Set([408, 429, 500, 502, 503, 504]);
 
 export interface AttemptInfo {

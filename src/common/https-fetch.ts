@@ -6,9 +6,9 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
-import { MalformedAnswerError, MAX_UPSTREAM_BODY_BYTES } from './bounded-body';
+import { MalformedAnswerError, MAX_UPSTREAM_BODY_BYTES, readBounded } from './bounded-body';
 import { clip } from './clip';
-import type { FetchLike } from './http';
+import type { FetchLike, UpstreamAnswer, UpstreamRequest, UpstreamRequestInit } from './http';
 
 export interface HttpsFetchOptions {
   /** Extra trusted CA certificates (PEM), added to the system roots. */
@@ -22,6 +22,11 @@ export interface HttpsFetchOptions {
 }
 
 export interface HttpsFetch extends FetchLike {
+  /**
+   * The same client without fetch's Response/Headers/web stream, for hot paths: the same agents,
+   * status/length checks and byte cap, the body collected into one Buffer.
+   */
+  request: UpstreamRequest;
   /** Close idle kept-alive sockets (tests and shutdown). */
   destroy(): void;
 }
@@ -47,12 +52,8 @@ function bodyToBuffer(body: RequestInit['body']): Buffer | undefined {
 /** Statuses whose answers carry no body by definition (the fetch Response refuses one for them). */
 const NULL_BODY_STATUSES = new Set([204, 205, 304]);
 
-/**
- * A node response as a fetch Response. Refuses (MalformedAnswerError) a status outside 200-599 or a
- * declared length over the cap; the body stream fails with MalformedAnswerError past the cap. The
- * status text is dropped: nobody reads it, and `Response` throws on control bytes in it.
- */
-function toResponse(res: http.IncomingMessage, method: string, maxBytes: number): Response {
+/** The status, or MalformedAnswerError for a status outside 200-599 or a declared length over the cap. */
+function checkHead(res: http.IncomingMessage, maxBytes: number): number {
   const status = res.statusCode ?? 0;
   if (!Number.isInteger(status) || status < 200 || status > 599) {
     throw new MalformedAnswerError(`invalid HTTP status ${String(status).slice(0, 10)}`);
@@ -61,6 +62,16 @@ function toResponse(res: http.IncomingMessage, method: string, maxBytes: number)
   if (declared !== undefined && (!/^\d+$/.test(declared) || Number(declared) > maxBytes)) {
     throw new MalformedAnswerError(/^\d+$/.test(declared) ? `declared body of ${declared.slice(0, 20)} bytes exceeds the ${maxBytes}-byte limit` : 'invalid Content-Length');
   }
+  return status;
+}
+
+/**
+ * A node response as a fetch Response. Refuses (MalformedAnswerError) a status outside 200-599 or a
+ * declared length over the cap; the body stream fails with MalformedAnswerError past the cap. The
+ * status text is dropped: nobody reads it, and `Response` throws on control bytes in it.
+ */
+function toResponse(res: http.IncomingMessage, method: string, maxBytes: number): Response {
+  const status = checkHead(res, maxBytes);
   const h = new Headers();
   for (const [k, v] of Object.entries(res.headers)) {
     // Header values node accepted but fetch's Headers refuses are malformed answers too.
@@ -117,6 +128,79 @@ function boundedBody(res: http.IncomingMessage, maxBytes: number): ReadableStrea
   }, { highWaterMark: 4 });
 }
 
+/**
+ * The body of `res` collected into one Buffer: fails (MalformedAnswerError) past `maxBytes` or when
+ * the answer is cut off, destroying the socket then. `done` runs once either way.
+ */
+function collectBody(res: http.IncomingMessage, maxBytes: number, done: () => void): { body: Promise<Buffer>; discard: () => void } {
+  let settled = false;
+  let discard = () => undefined as void;
+  const body = new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      done();
+      res.destroy();
+      reject(err);
+    };
+    discard = () => fail(new MalformedAnswerError('body discarded'));
+    res.on('data', (chunk: Buffer) => {
+      if (settled) return;
+      total += chunk.length;
+      if (total > maxBytes) return fail(new MalformedAnswerError(`body exceeds the ${maxBytes}-byte limit`));
+      chunks.push(chunk);
+    });
+    res.on('end', () => {
+      if (settled) return;
+      settled = true;
+      done();
+      resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, total));
+    });
+    res.on('error', (e: NodeJS.ErrnoException) => fail(new MalformedAnswerError(`body cut off (${e.code ?? e.name})`, e)));
+    res.on('close', () => {
+      if (!res.complete) fail(new MalformedAnswerError('body cut off (connection closed)'));
+    });
+  });
+  // Nobody may be reading (a retried or discarded answer): the failure is the reader's, not the process's.
+  body.catch(() => undefined);
+  return { body, discard: () => discard() };
+}
+
+function headerOf(res: http.IncomingMessage): (name: string) => string | undefined {
+  return (name) => {
+    const v = res.headers[name];
+    return Array.isArray(v) ? v.join(', ') : v;
+  };
+}
+
+/** An error named TimeoutError, as AbortSignal.timeout's reason is. */
+function timeoutError(ms: number): Error {
+  const e = new Error(`no complete answer within ${ms} ms`);
+  e.name = 'TimeoutError';
+  return e;
+}
+
+/**
+ * A FetchLike seen as an UpstreamRequest (tests and callers that only have a fetch): the body
+ * through the bounded reader, the attempt bounded by an AbortSignal.
+ */
+export function requestViaFetch(fetch: FetchLike, opts: { upstream: string; maxResponseBytes?: number }): UpstreamRequest {
+  return async (url, init) => {
+    const signals = [init.signal, init.timeoutMs !== undefined ? AbortSignal.timeout(init.timeoutMs) : undefined].filter((s): s is AbortSignal => Boolean(s));
+    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
+    const res = await fetch(url, { method: init.method, headers: init.headers, ...(init.body !== undefined ? { body: init.body } : {}), ...(signal ? { signal } : {}) });
+    const what = `${init.method} ${url.host}${url.pathname}`;
+    return {
+      status: res.status,
+      header: (name) => res.headers.get(name) ?? undefined,
+      body: () => readBounded(res, { upstream: opts.upstream, what, limit: opts.maxResponseBytes ?? MAX_UPSTREAM_BODY_BYTES }),
+      discard: () => void res.body?.cancel().catch(() => undefined),
+    };
+  };
+}
+
 export function createHttpsFetch(opts: HttpsFetchOptions = {}): HttpsFetch {
   const keepAlive = opts.keepAlive ?? true;
   const maxSockets = opts.maxSockets ?? 64;
@@ -164,7 +248,55 @@ export function createHttpsFetch(opts: HttpsFetchOptions = {}): HttpsFetch {
       req.end(body);
     });
 
+  const request: UpstreamRequest = (url: URL, init: UpstreamRequestInit) =>
+    new Promise<UpstreamAnswer>((resolve, reject) => {
+      const isHttps = url.protocol === 'https:';
+      if (!isHttps && url.protocol !== 'http:') {
+        reject(new TypeError(`unsupported protocol ${url.protocol}`));
+        return;
+      }
+      const signal = init.signal;
+      if (signal?.aborted) {
+        reject(signal.reason ?? new Error('aborted'));
+        return;
+      }
+      const body = init.body === undefined ? undefined : Buffer.from(init.body, 'utf8');
+      const headers: http.OutgoingHttpHeaders = body ? { ...init.headers, 'content-length': body.length } : init.headers;
+      const req = (isHttps ? https : http).request(url, { method: init.method, headers, agent: isHttps ? httpsAgent : httpAgent });
+      const stop = (reason: Error) => req.destroy(reason);
+      const onAbort = () => stop(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+      const timer = init.timeoutMs !== undefined ? setTimeout(() => stop(timeoutError(init.timeoutMs as number)), init.timeoutMs) : undefined;
+      let finished = false;
+      const finish = () => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      req.on('response', (res) => {
+        // Nothing here may throw past the request: an upstream's answer is hostile input.
+        let status: number;
+        try {
+          status = checkHead(res, maxResponseBytes);
+        } catch (e) {
+          finish();
+          res.destroy();
+          reject(e instanceof MalformedAnswerError ? e : new MalformedAnswerError(`unusable answer: ${clip(String((e as Error)?.message))}`, e));
+          return;
+        }
+        const collected = collectBody(res, maxResponseBytes, finish);
+        resolve({ status, header: headerOf(res), body: () => collected.body, discard: collected.discard });
+      });
+      req.on('error', (e) => {
+        finish();
+        reject(e);
+      });
+      req.end(body);
+    });
+
   return Object.assign(doFetch, {
+    request,
     destroy: () => {
       httpsAgent.destroy();
       httpAgent.destroy();

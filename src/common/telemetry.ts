@@ -5,7 +5,7 @@
  * Prometheus series and /status health (src/server/observe.ts); the parts only receive it, so none
  * of them holds metrics code of its own and nothing is subclassed to add metrics.
  */
-import type { AttemptInfo, FetchLike } from './http';
+import type { AttemptInfo, FetchLike, UpstreamAnswer, UpstreamRequest } from './http';
 
 export type Stage = 'device' | 'collateral' | 'maa' | 'identity' | 'vault' | 'unwrap';
 export type Upstream = 'maa' | 'vault' | 'identity' | 'collateral';
@@ -50,42 +50,63 @@ const REQUEST_ID_HEADERS = ['x-ms-request-id', 'x-ms-correlation-request-id', 'r
  * (the vault SDK) that set none themselves.
  */
 export function reportingFetch(inner: FetchLike, upstream: Upstream, telemetry: Telemetry, opts: { timeoutMs?: number; stage?: Stage } = {}): FetchLike {
-  const call: FetchLike = async (input, init) => {
+  const report = reporter<Response>(upstream, telemetry, opts.stage, (res, name) => res.headers.get(name) ?? undefined);
+  return (input, init) => {
     const signals = [init?.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined].filter((s): s is AbortSignal => Boolean(s));
     const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
-    let res: Response;
+    return report(() => inner(input, { ...init, ...(signal ? { signal } : {}) }));
+  };
+}
+
+/** reportingFetch for an UpstreamRequest (the lean direct vault POST): the same attempts, ids and stage. */
+export function reportingRequest(inner: UpstreamRequest, upstream: Upstream, telemetry: Telemetry, opts: { stage?: Stage } = {}): UpstreamRequest {
+  const report = reporter<UpstreamAnswer>(upstream, telemetry, opts.stage, (a, name) => a.header(name));
+  return (url, init) => report(() => inner(url, init));
+}
+
+/**
+ * One attempt reported: a failure to get an answer, or the answer's status (429 and 5xx count as
+ * failures) and request id; timed as `stage` when given, whose outcome follows the attempt's
+ * (429/5xx answers are timed as errors but still returned).
+ */
+function reporter<A extends { status: number }>(
+  upstream: Upstream,
+  telemetry: Telemetry,
+  stage: Stage | undefined,
+  header: (answer: A, name: string) => string | undefined,
+): (send: () => Promise<A>) => Promise<A> {
+  const call = async (send: () => Promise<A>): Promise<A> => {
+    let res: A;
     try {
-      res = await inner(input, { ...init, ...(signal ? { signal } : {}) });
+      res = await send();
     } catch (e) {
       const err = e as { name?: string; cause?: { code?: string } };
       telemetry.attempt(upstream, { failure: err.name === 'TimeoutError' ? 'timeout' : (err.cause?.code ?? err.name ?? 'error') });
       throw e;
     }
     for (const h of REQUEST_ID_HEADERS) {
-      const id = res.headers.get(h);
+      const id = header(res, h);
       if (id) {
         telemetry.requestId(upstream, id.slice(0, 100));
         break;
       }
     }
-    if (res.status === 429 || res.status >= 500) telemetry.attempt(upstream, { status: res.status, failure: `status ${res.status}` });
-    else telemetry.attempt(upstream, { status: res.status });
-    if (opts.stage && (res.status === 429 || res.status >= 500)) throw new StageFailed(res);
+    const failed = res.status === 429 || res.status >= 500;
+    telemetry.attempt(upstream, failed ? { status: res.status, failure: `status ${res.status}` } : { status: res.status });
+    if (stage && failed) throw new StageFailed(res);
     return res;
   };
-  if (!opts.stage) return call;
-  const stage = opts.stage;
-  // The stage's outcome follows the attempt's: 429/5xx answers are timed as errors but still returned.
-  return (input, init) =>
-    telemetry.stage(stage, () => call(input, init)).catch((e: unknown) => {
-      if (e instanceof StageFailed) return e.response;
+  if (!stage) return call;
+  return (send) =>
+    telemetry.stage(stage, () => call(send)).catch((e: unknown) => {
+      if (e instanceof StageFailed) return e.answer as A;
       throw e;
     });
 }
 
 /** Carries a 429/5xx answer out of a timed stage so the stage records `error`; the caller still gets the answer. */
 class StageFailed extends Error {
-  constructor(readonly response: Response) {
+  constructor(readonly answer: unknown) {
     super('upstream answered with a failure status');
   }
 }

@@ -17,7 +17,7 @@ import type { EvidenceSource } from '../snp/evidence';
 import type { SimulatedPlatform } from '../snp/simulator';
 import { CollateralProvider } from '../certs/provider';
 import { createHttpsFetch } from '../common/https-fetch';
-import { attemptHook, reportingFetch } from '../common/telemetry';
+import { attemptHook, reportingFetch, reportingRequest } from '../common/telemetry';
 import { TokenProvider } from '../akv/identity';
 import { ReleaseJwsVerifier } from '../akv/jws';
 import { KeyReleasePipeline } from '../akv/release';
@@ -191,6 +191,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       tokens,
       // The SDK sets no per-attempt timeout of its own: bound each vault call here.
       fetch: reportingFetch(outbound, 'vault', telemetry, { timeoutMs: limits.vaultAttemptTimeoutMs, stage: 'vault' }),
+      // The direct POST skips fetch's Response/Headers/stream objects; same bounds, attempts and stage.
+      request: reportingRequest(outbound.request, 'vault', telemetry, { stage: 'vault' }),
       managedHsmEndpoints: config.managedHsmEndpoints,
       relaxedChallengeEndpoints: config.loopbackVaultEndpoints,
       attemptTimeoutMs: limits.vaultAttemptTimeoutMs,

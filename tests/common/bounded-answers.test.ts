@@ -4,6 +4,7 @@
  * a socket callback (which used to end the process). Collateral follows no redirect (item 5).
  */
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { PipelineRequest } from '@azure/core-rest-pipeline';
 import { createPipelineRequest } from '@azure/core-rest-pipeline';
@@ -68,6 +69,64 @@ describe('malformed answers through createHttpsFetch', () => {
       const err = await client.sendRequest(req).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(UpstreamError);
       expect(err).toMatchObject({ upstream: 'vault', code: 'ERR_UPSTREAM_MALFORMED', status: 502 });
+    }
+  });
+});
+
+describe('malformed answers through the lean request path (createHttpsFetch().request)', () => {
+  const client = createHttpsFetch({ keepAlive: false });
+  const servers: HostileServer[] = [];
+  afterAll(async () => {
+    client.destroy();
+    await Promise.all(servers.map((s) => s.close()));
+  });
+  const ask = async (name: string, timeoutMs?: number): Promise<Error | { status: number; body: Buffer }> => {
+    const s = await startHostileServer([caseNamed(name)]);
+    servers.push(s);
+    const init = { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}', ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
+    return client.request(new URL(`${s.url}/keys/k/release`), init).then(
+      async (a) => ({ status: a.status, body: await a.body() }),
+      (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+    ).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+  };
+
+  it.each(['999 Weird', 'status 099', 'two-digit status', 'LF-only line ends with a bad status', '100 Continue then 999'])('%s: refused as malformed or by the HTTP parser', async (name) => {
+    const outcome = await ask(name);
+    expect(outcome).toBeInstanceOf(Error);
+  });
+
+  it.each(['endless chunked body', 'endless close-delimited body', 'endless 500 error body', '100 MB declared, 1.5 MB sent', '2 MB body with its length'])(
+    '%s: MalformedAnswerError (502) at the byte cap, never the whole body',
+    async (name) => {
+      const outcome = await ask(name);
+      expect(outcome).toBeInstanceOf(MalformedAnswerError);
+      expect((outcome as MalformedAnswerError).status).toBe(502);
+      expect((outcome as Error).message).toMatch(/limit/);
+    },
+  );
+
+  it.each(['Content-Length longer than the body', 'reset mid-body', 'chunked body cut off'])('%s: a cut-off body is MalformedAnswerError or a transport error', async (name) => {
+    const outcome = await ask(name);
+    expect(outcome).toBeInstanceOf(Error);
+    if (outcome instanceof MalformedAnswerError) expect(outcome.message).toMatch(/cut off/);
+  });
+
+  it('a well-formed answer: status, headers and the whole body', async () => {
+    const outcome = await ask('JSON null');
+    expect(outcome).toEqual({ status: 200, body: Buffer.from('null') });
+  });
+
+  it('an upstream that never answers fails the attempt at timeoutMs with a TimeoutError', async () => {
+    const held = new Set<net.Socket>();
+    const silent = net.createServer((sock) => void held.add(sock));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const url = new URL(`http://127.0.0.1:${(silent.address() as AddressInfo).port}/x`);
+      const err = await client.request(url, { method: 'GET', headers: {}, timeoutMs: 50 }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ name: 'TimeoutError' });
+    } finally {
+      for (const sock of held) sock.destroy();
+      await new Promise((r) => silent.close(r));
     }
   });
 });
