@@ -5,10 +5,10 @@
  */
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { SwtpmTcpTransport, swtpmPowerOn, TpmClient } from '../../src/tpm';
+import { connects, exited, freePort } from '../../src/cvm/simulator/swtpm-process';
 
 export const SWTPM_INSTALL = 'apt-get install -y swtpm swtpm-tools';
 
@@ -34,39 +34,17 @@ export interface Swtpm {
   stop(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitForPort(port: number, child: ChildProcess, deadlineMs = 10_000): Promise<void> {
   const until = Date.now() + deadlineMs;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`swtpm exited with code ${child.exitCode} before listening on ${port}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host: '127.0.0.1', port });
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
+    if (await connects(port)) return;
     if (Date.now() > until) throw new Error(`swtpm did not listen on ${port} within ${deadlineMs} ms`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
 
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
 
 export function swtpmAvailable(): boolean {
   return spawnSync('swtpm', ['--version'], { stdio: 'ignore' }).status === 0;
