@@ -11,16 +11,17 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ReleaseTuning } from '../akv/release-tuning';
+import type { ReleaseEnc } from '../akv/wrap';
 import { loadOrCreateLocalCa } from '../emulators/ca';
 import { startImdsEmulator, type ImdsEmulator } from '../emulators/imds';
 import { startMaaEmulator, type MaaEmulator } from '../emulators/maa';
 import { startVaultEmulator, type VaultEmulator } from '../emulators/akv';
-import { loadServerConfig, releaseTuningFromProcess, type LogLevel, type ServerLimits } from '../server/config';
+import { loadServerConfig, parseReleaseEnc, releaseTuningFromProcess, type LogLevel, type ServerLimits } from '../server/config';
 import { createLogger, type Logger } from '../server/logger';
 import { startSidecar, type RunningSidecar } from '../server/sidecar';
 import { SimulatedPlatform, TEST_ONLY_UVM_ROOT_SHA256 } from '../snp/simulator';
 import { ParavisorProxy, provisionSimulatedCvm, startSwtpmProcess, type SimulatedCvm } from '../cvm/simulator';
-import { SwtpmTcpTransport, TpmClient } from '../tpm';
+import { SwtpmTcpTransport, swtpmPowerOn, TpmClient } from '../tpm';
 
 export type LocalPlatform = 'aci' | 'azure-cvm';
 
@@ -53,6 +54,8 @@ export interface LocalStackOptions {
   limits?: Partial<ServerLimits>;
   /** Default aci. */
   platform?: LocalPlatform;
+  /** `enc` of the sidecar's vault releases (default SKR_RELEASE_ENC, else RSA_AES_KEY_WRAP_256; applied on azure-cvm). */
+  releaseEnc?: ReleaseEnc;
 }
 
 export interface LocalStack {
@@ -65,6 +68,12 @@ export interface LocalStack {
   hsm: VaultEmulator;
   /** azure-cvm: the provisioned simulated CVM (its vTPM CA, paravisor). */
   cvm?: SimulatedCvm;
+  /**
+   * azure-cvm: a simulated VM reboot. swtpm is reset through its control port (PCRs cleared, a new NULL
+   * seed) and started again, as the firmware would; NV (AK certificate, HCL report) persists. The
+   * sidecar keeps its connection and only finds out when its TPM key is gone.
+   */
+  reboot(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -79,6 +88,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   try {
     let cvm: SimulatedCvm | undefined;
     let tpm: LocalState['tpm'];
+    let reboot = (): Promise<void> => Promise.reject(new Error('reboot: the aci stack has no vTPM'));
     if (onCvm) {
       const swtpm = await startSwtpmProcess();
       started.push({ close: () => swtpm.stop() });
@@ -90,6 +100,11 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       const proxyPort = await proxy.listen(0);
       started.push(proxy);
       tpm = { endpoint: `tcp:127.0.0.1:${proxyPort}`, swtpmPid: swtpm.pid, swtpmStateDir: swtpm.stateDir };
+      reboot = async () => {
+        await swtpmPowerOn({ port: swtpm.ctrlPort });
+        // Not closed: the connection is the proxy's.
+        await new TpmClient(inner).startup();
+      };
     }
     const imds = await startImdsEmulator({ stateDir: path.join(dir, 'imds'), thim: () => platform.thimCertificates() });
     started.push(imds);
@@ -111,10 +126,12 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       onCvm && tpm ? { port: String(opts.port ?? 8080), platform: 'azure-cvm', tpm: tpm.endpoint } : { port: String(opts.port ?? 8080), simulate: true },
       {},
     );
+    const releaseEnc = opts.releaseEnc ?? parseReleaseEnc(process.env.SKR_RELEASE_ENC);
     const config = {
       ...base,
       logLevel: opts.logLevel ?? base.logLevel,
       limits: { ...base.limits, ...opts.limits },
+      releaseEnc,
       extraCaPem: [ca.certPem],
       imdsEndpoint: imds.url,
       managedHsmEndpoints: [hsm.endpoint],
@@ -151,7 +168,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     const close = async () => {
       for (const s of started.reverse()) await s.close().catch(() => undefined);
     };
-    return { state, platform, sidecar, maa, imds, vault, hsm, ...(cvm ? { cvm } : {}), close };
+    return { state, platform, sidecar, maa, imds, vault, hsm, ...(cvm ? { cvm } : {}), reboot, close };
   } catch (e) {
     for (const s of started.reverse()) await s.close().catch(() => undefined);
     throw e;
