@@ -40,7 +40,25 @@ export interface LocalState {
   hostData: string;
   pid: number;
   /** azure-cvm: the simulated paravisor's TPM port (`tcp:127.0.0.1:PORT`) and the swtpm behind it. */
-  tpm?: { endpoint: string; swtpmPid: number; swtpmStateDir: string };
+  tpm?: { endpoint: string; swtpmPid: number; swtpmStateDir: string; swtpmCtrlPort: number };
+}
+
+/**
+ * A simulated VM reboot of an `azure-cvm` stack: swtpm is reset through its control port (PCRs cleared,
+ * a new NULL seed) and TPM2_Startup(CLEAR) is sent through the paravisor proxy, as the firmware would;
+ * NV (AK certificate, HCL report) persists. The sidecar keeps its connection and finds out when its TPM
+ * key is gone. Used by tests and `skr demo`.
+ */
+export async function rebootSimulatedCvm(tpm: NonNullable<LocalState['tpm']>): Promise<void> {
+  const port = /^tcp:127\.0\.0\.1:(\d+)$/.exec(tpm.endpoint)?.[1];
+  if (port === undefined) throw new Error(`reboot: the vTPM endpoint ${tpm.endpoint.slice(0, 64)} is not tcp:127.0.0.1:PORT`);
+  await swtpmPowerOn({ port: tpm.swtpmCtrlPort });
+  const c = new TpmClient(new SwtpmTcpTransport({ port: Number(port) }));
+  try {
+    await c.startup();
+  } finally {
+    await c.close();
+  }
 }
 
 export interface LocalStackOptions {
@@ -68,11 +86,7 @@ export interface LocalStack {
   hsm: VaultEmulator;
   /** azure-cvm: the provisioned simulated CVM (its vTPM CA, paravisor). */
   cvm?: SimulatedCvm;
-  /**
-   * azure-cvm: a simulated VM reboot. swtpm is reset through its control port (PCRs cleared, a new NULL
-   * seed) and started again, as the firmware would; NV (AK certificate, HCL report) persists. The
-   * sidecar keeps its connection and only finds out when its TPM key is gone.
-   */
+  /** azure-cvm: a simulated VM reboot (rebootSimulatedCvm). */
   reboot(): Promise<void>;
   close(): Promise<void>;
 }
@@ -88,7 +102,6 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   try {
     let cvm: SimulatedCvm | undefined;
     let tpm: LocalState['tpm'];
-    let reboot = (): Promise<void> => Promise.reject(new Error('reboot: the aci stack has no vTPM'));
     if (onCvm) {
       const swtpm = await startSwtpmProcess();
       started.push({ close: () => swtpm.stop() });
@@ -99,12 +112,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       const proxy = new ParavisorProxy(cvm.transport(inner));
       const proxyPort = await proxy.listen(0);
       started.push(proxy);
-      tpm = { endpoint: `tcp:127.0.0.1:${proxyPort}`, swtpmPid: swtpm.pid, swtpmStateDir: swtpm.stateDir };
-      reboot = async () => {
-        await swtpmPowerOn({ port: swtpm.ctrlPort });
-        // Not closed: the connection is the proxy's.
-        await new TpmClient(inner).startup();
-      };
+      tpm = { endpoint: `tcp:127.0.0.1:${proxyPort}`, swtpmPid: swtpm.pid, swtpmStateDir: swtpm.stateDir, swtpmCtrlPort: swtpm.ctrlPort };
     }
     const imds = await startImdsEmulator({ stateDir: path.join(dir, 'imds'), thim: () => platform.thimCertificates() });
     started.push(imds);
@@ -165,6 +173,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       pid: process.pid,
       ...(tpm ? { tpm } : {}),
     };
+    const reboot = () => (tpm ? rebootSimulatedCvm(tpm) : Promise.reject(new Error('reboot: the aci stack has no vTPM')));
     const close = async () => {
       for (const s of started.reverse()) await s.close().catch(() => undefined);
     };

@@ -17,6 +17,7 @@ import { POLICY_TEMPLATES } from '../../src/akv/policy-templates';
 import type { ReleaseEnc } from '../../src/akv/wrap';
 import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
 import { createHttpsFetch } from '../../src/common/https-fetch';
+import { runCli } from '../helpers/cli';
 import { swtpmAvailable, SWTPM_INSTALL } from '../helpers/swtpm';
 import { postJson } from '../helpers/sidecar';
 
@@ -112,4 +113,31 @@ describe.each<ReleaseEnc>(['RSA_AES_KEY_WRAP_256', 'CKM_RSA_AES_KEY_WRAP', 'RSA_
     // Exactly one new attestation: the cached token named the old boot's key.
     expect(stack.maa.issuedTokens.length).toBe(before + 1);
   }, 60_000);
+
+  it('skr demo --platform azure-cvm: released through the vTPM (thumbprints match), three refusals explained, released after a reboot', async () => {
+    const stateFile = path.join(dir, 'demo-state.json');
+    fs.writeFileSync(stateFile, JSON.stringify(stack.state));
+    const before = stack.maa.issuedTokens.length;
+    const r = await runCli('demo', '--platform', 'azure-cvm', '--state-file', stateFile);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const out = r.out;
+    expect(out).toMatch(/with the CVM release policy/);
+    const thumbs = [...out.matchAll(/thumbprint ([0-9a-f]{16}) \(matches the imported key\)/g)].map((m) => m[1]);
+    expect(thumbs).toHaveLength(2);
+    expect(out).toContain(`material thumbprint ${thumbs[0]}`);
+    expect(thumbs[1]).toBe(thumbs[0]);
+    // Top-level claim names: the vault's 403, then policy explain naming the nested claim.
+    expect(out).toMatch(/3\. refusal: a policy written with the top-level claim names[\s\S]*refused as expected \(403\): .*x-ms-attestation-type/);
+    expect(out).toMatch(/skr policy explain: .*"x-ms-isolation-tee\.x-ms-attestation-type"/);
+    expect(out).toMatch(/4\. refusal: compliance status[\s\S]*refused as expected \(403\): .*x-ms-compliance-status/);
+    expect(out).toMatch(/5\. a simulated reboot[\s\S]*released after the reboot, thumbprint/);
+    expect(out).toMatch(/demo OK/);
+    // New tokens were issued (the demo's releases attest through MAA, not a cached answer of this test).
+    expect(stack.maa.issuedTokens.length).toBeGreaterThan(before);
+    // A demo against the wrong platform says so.
+    const wrong = await runCli('demo', '--platform', 'aci', '--state-file', stateFile);
+    expect(wrong.code).toBe(1);
+    expect(wrong.err).toMatch(/--platform aci was given but the stack of .* is `skr local --platform azure-cvm`/);
+  }, 120_000);
 });

@@ -56,9 +56,9 @@ export function summary(s: LocalState, stateFile: string): string[] {
     `  curl -s ${u}/status`,
     `  curl -s -X POST ${u}/attest/raw -d '{"runtime_data":"${runtime}"}'`,
     `  curl -s -X POST ${u}/attest/maa -d '{"maa_endpoint":"${s.maaEndpoint}","runtime_data":"${runtime}"}'`,
-    ...(s.platform === 'azure-cvm'
-      ? ['  (key release on the Azure CVM platform comes with its vTPM key-encryption key: /key/release answers 501 for now)']
-      : [`  npx skr demo        # imports a key bound to this platform and releases it through the sidecar`]),
+    s.platform === 'azure-cvm'
+      ? '  npx skr demo --platform azure-cvm   # imports a key with the CVM policy, releases it through the vTPM, shows refusals'
+      : '  npx skr demo        # imports a key bound to this platform and releases it through the sidecar',
     '',
     'Ctrl-C stops everything.',
   ];
