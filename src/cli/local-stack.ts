@@ -16,7 +16,7 @@ import { loadOrCreateLocalCa } from '../emulators/ca';
 import { startImdsEmulator, type ImdsEmulator } from '../emulators/imds';
 import { startMaaEmulator, type MaaEmulator } from '../emulators/maa';
 import { startVaultEmulator, type VaultEmulator } from '../emulators/akv';
-import { loadServerConfig, parseReleaseEnc, releaseTuningFromProcess, type LogLevel, type ServerLimits } from '../server/config';
+import { loadServerConfig, releaseTuningFromProcess, type LogLevel, type ServerLimits } from '../server/config';
 import { createLogger, type Logger } from '../server/logger';
 import { startSidecar, type RunningSidecar } from '../server/sidecar';
 import { SimulatedPlatform, TEST_ONLY_UVM_ROOT_SHA256 } from '../snp/simulator';
@@ -72,7 +72,7 @@ export interface LocalStackOptions {
   limits?: Partial<ServerLimits>;
   /** Default aci. */
   platform?: LocalPlatform;
-  /** `enc` of the sidecar's vault releases (default SKR_RELEASE_ENC, else RSA_AES_KEY_WRAP_256; applied on azure-cvm). */
+  /** `enc` of the sidecar's vault releases on azure-cvm (`skr local` passes SKR_RELEASE_ENC; default RSA_AES_KEY_WRAP_256). */
   releaseEnc?: ReleaseEnc;
 }
 
@@ -134,12 +134,11 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       onCvm && tpm ? { port: String(opts.port ?? 8080), platform: 'azure-cvm', tpm: tpm.endpoint } : { port: String(opts.port ?? 8080), simulate: true },
       {},
     );
-    const releaseEnc = opts.releaseEnc ?? parseReleaseEnc(process.env.SKR_RELEASE_ENC);
     const config = {
       ...base,
       logLevel: opts.logLevel ?? base.logLevel,
       limits: { ...base.limits, ...opts.limits },
-      releaseEnc,
+      releaseEnc: opts.releaseEnc ?? base.releaseEnc,
       extraCaPem: [ca.certPem],
       imdsEndpoint: imds.url,
       managedHsmEndpoints: [hsm.endpoint],

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseLogLevel, parsePort } from '../../server/config';
+import { parseLogLevel, parsePort, parseReleaseEnc } from '../../server/config';
 import type { LocalState } from '../local-stack';
 import { CliError, type Out } from '../io';
 import { exitOnSignals } from './serve';
@@ -84,9 +84,11 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   }
   const stateDir = path.resolve(values['state-dir'] ?? DEFAULT_STATE_DIR);
   const stateFile = path.resolve(values['state-file'] ?? path.join(stateDir, STATE_FILE_NAME));
+  // The one sidecar setting `skr local` takes from the environment besides the fast-path ones.
+  const releaseEnc = parseReleaseEnc(process.env.SKR_RELEASE_ENC);
   const { startLocalStack } = await loadLocalStack();
   io.err(`skr local: starting (state in ${stateDir}) ...`);
-  const stack = await startLocalStack({ stateDir, port, logLevel, platform });
+  const stack = await startLocalStack({ stateDir, port, logLevel, platform, releaseEnc });
   fs.mkdirSync(path.dirname(stateFile), { recursive: true });
   const tmp = `${stateFile}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(stack.state, null, 2) + '\n', { mode: 0o600 });
