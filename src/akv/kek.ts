@@ -4,11 +4,11 @@
  * `enc`), and only its holder can unwrap. Its public JWKS is the runtime data the attester binds
  * into the MAA token, which is how the vault knows whom it wraps to.
  *
- * Today's implementation is a software RSA-2048 key from a pool (software-kek.ts); a key that lives
- * in a TPM is another implementation of the same interface (docs/architecture.md).
+ * ACI/AKS use a software RSA-2048 key from a pool (software-kek.ts); an Azure confidential VM uses the
+ * vTPM's ephemeral key (src/cvm/tpm-kek.ts), another implementation of the same interface.
  */
 import type { JsonWebKey } from 'node:crypto';
-import { SkrError, VerificationError } from '../common/errors';
+import { VerificationError } from '../common/errors';
 import type { KeyHsm } from './key-hsm';
 
 export interface UnwrapContext {
@@ -46,15 +46,3 @@ export class StaleKekError extends VerificationError {
   }
 }
 
-/**
- * The KEK source of a platform whose key release is not implemented yet (the Azure confidential VM until
- * its TPM-resident KEK, issue 14): every release is refused with ERR_NOT_SUPPORTED_ON_PLATFORM (501)
- * before any evidence is gathered or any upstream is called.
- */
-export class NoKekOnPlatform implements KeyEncryptionKeySource {
-  constructor(private readonly platform: string) {}
-
-  take(): Promise<KeyEncryptionKey> {
-    return Promise.reject(new SkrError('ERR_NOT_SUPPORTED_ON_PLATFORM', `key release is not supported on the ${this.platform} platform yet: its key-encryption key lives in the vTPM (issue 14); attestation (/attest/*) works`));
-  }
-}

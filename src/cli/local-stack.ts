@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ReleaseTuning } from '../akv/release-tuning';
+import type { ReleaseEnc } from '../akv/wrap';
 import { loadOrCreateLocalCa } from '../emulators/ca';
 import { startImdsEmulator, type ImdsEmulator } from '../emulators/imds';
 import { startMaaEmulator, type MaaEmulator } from '../emulators/maa';
@@ -20,7 +21,7 @@ import { createLogger, type Logger } from '../server/logger';
 import { startSidecar, type RunningSidecar } from '../server/sidecar';
 import { SimulatedPlatform, TEST_ONLY_UVM_ROOT_SHA256 } from '../snp/simulator';
 import { ParavisorProxy, provisionSimulatedCvm, startSwtpmProcess, type SimulatedCvm } from '../cvm/simulator';
-import { SwtpmTcpTransport, TpmClient } from '../tpm';
+import { SwtpmTcpTransport, swtpmPowerOn, TpmClient } from '../tpm';
 
 export type LocalPlatform = 'aci' | 'azure-cvm';
 
@@ -39,7 +40,25 @@ export interface LocalState {
   hostData: string;
   pid: number;
   /** azure-cvm: the simulated paravisor's TPM port (`tcp:127.0.0.1:PORT`) and the swtpm behind it. */
-  tpm?: { endpoint: string; swtpmPid: number; swtpmStateDir: string };
+  tpm?: { endpoint: string; swtpmPid: number; swtpmStateDir: string; swtpmCtrlPort: number };
+}
+
+/**
+ * A simulated VM reboot of an `azure-cvm` stack: swtpm is reset through its control port (PCRs cleared,
+ * a new NULL seed) and TPM2_Startup(CLEAR) is sent through the paravisor proxy, as the firmware would;
+ * NV (AK certificate, HCL report) persists. The sidecar keeps its connection and finds out when its TPM
+ * key is gone. Used by tests and `skr demo`.
+ */
+export async function rebootSimulatedCvm(tpm: NonNullable<LocalState['tpm']>): Promise<void> {
+  const port = /^tcp:127\.0\.0\.1:(\d+)$/.exec(tpm.endpoint)?.[1];
+  if (port === undefined) throw new Error(`reboot: the vTPM endpoint ${tpm.endpoint.slice(0, 64)} is not tcp:127.0.0.1:PORT`);
+  await swtpmPowerOn({ port: tpm.swtpmCtrlPort });
+  const c = new TpmClient(new SwtpmTcpTransport({ port: Number(port) }));
+  try {
+    await c.startup();
+  } finally {
+    await c.close();
+  }
 }
 
 export interface LocalStackOptions {
@@ -53,6 +72,8 @@ export interface LocalStackOptions {
   limits?: Partial<ServerLimits>;
   /** Default aci. */
   platform?: LocalPlatform;
+  /** `enc` of the sidecar's vault releases on azure-cvm (`skr local` passes SKR_RELEASE_ENC; default RSA_AES_KEY_WRAP_256). */
+  releaseEnc?: ReleaseEnc;
 }
 
 export interface LocalStack {
@@ -65,6 +86,8 @@ export interface LocalStack {
   hsm: VaultEmulator;
   /** azure-cvm: the provisioned simulated CVM (its vTPM CA, paravisor). */
   cvm?: SimulatedCvm;
+  /** azure-cvm: a simulated VM reboot (rebootSimulatedCvm). */
+  reboot(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -89,7 +112,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       const proxy = new ParavisorProxy(cvm.transport(inner));
       const proxyPort = await proxy.listen(0);
       started.push(proxy);
-      tpm = { endpoint: `tcp:127.0.0.1:${proxyPort}`, swtpmPid: swtpm.pid, swtpmStateDir: swtpm.stateDir };
+      tpm = { endpoint: `tcp:127.0.0.1:${proxyPort}`, swtpmPid: swtpm.pid, swtpmStateDir: swtpm.stateDir, swtpmCtrlPort: swtpm.ctrlPort };
     }
     const imds = await startImdsEmulator({ stateDir: path.join(dir, 'imds'), thim: () => platform.thimCertificates() });
     started.push(imds);
@@ -115,6 +138,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       ...base,
       logLevel: opts.logLevel ?? base.logLevel,
       limits: { ...base.limits, ...opts.limits },
+      releaseEnc: opts.releaseEnc ?? base.releaseEnc,
       extraCaPem: [ca.certPem],
       imdsEndpoint: imds.url,
       managedHsmEndpoints: [hsm.endpoint],
@@ -148,10 +172,11 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       pid: process.pid,
       ...(tpm ? { tpm } : {}),
     };
+    const reboot = () => (tpm ? rebootSimulatedCvm(tpm) : Promise.reject(new Error('reboot: the aci stack has no vTPM')));
     const close = async () => {
       for (const s of started.reverse()) await s.close().catch(() => undefined);
     };
-    return { state, platform, sidecar, maa, imds, vault, hsm, ...(cvm ? { cvm } : {}), close };
+    return { state, platform, sidecar, maa, imds, vault, hsm, ...(cvm ? { cvm } : {}), reboot, close };
   } catch (e) {
     for (const s of started.reverse()) await s.close().catch(() => undefined);
     throw e;

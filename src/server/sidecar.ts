@@ -23,8 +23,7 @@ import { ReleaseJwsVerifier } from '../akv/jws';
 import { KeyReleasePipeline } from '../akv/release';
 import { startReleaseFastPath, type ReleaseTuning } from '../akv/release-tuning';
 import { SoftwareKekSource } from '../akv/software-kek';
-import { NoKekOnPlatform, type KeyEncryptionKeySource } from '../akv/kek';
-import type { WrappingKeyPool } from '../akv/wrapping-key-pool';
+import type { KeyEncryptionKeySource } from '../akv/kek';
 import type { Attester } from '../maa/attester';
 import { LocalThimSource } from '../certs/sources/local-thim';
 import type { TpmClient } from '../tpm';
@@ -159,8 +158,13 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     cache: config.certCacheDir ? { dir: config.certCacheDir } : undefined,
     telemetry,
   });
+  const tuning = opts.release ?? config.release;
+  // A CVM's KEK is the vTPM's key: no software wrapping keys to pre-generate there.
+  const fastPath = startReleaseFastPath(platformName === 'azure-cvm' ? { ...tuning, wrappingKeyPoolSize: 0 } : tuning);
   const maa = new MaaClient({ fetch: outbound, userAgent: config.args.maaconfig?.user_agent, telemetry });
   let attester: Attester;
+  let keks: KeyEncryptionKeySource;
+  let tpmKeks: { close(): Promise<void> } | undefined;
   if (cvmTpm && cvmEvidence) {
     const { AzureGuestAttester } = await import('../cvm/guest-attester');
     const { GuestAttestation } = await import('../cvm/guest-attestation');
@@ -172,8 +176,15 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       tpmGate: deviceGate,
       telemetry,
     });
+    // The vTPM's ephemeral key is the KEK (CVM-PROTOCOL §7): same TPM connection, same gate as the
+    // attester and the evidence source, so one TPM sequence runs at a time.
+    const { TpmKekSource } = await import('../cvm/tpm-kek');
+    const tpmKek = new TpmKekSource(cvmTpm, deviceGate);
+    keks = tpmKek;
+    tpmKeks = tpmKek;
   } else {
     attester = new SevSnpAttester({ collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
+    keks = new SoftwareKekSource(fastPath.wrappingKeyPool);
   }
   const attestation = new SidecarAttestation({ evidence, collateral, attester, referenceInfoBase64: context.referenceInfoBase64, platform: platformName });
   const tokens = new TokenProvider({
@@ -183,10 +194,12 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     extraCaPem: config.extraCaPem,
     telemetry,
   });
-  const fastPath = startReleaseFastPath(opts.release ?? config.release);
   const release = new KeyReleasePipeline({
     attester,
-    keks: kekSourceFor(platformName, fastPath.wrappingKeyPool),
+    keks,
+    // SKR_RELEASE_ENC applies on a CVM (the vTPM decrypts with the OAEP hash it names); on ACI requests
+    // that name no enc keep the pipeline default CKM_RSA_AES_KEY_WRAP, as the reference sidecar does.
+    ...(platformName === 'azure-cvm' ? { enc: config.releaseEnc } : {}),
     vault: new KeyVaultRelease({
       tokens,
       // The SDK sets no per-attempt timeout of its own: bound each vault call here.
@@ -271,17 +284,15 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
         outbound.destroy();
         removeOwnedContextDir();
         // The TPM connection (one at a time on swtpm) is released with the server.
-        void (cvmTpm?.close() ?? Promise.resolve()).catch(() => undefined).then(() => resolve());
+        // The KEK's loaded key is flushed first.
+        void (tpmKeks?.close() ?? Promise.resolve())
+          .catch(() => undefined)
+          .then(() => cvmTpm?.close())
+          .catch(() => undefined)
+          .then(() => resolve());
       });
       server.closeIdleConnections();
     }));
   return { url, port, server, evidence, platformName, securityContextDir: contextDir, platform, logger, metrics, health, close, ownsSecurityContextDir: ownedContextDir !== undefined };
 }
 
-/**
- * Where each platform's key-encryption key comes from (docs/architecture.md): a pooled software key in
- * ACI/AKS; on an Azure CVM the vTPM-resident key of issue 14, refused cleanly (501) until it exists.
- */
-function kekSourceFor(platform: 'aci' | 'azure-cvm', pool: WrappingKeyPool): KeyEncryptionKeySource {
-  return platform === 'azure-cvm' ? new NoKekOnPlatform('Azure confidential VM') : new SoftwareKekSource(pool);
-}

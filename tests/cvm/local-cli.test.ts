@@ -32,12 +32,10 @@ describe('skr local --platform azure-cvm (CLI, child process)', () => {
     expect(r.err).toContain('--platform "tdx" is not aci or azure-cvm');
   });
 
-  it('skr demo refuses the CVM stack (no key release there yet) with a clear message', async () => {
-    const stateFile = path.join(dir, 'cvm-state.json');
-    fs.writeFileSync(stateFile, JSON.stringify({ platform: 'azure-cvm', sidecarUrl: 'http://127.0.0.1:1', maaEndpoint: '127.0.0.1:2', vaultEndpoint: '127.0.0.1:3', hsmEndpoint: '127.0.0.1:4', imdsUrl: 'http://127.0.0.1:5', caCertPath: path.join(dir, 'ca.pem'), securityContextDir: '', hostData: '00', pid: process.pid }));
-    const r = await runCli('demo', '--state-file', stateFile);
-    expect(r.code).toBe(1);
-    expect(r.err).toContain('is `skr local --platform azure-cvm`, where key release is not supported yet');
+  it('skr demo refuses an unknown --platform as a usage error', async () => {
+    const r = await runCli('demo', '--platform', 'tdx', '--state-file', path.join(dir, 'none.json'));
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('--platform "tdx" is not aci or azure-cvm');
   });
 
   it('writes the platform to its state file, serves, and stops swtpm by PID on SIGTERM', async () => {

@@ -2,7 +2,7 @@
  * `skr local --platform azure-cvm`, started in-process: a real swtpm provisioned as a simulated Azure
  * confidential VM behind the simulated paravisor's proxy, the MAA emulator's /attest/AzureGuest, IMDS THIM,
  * and the sidecar with --platform azure-cvm. Driven over HTTP: the guest token with the §6 claims, the HCL
- * report bound to the caller's runtime data, /status, /key/release refused (501) until issue 14, a vTPM
+ * report bound to the caller's runtime data, /status (key release: local-cvm-release.test.ts), a vTPM
  * that disappears mid-request, and a clean stop (swtpm gone by PID, its state removed).
  */
 import { createHash } from 'node:crypto';
@@ -114,12 +114,6 @@ describe('skr local --platform azure-cvm (swtpm + simulated paravisor + MAA Azur
     expect(r.status).toBe(200);
     expect(stack.maa.issuedTokens).toContain(r.json.token);
   }, 60_000);
-
-  it('/key/release is refused with 501 naming the platform (its vTPM KEK is issue 14)', async () => {
-    const r = await postJson(`${stack.sidecar.url}/key/release`, { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: stack.state.vaultEndpoint, kid: 'some-key' });
-    expect(r.status).toBe(501);
-    expect(String(r.json.error)).toMatch(/not supported on the Azure confidential VM platform yet/);
-  });
 
   it('a vTPM that disappears mid-request: a precise 500 naming the step, no simulated fallback', async () => {
     const pid = stack.state.tpm?.swtpmPid as number;

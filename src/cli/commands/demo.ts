@@ -5,7 +5,9 @@ import { parseArgs } from 'node:util';
 import { providerCredential } from '../../akv/credentials';
 import { TokenProvider } from '../../akv/identity';
 import { importReleasableKey, sdkJwkFor } from '../../akv/import-key';
-import { buildReleasePolicy } from '../../akv/policy';
+import { buildReleasePolicy, type ReleasePolicy } from '../../akv/policy';
+import { explainPolicy } from '../../akv/policy-explain';
+import { POLICY_TEMPLATES } from '../../akv/policy-templates';
 import { wipe } from '../../common/bytes';
 import { createHttpsFetch } from '../../common/https-fetch';
 import type { LocalState } from '../local-stack';
@@ -14,9 +16,11 @@ import { DEFAULT_STATE_DIR, STATE_FILE_NAME } from './local';
 import { thumbprint } from './import-key';
 
 export const usage =
-  'skr demo [--state-file FILE]\n' +
+  'skr demo [--platform aci|azure-cvm] [--state-file FILE]\n' +
   '      against a running `skr local`: import an oct-HSM key bound to the simulated platform into the Managed HSM emulator,\n' +
-  '      release it through the sidecar, then show a refused release for a key pinned to another HOST_DATA';
+  '      release it through the sidecar, then show a refused release for a key pinned to another HOST_DATA;\n' +
+  '      on `skr local --platform azure-cvm`: a key with the CVM policy released through the vTPM, then the refusals for\n' +
+  '      top-level claim names, a compliance status the VM does not have, and a release after a simulated reboot';
 
 export function readLocalState(file: string): LocalState {
   let text: string;
@@ -82,13 +86,15 @@ async function postRelease(s: LocalState, kid: string): Promise<{ status: number
 }
 
 export async function demoCommand(args: string[], io: Out): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'state-file': { type: 'string' } } });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'state-file': { type: 'string' }, platform: { type: 'string' } } });
   if (positionals.length) throw new CliError(`usage: ${usage}`);
+  const wanted = values.platform;
+  if (wanted !== undefined && wanted !== 'aci' && wanted !== 'azure-cvm') throw new CliError(`--platform "${wanted.slice(0, 32)}" is not aci or azure-cvm\nusage: ${usage}`);
   const stateFile = path.resolve(values['state-file'] ?? path.join(DEFAULT_STATE_DIR, STATE_FILE_NAME));
   const state = readLocalState(stateFile);
-  if (state.platform === 'azure-cvm') {
-    // The demo releases a key; on the CVM platform that needs the vTPM key-encryption key (issue 14).
-    throw new CliError(`the stack of ${stateFile} is \`skr local --platform azure-cvm\`, where key release is not supported yet: run the demo against \`skr local\` (aci); the CVM stack serves /attest/raw, /attest/combined and /attest/maa`, 1);
+  const platform = state.platform ?? 'aci';
+  if (wanted !== undefined && wanted !== platform) {
+    throw new CliError(`--platform ${wanted} was given but the stack of ${stateFile} is \`skr local --platform ${platform}\`: start \`skr local --platform ${wanted}\` or drop --platform`, 1);
   }
   await checkLocalStackRunning(state, stateFile);
   let ca: string;
@@ -99,6 +105,13 @@ export async function demoCommand(args: string[], io: Out): Promise<number> {
   }
   const fetch = createHttpsFetch({ extraCaPem: [ca], keepAlive: false });
   const credential = providerCredential(new TokenProvider({ imdsEndpoint: state.imdsUrl, extraCaPem: [ca] }));
+  if (platform === 'azure-cvm') {
+    try {
+      return await cvmDemo(state, io, { fetch, credential });
+    } finally {
+      fetch.destroy();
+    }
+  }
   const policyFor = (hostData: string) =>
     buildReleasePolicy({
       authority: `https://${state.maaEndpoint}`,
@@ -154,4 +167,129 @@ export async function demoCommand(args: string[], io: Out): Promise<number> {
   } finally {
     fetch.destroy();
   }
+}
+
+interface DemoClients {
+  fetch: ReturnType<typeof createHttpsFetch>;
+  credential: ReturnType<typeof providerCredential>;
+}
+
+async function postJson(url: string, body: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  let res: Response;
+  try {
+    res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  } catch (e) {
+    throw new CliError(`cannot reach the sidecar at ${url} (${(e as Error).message}): is \`skr local\` still running?`, 1);
+  }
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+/**
+ * The CVM walkthrough: a key with the documents' CVM policy released through the vTPM, then the three
+ * ways it goes wrong on a CVM and what the sidecar says about each.
+ */
+async function cvmDemo(state: LocalState, io: Out, c: DemoClients): Promise<number> {
+  const authority = `https://${state.maaEndpoint}`;
+  const cvmClaims = POLICY_TEMPLATES['azure-cvm'][0].map((x) => ({ ...x }));
+  const importOct = async (name: string, claims: { claim: string; equals: string }[]) => {
+    const material = randomBytes(32);
+    const policy = buildReleasePolicy({ authority, anyOfGroups: [claims] });
+    const k = await importReleasableKey({
+      vaultEndpoint: state.hsmEndpoint, name, jwk: sdkJwkFor('oct-HSM', material), policy, credential: c.credential, fetch: c.fetch, relaxedChallenge: true,
+    });
+    return { kid: `${name}/${k.version}`, keyId: k.keyId, material, policy };
+  };
+  const releaseKid = (kid: string) => postJson(`${state.sidecarUrl}/key/release`, { maa_endpoint: state.maaEndpoint, akv_endpoint: state.hsmEndpoint, kid });
+  const releasedMatches = (r: { body: Record<string, unknown> }, material: Buffer): { thumb: string; same: boolean } => {
+    const jwk = JSON.parse(String(r.body.key)) as { k?: string };
+    const released = Buffer.from(jwk.k ?? '', 'base64url');
+    const out = { thumb: thumbprint(released), same: released.equals(material) };
+    wipe(released);
+    return out;
+  };
+  const refused = (what: string, r: { status: number; body: Record<string, unknown> }): boolean => {
+    if (r.status === 200) {
+      io.err(`   the key was released although ${what}: this is a bug`);
+      return false;
+    }
+    io.out(`   refused as expected (${r.status}): ${String(r.body.error)}`);
+    return true;
+  };
+
+  io.out(`1. importing an oct-HSM key into the Managed HSM emulator (${state.hsmEndpoint}) with the CVM release policy`);
+  io.out(`   (--policy-template azure-cvm): authority ${authority}, ${cvmClaims.map((x) => `${x.claim} = ${x.equals}`).join(', ')}`);
+  const good = await importOct('skr-demo-cvm-key', cvmClaims);
+  io.out(`   imported ${good.keyId} (material thumbprint ${thumbprint(good.material)})`);
+
+  io.out(`2. POST ${state.sidecarUrl}/key/release {"kid": "${good.kid}"}: guest attestation, vault release to the vTPM key, RSA_Decrypt in the vTPM`);
+  const r1 = await releaseKid(good.kid);
+  if (r1.status !== 200) {
+    io.err(`   release FAILED (${r1.status}): ${String(r1.body.error)}`);
+    return 1;
+  }
+  const m1 = releasedMatches(r1, good.material);
+  io.out(`   released, thumbprint ${m1.thumb} ${m1.same ? '(matches the imported key)' : '(DOES NOT MATCH)'}`);
+  if (!m1.same) return 1;
+
+  io.out('3. refusal: a policy written with the top-level claim names (x-ms-attestation-type, x-ms-compliance-status)');
+  const topLevel = await importOct('skr-demo-cvm-top-level', cvmClaims.map((x) => ({ claim: x.claim.replace(/^x-ms-isolation-tee\./, ''), equals: x.equals })));
+  wipe(topLevel.material);
+  if (!refused('its policy names top-level claims', await releaseKid(topLevel.kid))) return 1;
+  // The VM's own token, explained against that policy (what `skr policy explain` prints).
+  const t = await postJson(`${state.sidecarUrl}/attest/maa`, { maa_endpoint: state.maaEndpoint, runtime_data: Buffer.from(JSON.stringify({ purpose: 'skr demo: policy explain' })).toString('base64') });
+  if (t.status !== 200 || typeof t.body.token !== 'string') {
+    io.err(`   could not get a token to explain (${t.status}): ${String(t.body.error)}`);
+    return 1;
+  }
+  const hints = explain(topLevel.policy, t.body.token);
+  for (const h of hints) io.out(`   skr policy explain: ${h}`);
+  if (!hints.some((h) => h.includes('x-ms-isolation-tee.'))) {
+    io.err('   policy explain did not name the nested claim: this is a bug');
+    return 1;
+  }
+
+  io.out('4. refusal: compliance status. MAA attests a debuggable (or non-VMPL-0) VM as azure-noncompliant-cvm, which the CVM');
+  io.out('   policy (azure-compliant-cvm) refuses. The local VM is not debuggable and cannot be switched at run time, so this');
+  io.out('   shows the same condition from the other side: a key whose policy admits only azure-noncompliant-cvm (what a');
+  io.out('   debuggable VM carries) is refused to this compliant VM.');
+  const nonCompliant = await importOct('skr-demo-cvm-debuggable-only', [
+    { claim: 'x-ms-isolation-tee.x-ms-attestation-type', equals: 'sevsnpvm' },
+    { claim: 'x-ms-isolation-tee.x-ms-compliance-status', equals: 'azure-noncompliant-cvm' },
+  ]);
+  wipe(nonCompliant.material);
+  if (!refused('its policy demands another compliance status', await releaseKid(nonCompliant.kid))) return 1;
+
+  io.out('5. a simulated reboot (swtpm reset: PCRs cleared, new NULL seed), then the first key again: the reused token names');
+  io.out('   the old boot\'s vTPM key, so the sidecar attests once more and releases');
+  if (!state.tpm?.swtpmCtrlPort) {
+    io.err('   the state file names no swtpm control port: is it from a current `skr local --platform azure-cvm`?');
+    return 1;
+  }
+  const { rebootSimulatedCvm } = await import('../local-stack');
+  await rebootSimulatedCvm(state.tpm);
+  const r2 = await releaseKid(good.kid);
+  if (r2.status !== 200) {
+    io.err(`   release after the reboot FAILED (${r2.status}): ${String(r2.body.error)}`);
+    return 1;
+  }
+  const m2 = releasedMatches(r2, good.material);
+  wipe(good.material);
+  io.out(`   released after the reboot, thumbprint ${m2.thumb} ${m2.same ? '(matches the imported key)' : '(DOES NOT MATCH)'}`);
+  if (!m2.same) return 1;
+  io.out('   (with re-attestation off the stale unwrap fails with the TPM\'s reason, e.g. TPM2_RSA_Decrypt: TPM_RC_POLICY_FAIL;');
+  io.out('   the sidecar always re-attests once, so that case is shown by tests/cvm/tpm-kek-release.test.ts)');
+  io.out('');
+  io.out('demo OK: the key with the CVM policy was released through the vTPM, before and after a reboot; the top-level-claim');
+  io.out('policy and the compliance-status policy were refused.');
+  return 0;
+}
+
+function explain(policy: ReleasePolicy, token: string): string[] {
+  let claims: Record<string, unknown>;
+  try {
+    claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as Record<string, unknown>;
+  } catch {
+    return [];
+  }
+  return explainPolicy(policy, claims).hints;
 }

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseLogLevel, parsePort } from '../../server/config';
+import { parseLogLevel, parsePort, parseReleaseEnc } from '../../server/config';
 import type { LocalState } from '../local-stack';
 import { CliError, type Out } from '../io';
 import { exitOnSignals } from './serve';
@@ -56,9 +56,9 @@ export function summary(s: LocalState, stateFile: string): string[] {
     `  curl -s ${u}/status`,
     `  curl -s -X POST ${u}/attest/raw -d '{"runtime_data":"${runtime}"}'`,
     `  curl -s -X POST ${u}/attest/maa -d '{"maa_endpoint":"${s.maaEndpoint}","runtime_data":"${runtime}"}'`,
-    ...(s.platform === 'azure-cvm'
-      ? ['  (key release on the Azure CVM platform comes with its vTPM key-encryption key: /key/release answers 501 for now)']
-      : [`  npx skr demo        # imports a key bound to this platform and releases it through the sidecar`]),
+    s.platform === 'azure-cvm'
+      ? '  npx skr demo --platform azure-cvm   # imports a key with the CVM policy, releases it through the vTPM, shows refusals'
+      : '  npx skr demo        # imports a key bound to this platform and releases it through the sidecar',
     '',
     'Ctrl-C stops everything.',
   ];
@@ -84,9 +84,11 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   }
   const stateDir = path.resolve(values['state-dir'] ?? DEFAULT_STATE_DIR);
   const stateFile = path.resolve(values['state-file'] ?? path.join(stateDir, STATE_FILE_NAME));
+  // The one sidecar setting `skr local` takes from the environment besides the fast-path ones.
+  const releaseEnc = parseReleaseEnc(process.env.SKR_RELEASE_ENC);
   const { startLocalStack } = await loadLocalStack();
   io.err(`skr local: starting (state in ${stateDir}) ...`);
-  const stack = await startLocalStack({ stateDir, port, logLevel, platform });
+  const stack = await startLocalStack({ stateDir, port, logLevel, platform, releaseEnc });
   fs.mkdirSync(path.dirname(stateFile), { recursive: true });
   const tmp = `${stateFile}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(stack.state, null, 2) + '\n', { mode: 0o600 });
