@@ -38,3 +38,15 @@ export async function postJson(url: string, body: unknown, headers: Record<strin
   }
   return { status: res.status, json };
 }
+
+/** A start-up's rejection; a sidecar that started anyway is closed (so a regression fails, not hangs). */
+export async function startError(opts: SidecarOptions): Promise<unknown> {
+  try {
+    const s = await startSidecar(opts);
+    await s.close();
+    s.logger.close();
+    return new Error('the sidecar started');
+  } catch (e) {
+    return e;
+  }
+}

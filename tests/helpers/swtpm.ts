@@ -7,8 +7,8 @@ import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { SwtpmTcpTransport, swtpmPowerOn, TpmClient } from '../../src/tpm';
-import { connects, exited, freePort } from '../../src/cvm/simulator/swtpm-process';
+import { SwtpmTcpTransport, TpmClient } from '../../src/tpm';
+import { connects, exited, freePort, powerOnAndStartup } from '../../src/cvm/simulator/swtpm-process';
 
 export const SWTPM_INSTALL = 'apt-get install -y swtpm swtpm-tools';
 
@@ -72,13 +72,7 @@ export async function startSwtpm(): Promise<Swtpm> {
     );
     await waitForPort(ctrlPort, child);
     await waitForPort(port, child);
-    await swtpmPowerOn({ port: ctrlPort });
-    const c = new TpmClient(new SwtpmTcpTransport({ port }));
-    try {
-      await c.startup();
-    } finally {
-      await c.close();
-    }
+    await powerOnAndStartup(port, ctrlPort);
   }
 
   try {

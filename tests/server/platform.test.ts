@@ -7,23 +7,12 @@ import * as net from 'node:net';
 import { ConfigError } from '../../src/common/errors';
 import { ParavisorProxy, provisionSimulatedCvm } from '../../src/cvm/simulator';
 import { SwtpmTcpTransport } from '../../src/tpm';
-import { postJson } from '../helpers/sidecar';
+import { postJson, startError } from '../helpers/sidecar';
 import { loadServerConfig, parsePlatform, parseTpmEndpoint } from '../../src/server/config';
 import { startSidecar } from '../../src/server/sidecar';
 import { startSwtpm, type Swtpm } from '../helpers/swtpm';
 
 const none = { configfsRoot: '/nonexistent/tsm', sevGuestPath: '/nonexistent/sev-guest', sevPath: '/nonexistent/sev', tpmDevicePath: '/nonexistent/tpmrm0' };
-
-async function startError(opts: Parameters<typeof startSidecar>[0]): Promise<unknown> {
-  try {
-    const s = await startSidecar(opts);
-    await s.close();
-    s.logger.close();
-    return new Error('the sidecar started');
-  } catch (e) {
-    return e;
-  }
-}
 
 describe('--platform and --tpm settings', () => {
   it('parses the platform (default auto) and refuses anything else', () => {

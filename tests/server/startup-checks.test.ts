@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadServerConfig } from '../../src/server/config';
 import { startSidecar } from '../../src/server/sidecar';
+import { startError } from '../helpers/sidecar';
 import { detectEvidenceSource } from '../../src/snp/detect';
 import { CLI, freePort, killAll, REPO, run } from '../ship/helpers';
 
@@ -34,18 +35,6 @@ afterEach(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 afterAll(() => killAll());
-
-/** The start-up's rejection; a sidecar that started anyway is closed (so a regression fails, not hangs). */
-async function startError(opts: Parameters<typeof startSidecar>[0]): Promise<unknown> {
-  try {
-    const s = await startSidecar(opts);
-    await s.close();
-    s.logger.close();
-    return new Error('the sidecar started');
-  } catch (e) {
-    return e;
-  }
-}
 
 const none = { configfsRoot: '/nonexistent/tsm', sevGuestPath: '/nonexistent/sev-guest', sevPath: '/nonexistent/sev' };
 

@@ -52,6 +52,17 @@ export function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
+/** Power a fresh (or reset) swtpm on through its control port, then TPM2_Startup(CLEAR) on its command port. */
+export async function powerOnAndStartup(port: number, ctrlPort: number): Promise<void> {
+  await swtpmPowerOn({ port: ctrlPort });
+  const c = new TpmClient(new SwtpmTcpTransport({ port }));
+  try {
+    await c.startup();
+  } finally {
+    await c.close();
+  }
+}
+
 /** Start swtpm; a missing binary is a DeviceError naming the install command. */
 export async function startSwtpmProcess(opts: { binary?: string } = {}): Promise<SwtpmProcess> {
   const binary = opts.binary ?? 'swtpm';
@@ -105,13 +116,7 @@ export async function startSwtpmProcess(opts: { binary?: string } = {}): Promise
       if (Date.now() > until) throw new DeviceError('ERR_DEVICE', `swtpm did not listen on 127.0.0.1:${port} within ${START_TIMEOUT_MS} ms`);
       await new Promise((r) => setTimeout(r, 25));
     }
-    await swtpmPowerOn({ port: ctrlPort });
-    const c = new TpmClient(new SwtpmTcpTransport({ port }));
-    try {
-      await c.startup();
-    } finally {
-      await c.close();
-    }
+    await powerOnAndStartup(port, ctrlPort);
   } catch (e) {
     await stop();
     throw e;
