@@ -12,7 +12,7 @@
  */
 import { spawn } from 'node:child_process';
 import { fork, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, type KeyObject } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -31,6 +31,7 @@ import { createLogger } from '../src/server/logger';
 import { reportDataFor } from '../src/snp/report';
 import type { Job, JobResult, Step } from './loadgen';
 import { benchCvmRelease, cvmBenchLines } from './cvm-release';
+import { startMinimalRelease } from './minimal-release';
 
 /** The package root: this file runs from the compiled copy under node_modules/.cache. */
 function findRepo(): string {
@@ -153,7 +154,7 @@ async function importBenchKey(state: LocalState, name: string): Promise<void> {
 }
 
 /** The requests a release needs from the emulators, made directly: MAA attest and vault release with a pre-made key and tokens. */
-async function floorSteps(stack: LocalStack, keyName: string): Promise<{ maa: Step; vault: Step; caPem: string }> {
+async function floorSteps(stack: LocalStack, keyName: string): Promise<{ maa: Step; vault: Step; caPem: string; kek: KeyObject }> {
   const caPem = fs.readFileSync(stack.state.caCertPath, 'utf8');
   const wrapping = createWrappingKey();
   const { report } = await stack.platform.evidenceSource().getReport({ reportData: reportDataFor(wrapping.runtimeData) });
@@ -181,7 +182,7 @@ async function floorSteps(stack: LocalStack, keyName: string): Promise<{ maa: St
     headers: { 'content-type': 'application/json', authorization: `Bearer ${await imdsToken(stack.state.imdsUrl)}` },
     body: JSON.stringify({ target: maaToken, enc: 'CKM_RSA_AES_KEY_WRAP' }),
   };
-  return { maa, vault, caPem };
+  return { maa, vault, caPem, kek: wrapping.privateKey };
 }
 
 function releaseStep(state: LocalState, kid: string): Step {
@@ -344,6 +345,10 @@ async function main(): Promise<void> {
     const warm = stats(await load.run({ steps: [rel], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
     const floorFull = stats(await load.run({ steps: [f.maa, f.vault], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS, caPem: f.caPem }));
     const floorVault = stats(await load.run({ steps: [f.vault], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS, caPem: f.caPem }));
+    // The same vault call plus only what any release must do (minimal-release.ts): the lower bound.
+    const minimal = await startMinimalRelease({ vault: { url: f.vault.url, headers: f.vault.headers ?? {}, body: f.vault.body ?? '' }, caPem: f.caPem, kek: f.kek, enc: 'CKM_RSA_AES_KEY_WRAP' });
+    const minimalRelease = stats(await load.run({ steps: [{ ...rel, url: minimal.url }], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
+    await minimal.close();
 
     // 64 concurrent releases, sustained, with memory sampled under load.
     log(`/key/release at concurrency 64 for ${SECONDS} s`);
@@ -415,7 +420,16 @@ async function main(): Promise<void> {
     const laterStarts = cold.slice(1).map((c) => c.startupMs).sort((a, b) => a - b);
 
     out.release = {
-      warm: { sidecar: warm, floorMaaPlusVault: floorFull, floorVaultOnly: floorVault, p50VsFloor: round(warm.p50 / floorFull.p50), p50VsVaultOnlyFloor: round(warm.p50 / floorVault.p50) },
+      warm: {
+        sidecar: warm,
+        floorMaaPlusVault: floorFull,
+        floorVaultOnly: floorVault,
+        minimalRelease,
+        p50VsFloor: round(warm.p50 / floorFull.p50),
+        p50VsVaultOnlyFloor: round(warm.p50 / floorVault.p50),
+        minimalP50VsVaultOnlyFloor: round(minimalRelease.p50 / floorVault.p50),
+        p50VsMinimal: round(warm.p50 / minimalRelease.p50),
+      },
       warmWithoutTokenReuse: { sidecar: warmNoReuse, floorMaaPlusVault: floorFull2, p50VsFloor: round(warmNoReuse.p50 / floorFull2.p50) },
       coldInWarmProcess: {
         runs: COLD_RUNS,
@@ -502,7 +516,9 @@ function printTable(o: Record<string, unknown>): void {
   row('/key/release (concurrency 1)', 'p50', 'p99', 'vs floor p50');
   row('  floor: MAA + vault calls made directly', ms(w.floorMaaPlusVault.p50), ms(w.floorMaaPlusVault.p99), '1');
   row('  floor: vault call only', ms(w.floorVaultOnly.p50), ms(w.floorVaultOnly.p99), round(w.floorVaultOnly.p50 / w.floorMaaPlusVault.p50));
-  row('  warm (MAA token reused)', ms(w.sidecar.p50), ms(w.sidecar.p99), `${w.p50VsFloor} (${w.p50VsVaultOnlyFloor} x vault-only)`);
+  row('  lower bound: minimal Node release', ms(w.minimalRelease.p50), ms(w.minimalRelease.p99), `${round(w.minimalRelease.p50 / w.floorMaaPlusVault.p50)} (${w.minimalP50VsVaultOnlyFloor} x vault-only)`);
+  lines.push('  (vault call + jose JWS verify + RSA-OAEP/AES-KWP unwrap behind a bare node:http server: minimal-release.ts)');
+  row('  warm (MAA token reused)', ms(w.sidecar.p50), ms(w.sidecar.p99), `${w.p50VsFloor} (${w.p50VsVaultOnlyFloor} x vault-only, ${w.p50VsMinimal} x minimal)`);
   row('  warm, token reuse off (pool on)', ms(nr.sidecar.p50), ms(nr.sidecar.p99), `${nr.p50VsFloor} (its floor ${ms(nr.floorMaaPlusVault.p50)})`);
   const cw = r.release.coldInWarmProcess;
   row(`  cold, new sidecar in a warm process (n=${cw.runs})`, ms(cw.p50), ms(cw.p99), cw.p50VsFloor);
@@ -510,6 +526,7 @@ function printTable(o: Record<string, unknown>): void {
   lines.push('  (those cold rows: wrapping-key pool size 0, so the key is generated on the request path)');
   const cp = r.release.coldInWarmProcessPoolReady;
   row(`  first release, new sidecar, pool filled (n=${cp.runs})`, ms(cp.p50), ms(cp.p99), cp.p50VsFloor);
+  lines.push(`  goal (issue 12): warm p50 ≤ 1.3 x vault-only: ${verdict(w.p50VsVaultOnlyFloor <= 1.3)} (${w.p50VsVaultOnlyFloor}; the minimal release itself: ${w.minimalP50VsVaultOnlyFloor})`);
   lines.push(`  goals: warm p50 ≤ 1.5 x floor: ${verdict(w.p50VsFloor <= 1.5)}; cold p50 ≤ 3 x floor: ${verdict(cw.p50VsFloor <= 3)} in a warm process, ${verdict(cold.p50VsFloor <= 3)} in a fresh one`);
   lines.push('');
   const s = r.release.sustained64;

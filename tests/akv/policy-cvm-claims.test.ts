@@ -5,21 +5,10 @@
 import { buildReleasePolicy, evaluateReleasePolicy, failedConditions, lookupClaim, parseReleasePolicy } from '../../src/akv/policy';
 import { applyPolicyTemplate, POLICY_TEMPLATES } from '../../src/akv/policy-templates';
 import { parseImportKeyConfig, policyFromConfig } from '../../src/akv/import-key';
+import { cvmClaims } from '../helpers/maa-claims';
 
 const MAA = 'https://sharedweu.weu.attest.azure.net';
-const cvmToken = (tee: Record<string, unknown> = {}) => ({
-  iss: MAA,
-  'x-ms-attestation-type': 'azurevm',
-  'x-ms-isolation-tee': {
-    'x-ms-attestation-type': 'sevsnpvm',
-    'x-ms-compliance-status': 'azure-compliant-cvm',
-    'x-ms-sevsnpvm-is-debuggable': false,
-    'x-ms-sevsnpvm-vmpl': 0,
-    'x-ms-runtime': { keys: [{ kid: 'HCLAkPub' }] },
-    ...tee,
-  },
-  'x-ms-runtime': { keys: [{ kid: 'TpmEphemeralEncryptionKey', key_ops: ['encrypt'] }] },
-});
+const cvmToken = (tee: Record<string, unknown> = {}) => cvmClaims(tee, MAA);
 const policyOf = (claims: { claim: string; equals: string }[]) => buildReleasePolicy({ authority: MAA, anyOfGroups: [claims] });
 
 describe('nested x-ms-isolation-tee claims', () => {

@@ -1,31 +1,9 @@
 import { parseReleasePolicy, type ReleasePolicy } from '../../src/akv/policy';
 import { explainPolicy } from '../../src/akv/policy-explain';
+import { containerClaims, cvmClaims, HOSTDATA, SHARED_MAA } from '../helpers/maa-claims';
 
-const MAA = 'https://sharedeus2.eus2.attest.azure.net';
-const HOSTDATA = '73973b78d70cc68353426de188db5dfc57e5b766e399935fb73a61127ea26d20';
+const MAA = SHARED_MAA;
 const OLD_HOSTDATA = '11'.repeat(32);
-
-function containerClaims(over: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    iss: MAA,
-    'x-ms-attestation-type': 'sevsnpvm',
-    'x-ms-compliance-status': 'azure-compliant-uvm',
-    'x-ms-sevsnpvm-hostdata': HOSTDATA,
-    'x-ms-sevsnpvm-is-debuggable': false,
-    'x-ms-sevsnpvm-vmpl': 0,
-    ...over,
-  };
-}
-
-const cvmClaims = {
-  iss: MAA,
-  'x-ms-attestation-type': 'azurevm',
-  'x-ms-isolation-tee': {
-    'x-ms-attestation-type': 'sevsnpvm',
-    'x-ms-compliance-status': 'azure-compliant-cvm',
-    'x-ms-sevsnpvm-is-debuggable': false,
-  },
-};
 
 function policy(conditions: unknown[], authority = MAA): ReleasePolicy {
   return parseReleasePolicy({ version: '1.0.0', anyOf: [{ authority, allOf: conditions }] });
@@ -83,7 +61,7 @@ describe('explainPolicy', () => {
 
   it('hints at the nested form when a container-style policy meets a confidential-VM token', () => {
     const p = policy([{ claim: 'x-ms-sevsnpvm-is-debuggable', equals: 'false' }]);
-    const ex = explainPolicy(p, cvmClaims);
+    const ex = explainPolicy(p, cvmClaims());
     expect(ex.granted).toBe(false);
     expect(ex.hints).toEqual([expect.stringMatching(/use "x-ms-isolation-tee\.x-ms-sevsnpvm-is-debuggable"/)]);
   });
@@ -171,21 +149,7 @@ describe('explainPolicy', () => {
 
 describe('explainPolicy on an Azure confidential VM token (x-ms-attestation-type azurevm)', () => {
   // The claim set of CVM-PROTOCOL §6: VM claims at the top level, SEV-SNP claims under x-ms-isolation-tee.
-  const cvm: Record<string, unknown> = {
-    iss: MAA,
-    'x-ms-ver': '1.0',
-    'x-ms-attestation-type': 'azurevm',
-    secureboot: true,
-    'x-ms-azurevm-vmid': '6506B531-1634-431E-99D2-42B7D3414AD0',
-    'x-ms-isolation-tee': {
-      'x-ms-attestation-type': 'sevsnpvm',
-      'x-ms-compliance-status': 'azure-compliant-cvm',
-      'x-ms-runtime': { 'vm-configuration': { 'secure-boot': true } },
-      'x-ms-sevsnpvm-is-debuggable': false,
-      'x-ms-sevsnpvm-vmpl': 0,
-    },
-    'x-ms-runtime': { 'client-payload': { nonce: 'MTIzNA==' } },
-  };
+  const cvm = cvmClaims();
   const containerAdvice = /drop the "x-ms-isolation-tee\." prefix|container \(ACI\)/;
 
   it('grants the documented CVM policy with no hints', () => {

@@ -4,25 +4,9 @@ import {
   parseReleasePolicy, type ClaimOperator, type PolicyValue, type ReleasePolicy,
 } from '../../src/akv/policy';
 import { InvalidInputError } from '../../src/common/errors';
+import { containerClaims, HOSTDATA, SHARED_MAA } from '../helpers/maa-claims';
 
-const MAA = 'https://sharedeus2.eus2.attest.azure.net';
-const HOSTDATA = '73973b78d70cc68353426de188db5dfc57e5b766e399935fb73a61127ea26d20';
-
-/** Claims shaped like a real container (ACI) MAA token: booleans and numbers, not strings. */
-function containerClaims(over: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    iss: MAA,
-    'x-ms-attestation-type': 'sevsnpvm',
-    'x-ms-compliance-status': 'azure-compliant-uvm',
-    'x-ms-sevsnpvm-hostdata': HOSTDATA,
-    'x-ms-sevsnpvm-is-debuggable': false,
-    'x-ms-sevsnpvm-vmpl': 0,
-    'x-ms-sevsnpvm-guestsvn': 2,
-    'x-ms-sevsnpvm-snpfw-svn': 24,
-    'x-ms-sevsnpvm-uvm-endorsement': { 'x-ms-sevsnpvm-guestsvn': '101', 'x-ms-sevsnpvm-launchmeasurement': 'ab'.repeat(48) },
-    ...over,
-  };
-}
+const MAA = SHARED_MAA;
 
 /** One-condition policy under MAA. */
 function single(claim: string, op: ClaimOperator, value: PolicyValue): ReleasePolicy {

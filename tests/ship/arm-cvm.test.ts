@@ -18,10 +18,10 @@ import { buildReleasePolicy, decodeReleasePolicy, encodeReleasePolicy, evaluateR
 import { explainPolicy } from '../../src/akv/policy-explain';
 import { loadServerConfig } from '../../src/server/config';
 import { STRING_FUNCTIONS, evaluate, type ArmContext } from './arm-expr';
+import { itIsWellFormedTemplate, RELEASE_USER_ROLE, type Json } from './arm-template';
 import { REPO } from './helpers';
 import { parseYamlSubset, YamlSubsetError } from './yaml-subset';
 
-type Json = Record<string, unknown>;
 const DIR = path.join(REPO, 'arm', 'cvm');
 const text = (name: string) => fs.readFileSync(path.join(DIR, name), 'utf8');
 const load = (name: string) => JSON.parse(text(name)) as Json;
@@ -36,23 +36,6 @@ const API_VERSIONS: Record<string, string> = {
   'Microsoft.ManagedIdentity/userAssignedIdentities': '2023-01-31',
   'Microsoft.Authorization/roleAssignments': '2022-04-01',
 };
-const RELEASE_USER_ROLE = '08bbd89e-9f13-488c-ac41-acfcb10c90ab'; // Key Vault Crypto Service Release User
-
-function refs(src: string, kind: 'parameters' | 'variables'): Set<string> {
-  return new Set([...src.matchAll(new RegExp(`${kind}\\('([^']+)'\\)`, 'g'))].map((m) => m[1]));
-}
-
-function strings(v: unknown, out: string[] = []): string[] {
-  if (typeof v === 'string') out.push(v);
-  else if (Array.isArray(v)) v.forEach((x) => strings(x, out));
-  else if (v && typeof v === 'object') {
-    for (const [k, x] of Object.entries(v)) {
-      out.push(k);
-      strings(x, out);
-    }
-  }
-  return out;
-}
 
 const t = load('cvm-arm-template.json');
 const params = t.parameters as Record<string, Json>;
@@ -129,53 +112,7 @@ function envFile(content: string): Record<string, string> {
 }
 
 describe('cvm-arm-template.json: a well-formed deployment template', () => {
-  const all = strings({ resources: t.resources, outputs: t.outputs, variables: t.variables, parameters: t.parameters }).join('\n');
-
-  it('is a deployment template', () => {
-    expect(t.$schema).toBe('https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#');
-    expect(t.contentVersion).toBe('1.0.0.0');
-  });
-
-  it('declares every parameter and variable it references, and uses every one it declares', () => {
-    expect([...refs(all, 'parameters')].sort()).toEqual(Object.keys(params).sort());
-    expect([...refs(all, 'variables')].sort()).toEqual(Object.keys(vars).sort());
-  });
-
-  it('types every parameter and keeps defaults inside allowedValues and bounds', () => {
-    for (const [name, p] of Object.entries(params)) {
-      expect([name, ['string', 'int', 'bool', 'array', 'object', 'securestring'].includes(String(p.type))]).toEqual([name, true]);
-      if (Array.isArray(p.allowedValues) && 'defaultValue' in p) expect(p.allowedValues).toContain(p.defaultValue);
-      if (typeof p.defaultValue === 'number') {
-        expect(p.defaultValue).toBeGreaterThanOrEqual(Number(p.minValue ?? -Infinity));
-        expect(p.defaultValue).toBeLessThanOrEqual(Number(p.maxValue ?? Infinity));
-      }
-      expect([name, typeof (p.metadata as Json | undefined)?.description]).toEqual([name, 'string']);
-    }
-  });
-
-  it('gives every resource a known-good api-version, in resources and in reference() calls', () => {
-    for (const r of resources) expect([r.type, r.apiVersion]).toEqual([r.type, API_VERSIONS[String(r.type)]]);
-    const calls = [...all.matchAll(/reference\((variables\('([^']+)'\)|resourceId\('([^']+)'[^)]*\)), '([^']+)'\)/g)];
-    expect(calls.length).toBeGreaterThan(0);
-    for (const m of calls) {
-      const type = m[3] ?? /resourceId\('([^']+)'/.exec(String(vars[m[2]]))?.[1];
-      expect([type, m[4]]).toEqual([type, API_VERSIONS[String(type)]]);
-    }
-  });
-
-  it('has a parameter file with placeholders for every required parameter and nothing undeclared', () => {
-    const pf = load('cvm-arm-template.parameters.json');
-    expect(pf.$schema).toBe('https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#');
-    const given = pf.parameters as Record<string, Json>;
-    for (const k of Object.keys(given)) expect([k, k in params]).toEqual([k, true]);
-    for (const [k, p] of Object.entries(params)) if (!('defaultValue' in p)) expect([k, k in given]).toEqual([k, true]);
-    for (const [k, v] of Object.entries(given)) {
-      const allowed = params[k].allowedValues;
-      if (Array.isArray(allowed)) expect(allowed).toContain(v.value);
-      // Values the user must supply are visible placeholders, never plausible-looking defaults.
-      if (!('defaultValue' in params[k])) expect([k, String(v.value)]).toEqual([k, expect.stringMatching(/^</)]);
-    }
-  });
+  itIsWellFormedTemplate('arm/cvm/cvm-arm-template.json', API_VERSIONS);
 });
 
 describe('cvm-arm-template.json: the deployment the documents describe', () => {

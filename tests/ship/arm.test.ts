@@ -5,10 +5,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { itIsWellFormedTemplate, loadJson as load, RELEASE_USER_ROLE, strings, type Json } from './arm-template';
 import { REPO } from './helpers';
 
-type Json = Record<string, unknown>;
-const load = (rel: string) => JSON.parse(fs.readFileSync(path.join(REPO, rel), 'utf8')) as Json;
 const text = (rel: string) => fs.readFileSync(path.join(REPO, rel), 'utf8');
 
 /**
@@ -24,72 +23,12 @@ const API_VERSIONS: Record<string, string> = {
   'Microsoft.ManagedIdentity/userAssignedIdentities': '2023-01-31',
   'Microsoft.Authorization/roleAssignments': '2022-04-01',
 };
-const RELEASE_USER_ROLE = '08bbd89e-9f13-488c-ac41-acfcb10c90ab'; // Key Vault Crypto Service Release User
 const ACR_PULL_ROLE = '7f951dca-4771-4ea1-a7ea-c0d8b1bf30d8'; // AcrPull (built-in)
 
 const TEMPLATES = ['arm/aci-arm-template.json', 'arm/keyvault-arm-template.json'];
 
-function refs(src: string, kind: 'parameters' | 'variables'): Set<string> {
-  return new Set([...src.matchAll(new RegExp(`${kind}\\('([^']+)'\\)`, 'g'))].map((m) => m[1]));
-}
-
-/** Strings inside a JSON value, with the key names too (ARM evaluates expressions in keys). */
-function strings(v: unknown, out: string[] = []): string[] {
-  if (typeof v === 'string') out.push(v);
-  else if (Array.isArray(v)) v.forEach((x) => strings(x, out));
-  else if (v && typeof v === 'object') {
-    for (const [k, x] of Object.entries(v)) {
-      out.push(k);
-      strings(x, out);
-    }
-  }
-  return out;
-}
-
 describe.each(TEMPLATES)('%s', (rel) => {
-  const t = load(rel);
-  const params = (t.parameters ?? {}) as Record<string, Json>;
-  const vars = (t.variables ?? {}) as Record<string, unknown>;
-  const all = strings({ resources: t.resources, outputs: t.outputs, variables: t.variables, parameters: t.parameters }).join('\n');
-
-  it('is a deployment template', () => {
-    expect(t.$schema).toBe('https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#');
-    expect(t.contentVersion).toBe('1.0.0.0');
-  });
-
-  it('declares every parameter and variable it references, and uses every one it declares', () => {
-    expect([...refs(all, 'parameters')].sort()).toEqual(Object.keys(params).sort());
-    expect([...refs(all, 'variables')].sort()).toEqual(Object.keys(vars).sort());
-  });
-
-  it('types every parameter and keeps defaults inside allowedValues', () => {
-    for (const [name, p] of Object.entries(params)) {
-      expect([name, ['string', 'int', 'bool', 'array', 'object', 'securestring'].includes(String(p.type))]).toEqual([name, true]);
-      if (Array.isArray(p.allowedValues) && 'defaultValue' in p) expect(p.allowedValues).toContain(p.defaultValue);
-    }
-  });
-
-  it('uses known-good api-versions, in resources and in reference() calls', () => {
-    for (const r of t.resources as Json[]) {
-      expect([r.type, r.apiVersion]).toEqual([r.type, API_VERSIONS[String(r.type)]]);
-    }
-    for (const m of all.matchAll(/reference\(variables\('([^']+)'\), '([^']+)'\)/g)) {
-      const type = /resourceId\('([^']+)'/.exec(String(vars[m[1]]))?.[1];
-      expect([type, m[2]]).toEqual([type, API_VERSIONS[String(type)]]);
-    }
-  });
-
-  it('has a parameter file with placeholders for every required parameter and nothing undeclared', () => {
-    const pf = load(rel.replace(/\.json$/, '.parameters.json'));
-    expect(pf.$schema).toBe('https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#');
-    const given = pf.parameters as Record<string, Json>;
-    for (const k of Object.keys(given)) expect([k, k in params]).toEqual([k, true]);
-    for (const [k, p] of Object.entries(params)) if (!('defaultValue' in p)) expect([k, k in given]).toEqual([k, true]);
-    for (const [k, v] of Object.entries(given)) {
-      const allowed = params[k].allowedValues;
-      if (Array.isArray(allowed)) expect(allowed).toContain(v.value);
-    }
-  });
+  itIsWellFormedTemplate(rel, API_VERSIONS);
 });
 
 describe('aci-arm-template.json', () => {
