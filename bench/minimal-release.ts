@@ -7,8 +7,12 @@
  * binds, and answers the JWK as the sidecar does. Nothing else: no framework, no request validation,
  * no allowlists, deadline, slots, telemetry or audit line. The sidecar row is compared to it to
  * separate what the sidecar chooses to do from what a release costs.
+ *
+ * The same release is also served by a bare express 5 app with the sidecar's body parsing
+ * (`express.text`, `res.json`): the difference between the two is what the framework costs.
  */
 import * as http from 'node:http';
+import express from 'express';
 import type { KeyObject } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { ReleaseJwsVerifier } from '../src/akv/jws';
@@ -27,7 +31,10 @@ export interface MinimalReleaseOptions {
 }
 
 export interface MinimalRelease {
+  /** The bare node:http server. */
   url: string;
+  /** The same release behind express 5. */
+  expressUrl: string;
   close(): Promise<void>;
 }
 
@@ -38,7 +45,7 @@ export async function startMinimalRelease(opts: MinimalReleaseOptions): Promise<
   const jws = new ReleaseJwsVerifier({ extraCaPem: [opts.caPem] });
   const vaultUrl = new URL(opts.vault.url);
 
-  const release = async (): Promise<string> => {
+  const release = async (): Promise<{ key: string }> => {
     const answer = await client.request(vaultUrl, { method: 'POST', headers: opts.vault.headers, body: opts.vault.body, timeoutMs: 30_000 });
     const text = (await answer.body()).toString('utf8');
     if (answer.status !== 200) throw new Error(`vault answered ${answer.status}`);
@@ -46,7 +53,7 @@ export async function startMinimalRelease(opts: MinimalReleaseOptions): Promise<
     const key = (payload.response as { key: { key: { key_hsm: string; kty: string; kid: string } } }).key.key;
     const keyHsm = decodeKeyHsm(key.key_hsm);
     const material = unwrapKeyMaterial(keyHsm.ciphertext, opts.kek, opts.enc);
-    return JSON.stringify({ key: JSON.stringify(releasedKeyToJwk({ kty: key.kty, material, kid: key.kid })) });
+    return { key: JSON.stringify(releasedKeyToJwk({ kty: key.kty, material, kid: key.kid })) };
   };
 
   const server = http.createServer((req, res) => {
@@ -57,7 +64,8 @@ export async function startMinimalRelease(opts: MinimalReleaseOptions): Promise<
     });
     req.on('end', () => {
       release().then(
-        (body) => {
+        (answer) => {
+          const body = JSON.stringify(answer);
           res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
           res.end(body);
         },
@@ -68,14 +76,30 @@ export async function startMinimalRelease(opts: MinimalReleaseOptions): Promise<
       );
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(express.text({ type: () => true, limit: MAX_REQUEST_BYTES }));
+  app.post('/key/release', async (_req, res) => {
+    try {
+      res.json(await release());
+    } catch (e) {
+      res.status(502).type('text').send(String((e as Error).message).slice(0, 200));
+    }
+  });
+  const viaExpress = http.createServer(app);
+  const listen = (s: http.Server) => new Promise<string>((resolve) => s.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(s.address() as AddressInfo).port}/key/release`)));
+  const close = (s: http.Server) =>
+    new Promise<void>((resolve) => {
+      s.close(() => resolve());
+      s.closeAllConnections();
+    });
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/key/release`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        client.destroy();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    url: await listen(server),
+    expressUrl: await listen(viaExpress),
+    close: async () => {
+      await Promise.all([close(server), close(viaExpress)]);
+      client.destroy();
+    },
   };
 }

@@ -3,7 +3,8 @@
  *
  * The servers (skr local in-process: sidecar + IMDS/MAA/Key Vault/Managed HSM emulators, and a bare
  * express "floor" route) run in this process; the load comes from a forked process (loadgen.ts)
- * so it does not share their event loop. Cold releases and start-up time also use fresh `skr local`
+ * so it does not share their event loop. Rows compared with each other are measured in alternating
+ * slices (interleaved()), so that the shared machine's drift in speed hits them alike. Cold releases and start-up time also use fresh `skr local`
  * and `skr serve --simulate` processes (dist/): only a new process has an empty identity token
  * cache (msal keeps it process-wide). Compiled ahead by `tsc -p bench` (no TypeScript at run time).
  *
@@ -98,6 +99,38 @@ function stats(r: JobResult): Stats {
   const s: Stats = { requests: r.ok, errors: r.errors, rps: (r.ok / r.elapsedMs) * 1000, p50: pct(r.latenciesMs, 50), p99: pct(r.latenciesMs, 99) };
   if (r.errorSamples.length) s.errorSamples = r.errorSamples;
   return s;
+}
+
+/** Slices per row when rows are measured interleaved. */
+const SLICES = 6;
+
+/**
+ * Rows compared with each other, measured in alternating slices (A B C D A B C D ...) with the
+ * latencies of each row's slices pooled: a drift in this shared machine's speed during the phase
+ * then hits every row alike instead of whichever row ran at that moment. Each slice warms its new
+ * keep-alive connections first, unrecorded.
+ */
+async function interleaved<K extends string>(load: LoadGen, jobs: Record<K, Omit<Job, 'id' | 'durationMs' | 'warmupMs' | 'count'>>): Promise<Record<K, Stats>> {
+  const names = Object.keys(jobs) as K[];
+  const pooled = new Map<K, JobResult[]>(names.map((n) => [n, []]));
+  const sliceMs = Math.max(250, Math.round(PHASE_MS / SLICES));
+  const warmupMs = Math.max(100, Math.round(WARMUP_MS / SLICES));
+  for (let i = 0; i < SLICES; i++) {
+    for (const n of names) pooled.get(n)!.push(await load.run({ ...jobs[n], warmupMs, durationMs: sliceMs }));
+  }
+  const out = {} as Record<K, Stats>;
+  for (const n of names) {
+    const rs = pooled.get(n)!;
+    out[n] = stats({
+      id: 0,
+      ok: rs.reduce((a, r) => a + r.ok, 0),
+      errors: rs.reduce((a, r) => a + r.errors, 0),
+      errorSamples: rs.flatMap((r) => r.errorSamples).slice(0, 5),
+      elapsedMs: rs.reduce((a, r) => a + r.elapsedMs, 0),
+      latenciesMs: rs.flatMap((r) => r.latenciesMs).sort((a, b) => a - b),
+    });
+  }
+  return out;
 }
 
 const round = (x: number, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : x);
@@ -330,9 +363,11 @@ async function main(): Promise<void> {
     const attest: Record<string, unknown>[] = [];
     for (const c of [1, 8, 64]) {
       log(`/attest/raw at concurrency ${c}`);
-      const sidecar = stats(await load.run({ steps: [rawStep], concurrency: c, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
-      const bare = stats(await load.run({ steps: [floorStep], concurrency: c, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
-      const withDevice = stats(await load.run({ steps: [deviceStep], concurrency: c, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
+      const { sidecar, bare, withDevice } = await interleaved(load, {
+        sidecar: { steps: [rawStep], concurrency: c },
+        bare: { steps: [floorStep], concurrency: c },
+        withDevice: { steps: [deviceStep], concurrency: c },
+      });
       attest.push({ concurrency: c, sidecar, floor: bare, floorWithDevice: withDevice, throughputRatio: round(sidecar.rps / bare.rps), throughputRatioVsFloorWithDevice: round(sidecar.rps / withDevice.rps) });
     }
     out.attestRaw = { responseBytes: rawSize, runs: attest };
@@ -342,13 +377,17 @@ async function main(): Promise<void> {
     await importBenchKey(stack.state, 'bench');
     const rel = releaseStep(stack.state, 'bench');
     const f = await floorSteps(stack, 'bench');
-    const warm = stats(await load.run({ steps: [rel], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
-    const floorFull = stats(await load.run({ steps: [f.maa, f.vault], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS, caPem: f.caPem }));
-    const floorVault = stats(await load.run({ steps: [f.vault], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS, caPem: f.caPem }));
     // The same vault call plus only what any release must do (minimal-release.ts): the lower bound.
     const minimal = await startMinimalRelease({ vault: { url: f.vault.url, headers: f.vault.headers ?? {}, body: f.vault.body ?? '' }, caPem: f.caPem, kek: f.kek, enc: 'CKM_RSA_AES_KEY_WRAP' });
-    const minimalRelease = stats(await load.run({ steps: [{ ...rel, url: minimal.url }], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
+    const rows = await interleaved(load, {
+      warm: { steps: [rel], concurrency: 1 },
+      floorFull: { steps: [f.maa, f.vault], concurrency: 1, caPem: f.caPem },
+      floorVault: { steps: [f.vault], concurrency: 1, caPem: f.caPem },
+      minimalRelease: { steps: [{ ...rel, url: minimal.url }], concurrency: 1 },
+      minimalExpress: { steps: [{ ...rel, url: minimal.expressUrl }], concurrency: 1 },
+    });
     await minimal.close();
+    const { warm, floorFull, floorVault, minimalRelease, minimalExpress } = rows;
 
     // 64 concurrent releases, sustained, with memory sampled under load.
     log(`/key/release at concurrency 64 for ${SECONDS} s`);
@@ -369,8 +408,12 @@ async function main(): Promise<void> {
     const relNoReuse = releaseStep(stack.state, 'bench-noreuse');
     const f2 = await floorSteps(stack, 'bench-noreuse');
     await sleep(1000); // let the pool fill
-    const warmNoReuse = stats(await load.run({ steps: [relNoReuse], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS }));
-    const floorFull2 = stats(await load.run({ steps: [f2.maa, f2.vault], concurrency: 1, warmupMs: WARMUP_MS, durationMs: PHASE_MS, caPem: f2.caPem }));
+    const noReuse = await interleaved(load, {
+      sidecar: { steps: [relNoReuse], concurrency: 1 },
+      floor: { steps: [f2.maa, f2.vault], concurrency: 1, caPem: f2.caPem },
+    });
+    const warmNoReuse = noReuse.sidecar;
+    const floorFull2 = noReuse.floor;
     await stack.close();
     floor.server.close();
 
@@ -425,9 +468,11 @@ async function main(): Promise<void> {
         floorMaaPlusVault: floorFull,
         floorVaultOnly: floorVault,
         minimalRelease,
+        minimalExpress,
         p50VsFloor: round(warm.p50 / floorFull.p50),
         p50VsVaultOnlyFloor: round(warm.p50 / floorVault.p50),
         minimalP50VsVaultOnlyFloor: round(minimalRelease.p50 / floorVault.p50),
+        minimalExpressP50VsVaultOnlyFloor: round(minimalExpress.p50 / floorVault.p50),
         p50VsMinimal: round(warm.p50 / minimalRelease.p50),
       },
       warmWithoutTokenReuse: { sidecar: warmNoReuse, floorMaaPlusVault: floorFull2, p50VsFloor: round(warmNoReuse.p50 / floorFull2.p50) },
@@ -517,7 +562,8 @@ function printTable(o: Record<string, unknown>): void {
   row('  floor: MAA + vault calls made directly', ms(w.floorMaaPlusVault.p50), ms(w.floorMaaPlusVault.p99), '1');
   row('  floor: vault call only', ms(w.floorVaultOnly.p50), ms(w.floorVaultOnly.p99), round(w.floorVaultOnly.p50 / w.floorMaaPlusVault.p50));
   row('  lower bound: minimal Node release', ms(w.minimalRelease.p50), ms(w.minimalRelease.p99), `${round(w.minimalRelease.p50 / w.floorMaaPlusVault.p50)} (${w.minimalP50VsVaultOnlyFloor} x vault-only)`);
-  lines.push('  (vault call + jose JWS verify + RSA-OAEP/AES-KWP unwrap behind a bare node:http server: minimal-release.ts)');
+  row('  the same behind express 5', ms(w.minimalExpress.p50), ms(w.minimalExpress.p99), `${round(w.minimalExpress.p50 / w.floorMaaPlusVault.p50)} (${w.minimalExpressP50VsVaultOnlyFloor} x vault-only)`);
+  lines.push('  (lower bound: vault call + jose JWS verify + RSA-OAEP/AES-KWP unwrap behind a bare node:http server, minimal-release.ts)');
   row('  warm (MAA token reused)', ms(w.sidecar.p50), ms(w.sidecar.p99), `${w.p50VsFloor} (${w.p50VsVaultOnlyFloor} x vault-only, ${w.p50VsMinimal} x minimal)`);
   row('  warm, token reuse off (pool on)', ms(nr.sidecar.p50), ms(nr.sidecar.p99), `${nr.p50VsFloor} (its floor ${ms(nr.floorMaaPlusVault.p50)})`);
   const cw = r.release.coldInWarmProcess;

@@ -122,3 +122,44 @@ describe('skr serve --simulate: its temporary security-context directory goes wi
     }
   }, 90_000);
 });
+
+/**
+ * A supervisor may stop the process the moment it reads the ready line (or, for `skr local`, the
+ * summary after the state file): the SIGTERM/SIGINT handlers must already be in place by then, or the
+ * signal's default action kills the process without the graceful shutdown. Checked deterministically:
+ * a child runs the command with an `io` that, at that line, reports how many handlers are installed.
+ */
+describe('the ready announcement comes after the signal handlers', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-ready-order-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  function runAtAnnouncement(command: 'serve' | 'local', args: string[], announces: string): Promise<string> {
+    // The compiled CLI (jest's globalSetup rebuilds dist/): the check runs in the child's own process.
+    const script = `
+      const { ${command}Command } = require(${JSON.stringify(path.join(REPO, 'dist', 'cli', 'commands', `${command}.js`))});
+      const at = (line) => {
+        if (!line.includes(${JSON.stringify(announces)})) return;
+        process.stdout.write('handlers SIGTERM=' + process.listenerCount('SIGTERM') + ' SIGINT=' + process.listenerCount('SIGINT') + '\\n');
+        process.exit(0);
+      };
+      ${command}Command(${JSON.stringify(args)}, { out: at, err: at }).catch((e) => { process.stdout.write('failed: ' + e.message + '\\n'); process.exit(1); });
+    `;
+    const c = spawn(process.execPath, ['-e', script], { env: { PATH: process.env.PATH, HOME: dir, TMPDIR: dir }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    c.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+    // Only the check's own line (or its failure): the sidecar logs to stdout too.
+    return new Promise((resolve) => c.on('exit', () => resolve(out.split('\n').filter((l) => /^(handlers|failed:) /.test(l)).join('\n') || out.slice(-2000))));
+  }
+
+  it('skr serve: at "sidecar ready at"', async () => {
+    expect(await runAtAnnouncement('serve', ['--simulate', '--port', '0'], 'sidecar ready at')).toBe('handlers SIGTERM=1 SIGINT=1');
+  }, 90_000);
+
+  it('skr local: at the summary printed once the state file is written', async () => {
+    const stateDir = path.join(dir, 'local');
+    const out = await runAtAnnouncement('local', ['--port', '0', '--state-dir', stateDir], 'stack ready on');
+    expect(out).toBe('handlers SIGTERM=1 SIGINT=1');
+    expect(fs.existsSync(path.join(stateDir, 'state.json'))).toBe(true);
+  }, 90_000);
+});

@@ -89,14 +89,15 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   const { startLocalStack } = await loadLocalStack();
   io.err(`skr local: starting (state in ${stateDir}) ...`);
   const stack = await startLocalStack({ stateDir, port, logLevel, platform, releaseEnc });
+  // Signal handlers first: whoever waits for the state file or the summary may stop us right after.
+  exitOnSignals(async () => {
+    await stack.close();
+    fs.rmSync(stateFile, { force: true });
+  }, io);
   fs.mkdirSync(path.dirname(stateFile), { recursive: true });
   const tmp = `${stateFile}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(stack.state, null, 2) + '\n', { mode: 0o600 });
   fs.renameSync(tmp, stateFile);
   for (const l of summary(stack.state, stateFile)) io.out(l);
-  exitOnSignals(async () => {
-    await stack.close();
-    fs.rmSync(stateFile, { force: true });
-  }, io);
   return -1;
 }

@@ -70,11 +70,13 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
     requestDeadline: values['request-deadline'],
   });
   const sidecar: RunningSidecar = await startSidecar({ config, securityContextDir: values['security-context-dir'] });
-  io.err(`skr: sidecar ready at ${sidecar.url} (platform ${sidecar.platformName}: ${sidecar.evidence.description})`);
   // The simulator's temporary security-context directory goes with the process, however it ends
   // (close() removes it too; this covers a forced exit).
   const ownedDir = sidecar.ownsSecurityContextDir ? sidecar.securityContextDir : undefined;
   if (ownedDir) process.once('exit', () => rmSync(ownedDir, { recursive: true, force: true }));
   exitOnSignals(() => sidecar.close(), io, config.limits.shutdownGraceMs + 2_000);
+  // Announced only once the signal handlers are in place: a supervisor that stops the process as soon
+  // as it reads this line must get the graceful shutdown, not the default action of the signal.
+  io.err(`skr: sidecar ready at ${sidecar.url} (platform ${sidecar.platformName}: ${sidecar.evidence.description})`);
   return -1;
 }
