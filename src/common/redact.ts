@@ -20,26 +20,68 @@ const MAX_SECRETS = 1024;
 
 /** Value → when it may be forgotten (ms since epoch; Infinity: only by eviction). Insertion-ordered. */
 const secrets = new Map<string, number>();
-/** Longest first when redacting, so a whole token wins over one of its parts. */
-let ordered: string[] | undefined;
+/**
+ * The same values by their first MIN_SECRET_CHARS characters, each list longest first (a whole token
+ * wins over one of its parts): a text is scanned once, position by position, whatever the number of
+ * registered values, instead of once per value (which cost ~0.3 ms per log line with a full registry).
+ */
+const byPrefix = new Map<string, string[]>();
+/** Expired values are matched against their expiry when found; a sweep drops them now and then. */
+const SWEEP_EVERY_MS = 60_000;
+let nextSweep = 0;
+
+function forget(v: string): void {
+  secrets.delete(v);
+  const key = v.slice(0, MIN_SECRET_CHARS);
+  const list = byPrefix.get(key);
+  if (!list) return;
+  const i = list.indexOf(v);
+  if (i >= 0) list.splice(i, 1);
+  if (list.length === 0) byPrefix.delete(key);
+}
 
 function add(v: string, until: number): void {
   if (v.length < MIN_SECRET_CHARS) return;
-  secrets.delete(v);
+  const known = secrets.get(v);
+  if (known !== undefined) {
+    // Re-registered: the longer life wins (redacting longer is the safe side), and it counts as new.
+    secrets.delete(v);
+    secrets.set(v, Math.max(known, until));
+    return;
+  }
   secrets.set(v, until);
-  while (secrets.size > MAX_SECRETS) secrets.delete(secrets.keys().next().value as string);
-  ordered = undefined;
+  const key = v.slice(0, MIN_SECRET_CHARS);
+  const list = byPrefix.get(key);
+  if (!list) byPrefix.set(key, [v]);
+  else {
+    const at = list.findIndex((x) => x.length < v.length);
+    list.splice(at < 0 ? list.length : at, 0, v);
+  }
+  while (secrets.size > MAX_SECRETS) forget(secrets.keys().next().value as string);
 }
 
-function dropExpired(now: number): void {
-  let dropped = false;
-  for (const [v, until] of secrets) {
-    if (until <= now) {
-      secrets.delete(v);
-      dropped = true;
+function sweep(now: number): void {
+  if (now < nextSweep) return;
+  nextSweep = now + SWEEP_EVERY_MS;
+  for (const [v, until] of secrets) if (until <= now) forget(v);
+}
+
+/** `s` with every live registered value replaced, scanning left to right (longest match at each position). */
+function replaceRegistered(s: string, now: number): string {
+  let out = '';
+  let last = 0;
+  for (let i = 0; i + MIN_SECRET_CHARS <= s.length; ) {
+    const candidates = byPrefix.get(s.slice(i, i + MIN_SECRET_CHARS));
+    const hit = candidates?.find((c) => s.startsWith(c, i) && (secrets.get(c) ?? 0) > now);
+    if (hit === undefined) {
+      i++;
+      continue;
     }
+    out += s.slice(last, i) + REDACTED;
+    i += hit.length;
+    last = i;
   }
-  if (dropped) ordered = undefined;
+  return last === 0 ? s : out + s.slice(last);
 }
 
 /**
@@ -67,9 +109,9 @@ export function redactText(s: string): string {
   let out = s;
   // Registered values are at least MIN_SECRET_CHARS long: skip short strings quickly.
   if (secrets.size > 0 && out.length >= MIN_SECRET_CHARS) {
-    dropExpired(Date.now());
-    ordered ??= [...secrets.keys()].sort((a, b) => b.length - a.length);
-    for (const secret of ordered) if (out.includes(secret)) out = out.split(secret).join(REDACTED);
+    const now = Date.now();
+    sweep(now);
+    out = replaceRegistered(out, now);
   }
   return out.replace(JWT, (jwt) => `${jwt.split('.')[0]}.${REDACTED}`).replace(BEARER, `$1 ${REDACTED}`);
 }
