@@ -5,7 +5,7 @@
  * upstream kinds: MAA, vault, IMDS and collateral (AMD KDS). The vault is hostile on both of its
  * paths: the direct release POST (configured emulators, Azure names) and the Azure SDK's challenge
  * flow (any other allowlisted host). Every request must get 502 or 504, the
- * process must keep serving (/status 200 afterwards), its RSS must stay under 250 MB, and no log line
+ * process must keep serving (/status 200 afterwards), its RSS must stay under 200 MB (it starts at 75–95 MB, the compiled sidecar alone), and no log line
  * may exceed 4 KB.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,7 +17,7 @@ import { startMaaEmulator, type MaaEmulator } from '../../src/emulators/maa';
 import { SimulatedPlatform, TEST_ONLY_UVM_ROOT_SHA256 } from '../../src/snp/simulator';
 import { hostileCases, startChallengeVault, startHostileServer, type HostileServer } from './hostile-upstream';
 
-const RSS_LIMIT_BYTES = 250 * 1024 * 1024;
+const RSS_LIMIT_BYTES = 200 * 1024 * 1024;
 const MAX_LOG_LINE_BYTES = 4096;
 const DEADLINE_SECONDS = 4;
 
@@ -35,7 +35,7 @@ function rssOf(pid: number): number {
 }
 
 async function startChild(config: Record<string, unknown>): Promise<Child> {
-  const proc = spawn(process.execPath, ['-r', path.join(__dirname, 'ts-hook.js'), path.join(__dirname, 'hostile-child.ts')], {
+  const proc = spawn(process.execPath, [path.join(__dirname, 'hostile-child.js')], {
     env: { PATH: process.env.PATH, HOSTILE_CHILD: JSON.stringify(config) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -186,7 +186,7 @@ describe('hostile upstreams against a real sidecar process', () => {
     expect([502, 504]).toContain(sample.status);
   }, 55_000);
 
-  it('keeps serving, stays under 250 MB RSS, and logs no line over 4 KB', async () => {
+  it('keeps serving, stays under 200 MB RSS, and logs no line over 4 KB', async () => {
     for (const child of [main, collateralChild]) {
       expect(child.proc.exitCode).toBeNull();
       const res = await fetch(`${child.url}/status`);
