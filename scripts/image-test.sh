@@ -61,17 +61,9 @@ secs() { awk -v ms="$1" 'BEGIN { printf "%.1f s", ms / 1000 }'; }
 
 # ---- what the Dockerfile asks for ------------------------------------------------------------------
 [ -f "$REPO/dist/cli/main.js" ] || die "dist/ is missing: run npm ci first (the host side of the test runs skr local from it)"
-NODE_IMAGE=$(sed -n 's/^ARG NODE_IMAGE=//p' "$DOCKERFILE" | head -n 1)
-[ -n "$NODE_IMAGE" ] || die "docker/Dockerfile has no 'ARG NODE_IMAGE=' line"
-# node:24.21.0-bookworm-slim -> 24.21.0 and bookworm
-NODE_TAG=${NODE_IMAGE##*:}
-NODE_VERSION=${NODE_TAG%%-*}
-DEBIAN_SUITE=$(printf '%s' "$NODE_TAG" | cut -d- -f2)
-case "$NODE_VERSION" in
-  *[!0-9.]* | '' | *.*.*.*) die "NODE_IMAGE $NODE_IMAGE does not name an exact Node.js version (want node:X.Y.Z-<suite>-slim)" ;;
-  *.*.*) ;;
-  *) die "NODE_IMAGE $NODE_IMAGE does not name an exact Node.js version (want node:X.Y.Z-<suite>-slim)" ;;
-esac
+# shellcheck source=scripts/node-image.sh
+. "$REPO/scripts/node-image.sh"
+node_image_from_dockerfile "$DOCKERFILE" || die "docker/Dockerfile names no usable Node.js image (see the line above)"
 # The name the engines store it under: FROM node:... resolves to this locally.
 case "$NODE_IMAGE" in
   */*) BASE_REF=$NODE_IMAGE ;;

