@@ -11,7 +11,7 @@
  * Env: BENCH_SECONDS (sustained phase, default 20; the other phases scale with it),
  *      BENCH_COLD_RUNS (fresh processes for cold releases and start-up, default 8).
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes, type KeyObject } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -280,10 +280,19 @@ const vmRssMb = (pid: number | undefined) => {
   return m ? round(Number(m[1]) / 1024, 1) : NaN;
 };
 
+/** The Node.js the container image ships (scripts/test-image-node.sh --which fetches it once from npm). */
+function imageNodePath(): { path: string; version: string } | { unavailable: string } {
+  const r = spawnSync('bash', [path.join(REPO, 'scripts', 'test-image-node.sh'), '--which'], { encoding: 'utf8', timeout: 300_000 });
+  const p = r.stdout.trim();
+  if (r.status !== 0 || !p) return { unavailable: (r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`).slice(0, 200) };
+  const v = spawnSync(p, ['--version'], { encoding: 'utf8' });
+  return v.status === 0 ? { path: p, version: v.stdout.trim() } : { unavailable: `${p} --version failed` };
+}
+
 /** `skr serve --simulate` alone (no emulators): time to /status ready, and resident memory once idle. */
-async function sidecarAloneRun(): Promise<{ startupMs: number; idleRssMb: number }> {
+async function sidecarAloneRun(nodePath = process.execPath): Promise<{ startupMs: number; idleRssMb: number }> {
   const t0 = performance.now();
-  const child = spawn(process.execPath, [path.join(REPO, 'dist', 'cli', 'main.js'), 'serve', '--simulate', '--port', '0', '--log-level', 'error'], {
+  const child = spawn(nodePath, [path.join(REPO, 'dist', 'cli', 'main.js'), 'serve', '--simulate', '--port', '0', '--log-level', 'error'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -453,6 +462,15 @@ async function main(): Promise<void> {
     log('skr serve --simulate start-up and idle memory');
     const alone: Awaited<ReturnType<typeof sidecarAloneRun>>[] = [];
     for (let i = 0; i < 3; i++) alone.push(await sidecarAloneRun());
+    // The same on the Node.js the container image ships (what is deployed), when it can be had.
+    const imageNode = imageNodePath();
+    let onImageNode: { node: string; runs: Awaited<ReturnType<typeof sidecarAloneRun>>[] } | { unavailable: string };
+    if ('path' in imageNode) {
+      log(`skr serve --simulate on the image's Node.js (${imageNode.version})`);
+      const runs: Awaited<ReturnType<typeof sidecarAloneRun>>[] = [];
+      for (let i = 0; i < 3; i++) runs.push(await sidecarAloneRun(imageNode.path));
+      onImageNode = { node: imageNode.version, runs };
+    } else onImageNode = imageNode;
 
     // Cold: fresh processes, first release right after /status, pool size 0.
     log(`${COLD_RUNS} cold starts`);
@@ -501,6 +519,10 @@ async function main(): Promise<void> {
       sustained64: { ...sustained, p99OverP50: round(sustained.p99 / sustained.p50), floorVaultOnly64: floorVault64 },
       concurrency16: { ...at16, p99OverP50: round(at16.p99 / at16.p50) },
     };
+    out.imageNode =
+      'runs' in onImageNode
+        ? { node: onImageNode.node, idleRssMb: onImageNode.runs.map((a) => a.idleRssMb), toReadyMs: onImageNode.runs.map((a) => round(a.startupMs)) }
+        : onImageNode;
     out.memory = { sidecarAloneIdleRssMb: alone.map((a) => a.idleRssMb), inProcessStackIdleRssMb: idleRss, inProcessStackPeakRssUnderLoadMb: peakRss, freshSkrLocalProcessRssAfterOneReleaseMb: cold.map((c) => c.rssMb) };
     out.startup = {
       sidecarAloneToReadyMs: alone.map((a) => round(a.startupMs)),
@@ -588,6 +610,12 @@ function printTable(o: Record<string, unknown>): void {
   lines.push(`memory: skr serve --simulate idle ${m.sidecarAloneIdleRssMb.join(', ')} MB; in-process stack (sidecar + 4 emulators + floor) idle ${m.inProcessStackIdleRssMb} MB, peak under load ${m.inProcessStackPeakRssUnderLoadMb} MB; fresh skr local process ${m.freshSkrLocalProcessRssAfterOneReleaseMb.join(', ')} MB`);
   lines.push(`start-up to /status ready: skr serve --simulate process ${st.sidecarAloneToReadyMs.map((x: number) => ms(x)).join(', ')}; in-process skr local ${ms(st.inProcessStartLocalStackToReadyMs)}; skr local process first start ${ms(st.skrLocalProcessFirstStartMs)} (creates CA and keys), later starts p50 ${ms(st.skrLocalProcessLaterStartsP50Ms)}`);
   lines.push(`  goals (sidecar alone): idle RSS ≤ 100 MB: ${verdict(Math.max(...m.sidecarAloneIdleRssMb) <= 100)}; start-up ≤ 1 s: ${verdict(st.sidecarAloneToReadyP50Ms <= 1000)}`);
+  const img = r.imageNode;
+  lines.push(
+    img.idleRssMb
+      ? `  on the image's Node.js ${img.node}: idle RSS ${img.idleRssMb.join(', ')} MB (≤ 100 MB: ${verdict(Math.max(...img.idleRssMb) <= 100)}); start-up ${img.toReadyMs.map((x: number) => ms(x)).join(', ')}`
+      : `  on the image's Node.js: not measured (${img.unavailable})`,
+  );
   process.stdout.write(lines.join('\n') + '\n');
 }
 
