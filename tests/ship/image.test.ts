@@ -106,7 +106,7 @@ describe('image:test and test:image-node in npm and CI', () => {
     afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
     const version = /^ARG NODE_IMAGE=node:(\d+\.\d+\.\d+)-/m.exec(dockerfile)?.[1] ?? '';
     /** A cache holding a `node` that reports `reports` and prints what it was asked to run (never fetches). */
-    const run = (reports: string) => {
+    const run = (reports: string, args = ['tests/some', '--runInBand']) => {
       const cache = path.join(dir, reports);
       const bin = path.join(cache, `node-v${version}`, 'bin');
       fs.mkdirSync(bin, { recursive: true });
@@ -115,7 +115,7 @@ describe('image:test and test:image-node in npm and CI', () => {
         `#!/bin/sh\nif [ "$1" = --version ]; then echo ${reports}; exit 0; fi\necho "ran: $*"\necho "first node on PATH: $(command -v node)"\n`,
         { mode: 0o755 },
       );
-      return spawnSync('bash', [path.join(REPO, 'scripts', 'test-image-node.sh'), 'tests/some', '--runInBand'], { encoding: 'utf8', env: { ...process.env, SKR_NODE_CACHE: cache } });
+      return spawnSync('bash', [path.join(REPO, 'scripts', 'test-image-node.sh'), ...args], { encoding: 'utf8', env: { ...process.env, SKR_NODE_CACHE: cache } });
     };
 
     it('runs jest with the arguments given on the image\'s version, first on PATH for the tests\' own children', () => {
@@ -124,6 +124,12 @@ describe('image:test and test:image-node in npm and CI', () => {
       const bin = path.join(dir, `v${version}`, `node-v${version}`, 'bin');
       expect(r.stdout.split('\n')).toEqual([`ran: ${path.join(REPO, 'node_modules', 'jest', 'bin', 'jest.js')} tests/some --runInBand`, `first node on PATH: ${path.join(bin, 'node')}`, '']);
       expect(r.stderr).toContain(`running the tests on Node.js v${version} (the image's node:${version}-`);
+    });
+
+    it('--which prints that node\'s path and runs nothing (the bench measures the sidecar on it)', () => {
+      const r = run(`v${version}`, ['--which']);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toBe(`${path.join(dir, `v${version}`, `node-v${version}`, 'bin', 'node')}\n`);
     });
 
     it('refuses a cached Node.js of another version', () => {
