@@ -88,6 +88,8 @@ interface Stats {
   p50: number;
   p99: number;
   errorSamples?: string[];
+  /** Interleaved rows: the p50 of each slice, in the order run (how much the machine moved). */
+  sliceP50s?: number[];
 }
 
 function pct(sorted: number[], p: number): number {
@@ -121,14 +123,17 @@ async function interleaved<K extends string>(load: LoadGen, jobs: Record<K, Omit
   const out = {} as Record<K, Stats>;
   for (const n of names) {
     const rs = pooled.get(n)!;
-    out[n] = stats({
+    out[n] = {
+      ...stats({
       id: 0,
       ok: rs.reduce((a, r) => a + r.ok, 0),
       errors: rs.reduce((a, r) => a + r.errors, 0),
       errorSamples: rs.flatMap((r) => r.errorSamples).slice(0, 5),
       elapsedMs: rs.reduce((a, r) => a + r.elapsedMs, 0),
-      latenciesMs: rs.flatMap((r) => r.latenciesMs).sort((a, b) => a - b),
-    });
+        latenciesMs: rs.flatMap((r) => r.latenciesMs).sort((a, b) => a - b),
+      }),
+      sliceP50s: rs.map((r) => round(pct(r.latenciesMs, 50))),
+    };
   }
   return out;
 }
@@ -556,7 +561,7 @@ function printTable(o: Record<string, unknown>): void {
   const ms = (x: number) => (Number.isFinite(x) ? `${round(x, 1)} ms` : 'n/a');
   const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
   const lines: string[] = [];
-  const row = (...cols: (string | number)[]) => lines.push(cols.map((c, i) => String(c).padEnd(i === 0 ? 44 : 16)).join(''));
+  const row = (...cols: (string | number)[]) => lines.push(cols.map((c, i) => String(c).padEnd(i === 0 ? 48 : 16)).join(''));
   lines.push(`skr-sidecar benchmark, ${r.when}, ${r.machine.cpus} x ${r.machine.cpu}, node ${r.machine.node}, load avg before ${r.machine.loadavgBefore.join(' ')}`);
   lines.push('');
   row('/attest/raw (closed loop)', 'sidecar req/s', 'floor req/s', 'ratio', '+device req/s', 'ratio', 'sidecar p50/p99', 'floor p50/p99', 'errors');
@@ -580,20 +585,22 @@ function printTable(o: Record<string, unknown>): void {
   const w = r.release.warm;
   const nr = r.release.warmWithoutTokenReuse;
   const cold = r.release.cold;
-  row('/key/release (concurrency 1)', 'p50', 'p99', 'vs floor p50');
-  row('  floor: MAA + vault calls made directly', ms(w.floorMaaPlusVault.p50), ms(w.floorMaaPlusVault.p99), '1');
-  row('  floor: vault call only', ms(w.floorVaultOnly.p50), ms(w.floorVaultOnly.p99), round(w.floorVaultOnly.p50 / w.floorMaaPlusVault.p50));
-  row('  lower bound: minimal Node release', ms(w.minimalRelease.p50), ms(w.minimalRelease.p99), `${round(w.minimalRelease.p50 / w.floorMaaPlusVault.p50)} (${w.minimalP50VsVaultOnlyFloor} x vault-only)`);
-  row('  the same behind express 5', ms(w.minimalExpress.p50), ms(w.minimalExpress.p99), `${round(w.minimalExpress.p50 / w.floorMaaPlusVault.p50)} (${w.minimalExpressP50VsVaultOnlyFloor} x vault-only)`);
+  /** min–max of the slices' p50s of an interleaved row. */
+  const spread = (x: Stats) => (x.sliceP50s?.length ? `${round(Math.min(...x.sliceP50s), 1)}–${round(Math.max(...x.sliceP50s), 1)}` : '');
+  row('/key/release (concurrency 1)', 'p50', 'p99', 'slice p50s, ms', 'vs floor p50');
+  row('  floor: MAA + vault calls made directly', ms(w.floorMaaPlusVault.p50), ms(w.floorMaaPlusVault.p99), spread(w.floorMaaPlusVault), '1');
+  row('  floor: vault call only', ms(w.floorVaultOnly.p50), ms(w.floorVaultOnly.p99), spread(w.floorVaultOnly), round(w.floorVaultOnly.p50 / w.floorMaaPlusVault.p50));
+  row('  lower bound: minimal Node release', ms(w.minimalRelease.p50), ms(w.minimalRelease.p99), spread(w.minimalRelease), `${round(w.minimalRelease.p50 / w.floorMaaPlusVault.p50)} (${w.minimalP50VsVaultOnlyFloor} x vault-only)`);
+  row('  the same behind express 5', ms(w.minimalExpress.p50), ms(w.minimalExpress.p99), spread(w.minimalExpress), `${round(w.minimalExpress.p50 / w.floorMaaPlusVault.p50)} (${w.minimalExpressP50VsVaultOnlyFloor} x vault-only)`);
   lines.push('  (lower bound: vault call + jose JWS verify + RSA-OAEP/AES-KWP unwrap behind a bare node:http server, minimal-release.ts)');
-  row('  warm (MAA token reused)', ms(w.sidecar.p50), ms(w.sidecar.p99), `${w.p50VsFloor} (${w.p50VsVaultOnlyFloor} x vault-only, ${w.p50VsMinimal} x minimal)`);
-  row('  warm, token reuse off (pool on)', ms(nr.sidecar.p50), ms(nr.sidecar.p99), `${nr.p50VsFloor} (its floor ${ms(nr.floorMaaPlusVault.p50)})`);
+  row('  warm (MAA token reused)', ms(w.sidecar.p50), ms(w.sidecar.p99), spread(w.sidecar), `${w.p50VsFloor} (${w.p50VsVaultOnlyFloor} x vault-only, ${w.p50VsMinimal} x minimal)`);
+  row('  warm, token reuse off (pool on)', ms(nr.sidecar.p50), ms(nr.sidecar.p99), spread(nr.sidecar), `${nr.p50VsFloor} (its floor ${ms(nr.floorMaaPlusVault.p50)})`);
   const cw = r.release.coldInWarmProcess;
-  row(`  cold, new sidecar in a warm process (n=${cw.runs})`, ms(cw.p50), ms(cw.p99), cw.p50VsFloor);
-  row(`  cold, fresh skr local process (n=${cold.runs})`, ms(cold.p50), ms(cold.p99), cold.p50VsFloor);
+  row(`  cold, new sidecar in a warm process (n=${cw.runs})`, ms(cw.p50), ms(cw.p99), '', cw.p50VsFloor);
+  row(`  cold, fresh skr local process (n=${cold.runs})`, ms(cold.p50), ms(cold.p99), '', cold.p50VsFloor);
   lines.push('  (those cold rows: wrapping-key pool size 0, so the key is generated on the request path)');
   const cp = r.release.coldInWarmProcessPoolReady;
-  row(`  first release, new sidecar, pool filled (n=${cp.runs})`, ms(cp.p50), ms(cp.p99), cp.p50VsFloor);
+  row(`  first release, new sidecar, pool filled (n=${cp.runs})`, ms(cp.p50), ms(cp.p99), '', cp.p50VsFloor);
   lines.push(`  goal (issue 12): warm p50 ≤ 1.3 x vault-only: ${verdict(w.p50VsVaultOnlyFloor <= 1.3)} (${w.p50VsVaultOnlyFloor}; the minimal release itself: ${w.minimalP50VsVaultOnlyFloor})`);
   lines.push(`  goals: warm p50 ≤ 1.5 x floor: ${verdict(w.p50VsFloor <= 1.5)}; cold p50 ≤ 3 x floor: ${verdict(cw.p50VsFloor <= 3)} in a warm process, ${verdict(cold.p50VsFloor <= 3)} in a fresh one`);
   lines.push('');
