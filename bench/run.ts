@@ -4,9 +4,9 @@
  * The servers (skr local in-process: sidecar + IMDS/MAA/Key Vault/Managed HSM emulators, and a bare
  * express "floor" route) run in this process; the load comes from a forked process (loadgen.ts)
  * so it does not share their event loop. Rows compared with each other are measured in alternating
- * slices (interleaved()), so that the shared machine's drift in speed hits them alike. Cold releases and start-up time also use fresh `skr local`
- * and `skr serve --simulate` processes (dist/): only a new process has an empty identity token
- * cache (msal keeps it process-wide). Compiled ahead by `tsc -p bench` (no TypeScript at run time).
+ * slices (interleaved()), so that the shared machine's drift in speed hits them alike. Cold releases
+ * and start-up time also use fresh `skr local` and `skr serve --simulate` processes (dist/): only a
+ * new process has an empty identity token cache (msal keeps it process-wide). Compiled ahead by `tsc -p bench` (no TypeScript at run time).
  *
  * Env: BENCH_SECONDS (sustained phase, default 20; the other phases scale with it),
  *      BENCH_COLD_RUNS (fresh processes for cold releases and start-up, default 8).
@@ -103,6 +103,18 @@ function stats(r: JobResult): Stats {
   return s;
 }
 
+/** Several runs of one job as one result: counts and time added, latencies merged (sorted). */
+function pool(rs: JobResult[]): JobResult {
+  return {
+    id: 0,
+    ok: rs.reduce((a, r) => a + r.ok, 0),
+    errors: rs.reduce((a, r) => a + r.errors, 0),
+    errorSamples: rs.flatMap((r) => r.errorSamples).slice(0, 5),
+    elapsedMs: rs.reduce((a, r) => a + r.elapsedMs, 0),
+    latenciesMs: rs.flatMap((r) => r.latenciesMs).sort((a, b) => a - b),
+  };
+}
+
 /** Slices per row when rows are measured interleaved. */
 const SLICES = 6;
 
@@ -122,18 +134,8 @@ async function interleaved<K extends string>(load: LoadGen, jobs: Record<K, Omit
   }
   const out = {} as Record<K, Stats>;
   for (const n of names) {
-    const rs = pooled.get(n)!;
-    out[n] = {
-      ...stats({
-      id: 0,
-      ok: rs.reduce((a, r) => a + r.ok, 0),
-      errors: rs.reduce((a, r) => a + r.errors, 0),
-      errorSamples: rs.flatMap((r) => r.errorSamples).slice(0, 5),
-      elapsedMs: rs.reduce((a, r) => a + r.elapsedMs, 0),
-        latenciesMs: rs.flatMap((r) => r.latenciesMs).sort((a, b) => a - b),
-      }),
-      sliceP50s: rs.map((r) => round(pct(r.latenciesMs, 50))),
-    };
+    const slices = pooled.get(n)!;
+    out[n] = { ...stats(pool(slices)), sliceP50s: slices.map((r) => round(pct(r.latenciesMs, 50))) };
   }
   return out;
 }

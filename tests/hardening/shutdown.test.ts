@@ -148,7 +148,7 @@ describe('the ready announcement comes after the signal handlers', () => {
     let out = '';
     c.stdout?.on('data', (d: Buffer) => (out += d.toString()));
     c.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-    // Only the check's own line (or its failure): the sidecar logs to stdout too.
+    // Only the check's own line (or its failure): the sidecar's log lines share these streams.
     return new Promise((resolve) => c.on('exit', () => resolve(out.split('\n').filter((l) => /^(handlers|failed:) /.test(l)).join('\n') || out.slice(-2000))));
   }
 
