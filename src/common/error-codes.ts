@@ -31,6 +31,7 @@ export const ERROR_CODES = [
   // Formats
   'ERR_CBOR',
   'ERR_CERT_TABLE',
+  'ERR_CERTIFICATE',
   'ERR_CHIP_ID',
   'ERR_COSE',
   'ERR_COSE_ALG',

@@ -32,6 +32,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
 
   ERR_CBOR: 400,
   ERR_CERT_TABLE: 400,
+  ERR_CERTIFICATE: 400,
   ERR_CHIP_ID: 400,
   ERR_COSE: 400,
   ERR_COSE_ALG: 400,
