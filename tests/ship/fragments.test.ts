@@ -93,19 +93,20 @@ if (cmd === 'extension show') {
  * The system's tools without az and skr, and this node: tests that need a tool to be missing must
  * not depend on what the machine has installed (the confcom kit puts Debian's az in /usr/bin).
  */
-const sysBin = path.join(tmp, 'sysbin');
-const MISSING = new Set(['az', 'skr', 'node']);
-function buildSysBin(): void {
-  fs.mkdirSync(sysBin);
+function systemBinWithout(dirName: string, missing: string[]): string {
+  const bin = path.join(tmp, dirName);
+  fs.mkdirSync(bin);
   for (const dir of ['/usr/local/bin', '/usr/bin', '/bin']) {
     if (!fs.existsSync(dir)) continue;
     for (const name of fs.readdirSync(dir)) {
-      const link = path.join(sysBin, name);
-      if (!MISSING.has(name) && !fs.existsSync(link)) fs.symlinkSync(path.join(dir, name), link);
+      const link = path.join(bin, name);
+      if (name !== 'node' && !missing.includes(name) && !fs.existsSync(link)) fs.symlinkSync(path.join(dir, name), link);
     }
   }
-  fs.symlinkSync(process.execPath, path.join(sysBin, 'node'));
+  fs.symlinkSync(process.execPath, path.join(bin, 'node'));
+  return bin;
 }
+const sysBin = path.join(tmp, 'sysbin');
 function env(extra: Record<string, string> = {}, withAz = true): NodeJS.ProcessEnv {
   // TMPDIR passes through: what the scripts leave in it is the test run's business (see global-teardown.js).
   const tmpdir = process.env.TMPDIR ? { TMPDIR: process.env.TMPDIR } : {};
@@ -136,7 +137,7 @@ const params = path.join(tmp, 'aci.parameters.json');
 const IMAGE = 'myregistry.azurecr.io/skr-sidecar:0.1.0';
 
 beforeAll(() => {
-  buildSysBin();
+  systemBinWithout('sysbin', ['az', 'skr']);
   fs.mkdirSync(fakeBin);
   fs.writeFileSync(path.join(fakeBin, 'az'), FAKE_AZ, { mode: 0o755 });
   const p = readJson(path.join(REPO, 'arm', 'aci-arm-template.parameters.json')) as { parameters: Record<string, { value: unknown }> };
@@ -412,5 +413,37 @@ describe('fragment_config.json', () => {
         expect([e.name, v, ok]).toEqual([e.name, v, true]);
       }
     }
+  });
+});
+
+describe('npm run confcom:test (scripts/confcom-test.sh) in npm and CI', () => {
+  const text = (f: string) => fs.readFileSync(path.join(REPO, f), 'utf8');
+
+  it('is an npm script that .ci/run runs after image:test, tolerating only exit 3 (cannot run containers)', () => {
+    expect((JSON.parse(text('package.json')) as { scripts: Record<string, string> }).scripts['confcom:test']).toBe('bash scripts/confcom-test.sh');
+    const ci = text('.ci/run');
+    const at = (command: string) => ci.search(new RegExp(`^${command} `, 'm'));
+    expect(at('npm run image:test')).toBeGreaterThan(0);
+    expect(at('npm run confcom:test')).toBeGreaterThan(at('npm run image:test'));
+    expect(ci).toMatch(/case "\$confcom_rc" in\s+0\) ;;\s+3\) echo [^\n]*;;\s+\*\) exit "\$confcom_rc" ;;/);
+  });
+
+  it('.ci/run installs every Debian package the confcom kit needs, so the kit finds them (CI has no stdin)', () => {
+    const kit = path.join(REPO, '..', 'shared', 'tools', 'confcom', 'install.sh');
+    if (!fs.existsSync(kit)) {
+      console.warn(`SKIPPED: no confcom kit at ${kit}`);
+      return;
+    }
+    const list = (src: string) => (/^APT_PACKAGES=\(([^)]*)\)/m.exec(src)?.[1] ?? '').split(/\s+/).filter(Boolean);
+    const needed = list(fs.readFileSync(kit, 'utf8'));
+    expect(needed).toContain('azure-cli');
+    expect(list(text('.ci/run'))).toEqual(expect.arrayContaining(needed));
+  });
+
+  it('on a machine without podman or docker: exit 3 and one SKIPPED line, before installing anything', async () => {
+    const bin = systemBinWithout('sysbin-no-engine', ['az', 'skr', 'podman', 'docker']);
+    const r = await run('bash', [path.join(REPO, 'scripts', 'confcom-test.sh')], { env: { HOME: tmp, PATH: bin, SKR_CONFCOM_KIT: path.join(tmp, 'no-kit') } });
+    expect(r.code).toBe(3);
+    expect(r.out).toBe('confcom:test: SKIPPED, this machine cannot run containers: neither podman nor a docker engine is available (CI installs podman with apt)\n');
   });
 });
