@@ -10,7 +10,12 @@
 #      x-ms-sevsnpvm-hostdata equals the digest; az --print-existing-policy and --diff work on the
 #      template gen-policy.sh wrote,
 #   4. saves the image as a docker-archive and checks that gen-policy.sh refuses the policy confcom
-#      makes from it (dmverity-vhd's log line as a layer) and writes no release config.
+#      makes from it (dmverity-vhd's log line as a layer) and writes no release config,
+#   5. signs a fragment for the image with gen-fragment.sh (no --upload; a throwaway P-384 key and
+#      chain from openssl) and imports it with gen-import.sh --fragment: the import statement's feed
+#      is the image's name. acifragmentgen asks the registry for fragments already attached to the
+#      image through `oras discover`; the kit has no oras and there is no registry, so an `oras`
+#      stand-in answers that one question as a registry does for an image with none attached.
 #
 # Exit status: 0 all checks passed; 1 a check failed; 3 this machine cannot run containers at all
 # (one line on stderr says why; .ci/run reports it and carries on), as image:test.
@@ -234,6 +239,56 @@ if [ "$rc" = 1 ] && grep -q 'has a layer entry that is not a sha256 hash: "not a
   pass "a docker-archive: gen-policy.sh refuses confcom's policy (exit 1, \"not able to parse in OCI format\" named) and writes no importkeyconfig.json"
 else
   fail "a docker-archive: gen-policy.sh exited $rc: $(grep -v 'Pulling and hashing' "$TMP/gen-docker.log" | tail -n 3 | head -c 600)"
+fi
+
+# ---- a fragment, signed and imported -----------------------------------------------------------
+FRAG=$TMP/fragment
+mkdir -p "$FRAG/bin"
+cat >"$FRAG/bin/oras" <<'EOF'
+#!/bin/sh
+# Stand-in for the registry, through oras's CLI: no fragment is attached to any image. Nothing else.
+if [ "$1" = discover ]; then echo '{"manifests": []}'; exit 0; fi
+echo "oras stand-in (confcom:test): only discover is answered, not: $*" >&2
+exit 1
+EOF
+chmod 0755 "$FRAG/bin/oras"
+if ! (
+  cd "$FRAG" &&
+    openssl ecparam -name secp384r1 -genkey -noout -out ca.key &&
+    openssl req -x509 -new -key ca.key -sha384 -days 30 -subj "/CN=skr confcom-test root" \
+      -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign" -out ca.pem &&
+    openssl ecparam -name secp384r1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out signer.key &&
+    openssl req -new -key signer.key -subj "/CN=skr confcom-test fragment signer" -out signer.csr &&
+    printf 'basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n' >signer.ext &&
+    openssl x509 -req -in signer.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha384 -days 30 -extfile signer.ext -out signer.pem &&
+    cat signer.pem ca.pem >chain.pem
+) >"$FRAG/openssl.log" 2>&1; then
+  tail -n 5 "$FRAG/openssl.log" >&2
+  die "openssl could not make the fragment's signing key and chain (apt-get install openssl)"
+fi
+t0=$(now_ms)
+rc=0
+(cd "$TMP" && PATH="$FRAG/bin:$PATH" env -u SKR_BIN bash "$REPO/fragments/gen-fragment.sh" --image "$TAG" \
+  --key "$FRAG/signer.key" --chain "$FRAG/chain.pem" --tar tarmap.json --out "$FRAG/out" </dev/null) \
+  >"$FRAG/gen-fragment.out" 2>"$FRAG/gen-fragment.log" || rc=$?
+FRAG_MS=$(( $(now_ms) - t0 ))
+if [ "$rc" = 0 ] && [ -s "$FRAG/out/skr_sidecar.rego.cose" ]; then
+  pass "fragments/gen-fragment.sh --tar (no --upload) with the real acifragmentgen: signed skr_sidecar.rego.cose, layers all sha256 ($(secs "$FRAG_MS"))"
+  rc=0
+  (cd "$TMP" && bash "$REPO/fragments/gen-import.sh" --fragment "$FRAG/out/skr_sidecar.rego.cose" --fragments-json "$FRAG/fragments.json" </dev/null) \
+    >"$FRAG/gen-import.out" 2>"$FRAG/gen-import.log" || rc=$?
+  want_feed=${TAG%:*}
+  if [ "$rc" = 0 ] && imported=$(node_eval '
+      const [f] = JSON.parse(fs.readFileSync(args[0], "utf8")).fragments;
+      if (f.feed !== args[1] || !/^did:x509:0:sha256:[A-Za-z0-9_-]{43}::subject:CN:/.test(f.issuer)) process.exit(1);
+      console.log(`feed ${f.feed}, issuer ${f.issuer}, minimum_svn ${f.minimum_svn}`);
+    ' "$FRAG/fragments.json" "$want_feed"); then
+    pass "fragments/gen-import.sh --fragment with the real az: $imported"
+  else
+    fail "gen-import.sh --fragment exited $rc: $(tail -n 3 "$FRAG/gen-import.log" | head -c 400) $(head -c 600 "$FRAG/fragments.json" 2>/dev/null)"
+  fi
+else
+  fail "gen-fragment.sh exited $rc: $(grep -v 'Pulling and hashing' "$FRAG/gen-fragment.log" | tail -n 5 | head -c 600)"
 fi
 
 # ---- summary -------------------------------------------------------------------------------------
