@@ -64,8 +64,10 @@ args=(confcom acifragmentgen -i fragment_config.json --svn "$svn" --namespace "$
 
 [ -s "$out/$namespace.rego" ] || die "acifragmentgen wrote no $out/$namespace.rego"
 [ -s "$out/$namespace.rego.cose" ] || die "acifragmentgen wrote no signed $out/$namespace.rego.cose"
-check_policy_layers "$out/$namespace.rego" rego ||
+if ! check_policy_layers "$out/$namespace.rego" rego; then
+  rm -f "$out/$namespace.rego.cose" # the signed copy could be imported by mistake; the .rego stays to look at
   die "refusing this fragment (see above)$([ -z "$upload" ] || echo "; it was attached to $image already: do not import it, regenerate with --svn $((svn + 1))")"
+fi
 echo "fragment: $out/$namespace.rego (signed: $out/$namespace.rego.cose)"
 if [ -n "$upload" ]; then
   echo "attached to $image; next: gen-import.sh --image $image --minimum-svn $svn"

@@ -84,7 +84,10 @@ json_edit "$gen_template" /dev/null '
   if (typeof p !== "string" || p === "" || p.startsWith("[")) throw new Error("acipolicygen did not inject a ccePolicy");
   require("fs").writeFileSync(args[0], p);
 ' "$policy_file"
-check_policy_layers "$policy_file" base64 || die "refusing this policy (see above); not writing a release config"
+if ! check_policy_layers "$policy_file" base64; then
+  rm -f "$policy_file" "$gen_template" # nothing deployable is left of a refused policy
+  die "refusing this policy (see above); not writing a release config"
+fi
 
 hostdata=$(skr policy digest "$policy_file") || die "skr policy digest failed on $policy_file"
 [[ "$hostdata" =~ ^[0-9a-f]{64}$ ]] || die "skr policy digest printed \"$hostdata\", not a sha256"

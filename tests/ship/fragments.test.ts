@@ -290,6 +290,8 @@ describe('gen-policy.sh', () => {
     expect(r.out).toMatch(/refusing this policy \(see above\); not writing a release config/);
     expect(fs.existsSync(path.join(out, 'importkeyconfig.json'))).toBe(false);
     expect(fs.existsSync(path.join(out, 'hostdata.txt'))).toBe(false);
+    expect(fs.existsSync(path.join(out, 'ccepolicy.b64'))).toBe(false);
+    expect(fs.existsSync(path.join(out, 'aci-arm-template.json'))).toBe(false);
   });
 
   it('says what to install or fill in: az, the confcom extension, placeholders', async () => {
@@ -362,6 +364,7 @@ describe('gen-fragment.sh and gen-import.sh', () => {
     expect(bad.code).toBe(1);
     expect(bad.out).toContain('has a layer entry that is not a sha256 hash: "not able to parse in OCI format\\""');
     expect(bad.out).toContain('refusing this fragment (see above)');
+    expect(fs.existsSync(path.join(tmp, 'frag-docker-archive', 'skr_sidecar.rego.cose'))).toBe(false);
   });
 
   it('names a missing key or chain file and a bad namespace before calling az', async () => {
