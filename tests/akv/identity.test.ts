@@ -10,7 +10,6 @@ import {
   type VaultResource,
 } from '../../src/akv/identity';
 import { startImdsEmulator, verifyAccessToken, type ImdsEmulator } from '../../src/emulators/imds';
-import { statusOf } from '../../src/server/http-errors';
 
 const ENDPOINT_VARS = ['AZURE_POD_IDENTITY_AUTHORITY_HOST', 'IDENTITY_ENDPOINT', 'IDENTITY_HEADER', 'MSI_ENDPOINT', 'IMDS_ENDPOINT'];
 const endpointEnv = () => ENDPOINT_VARS.map((k) => process.env[k]);
@@ -121,7 +120,7 @@ describe('TokenProvider', () => {
     const err = await p.getToken(VAULT_RESOURCE).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UpstreamError);
     expect((err as UpstreamError).code).toBe('ERR_IDENTITY_TOKEN');
-    expect(statusOf(err)).toBe(502);
+    expect((err as UpstreamError).status).toBe(502);
     expect((err as Error).message).toMatch(/Identity not found/);
   });
 

@@ -3,7 +3,6 @@ import { TcbMismatchError } from '../../src/certs/errors';
 import type { AmdCertChain, CollateralKey, CollateralSource } from '../../src/certs/types';
 import type { Evidence, EvidenceSource, ReportRequest } from '../../src/snp/evidence';
 import { buildReport, parseReport } from '../../src/snp/report';
-import { statusOf } from '../../src/server/http-errors';
 
 /** Evidence source that hands out reports with the queued REPORTED_TCBs, one per call. */
 class FakeEvidence implements EvidenceSource {
@@ -80,7 +79,7 @@ describe('CollateralProvider', () => {
     const err = (await p.getEvidenceWithChain(req).catch((e: unknown) => e)) as TcbMismatchError;
     expect(err).toBeInstanceOf(TcbMismatchError);
     expect(err.code).toBe('ERR_TCB_MISMATCH');
-    expect(statusOf(err)).toBe(500);
+    expect(err.status).toBe(500);
     expect(err.message).toContain('7408000000000003');
     expect(err.message).toContain('7308000000000003');
     expect(ev.calls).toBe(2);

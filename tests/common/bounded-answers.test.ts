@@ -14,7 +14,6 @@ import { MalformedAnswerError, readBounded } from '../../src/common/bounded-body
 import { UpstreamError } from '../../src/common/errors';
 import { createHttpsFetch } from '../../src/common/https-fetch';
 import { hostileCases, startHostileServer, type HostileServer } from '../hardening/hostile-upstream';
-import { statusOf } from '../../src/server/http-errors';
 
 const caseNamed = (name: string) => {
   const c = hostileCases('{}').find((x) => x.name === name);
@@ -43,7 +42,7 @@ describe('malformed answers through createHttpsFetch', () => {
     );
     if (outcome instanceof Error) {
       expect(outcome).toBeInstanceOf(MalformedAnswerError);
-      expect(statusOf(outcome)).toBe(502);
+      expect((outcome as MalformedAnswerError).status).toBe(502);
     } else {
       // 205 carries no body by definition; a status text is never needed.
       expect(outcome.status === 205 || outcome.status === 200).toBe(true);
@@ -101,7 +100,7 @@ describe('malformed answers through the lean request path (createHttpsFetch().re
     async (name) => {
       const outcome = await ask(name);
       expect(outcome).toBeInstanceOf(MalformedAnswerError);
-      expect(statusOf(outcome)).toBe(502);
+      expect((outcome as MalformedAnswerError).status).toBe(502);
       expect((outcome as Error).message).toMatch(/limit/);
     },
   );

@@ -11,7 +11,6 @@ import { Counter, Histogram, Registry } from '../../src/server/metrics';
 import { SkrError } from '../../src/common/errors';
 import type { RunningSidecar } from '../../src/server/sidecar';
 import { postJson, startTestSidecar } from '../helpers/sidecar';
-import { statusOf } from '../../src/server/http-errors';
 
 describe('endpoint allowlists', () => {
   const maa = new EndpointAllowlist('maa', DEFAULT_MAA_ALLOWLIST);
@@ -57,7 +56,7 @@ describe('endpoint allowlists', () => {
       list.check('127.0.0.1:8444');
     } catch (e) {
       expect(e).toBeInstanceOf(SkrError);
-      expect(statusOf(e)).toBe(403);
+      expect((e as SkrError).status).toBe(403);
     }
     expect(() => list.check('http://127.0.0.1:8443')).toThrow(/only https endpoints are allowed/);
   });

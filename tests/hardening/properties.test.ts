@@ -16,7 +16,6 @@ import { SkrError } from '../../src/common/errors';
 import { loadOrCreateLocalCa } from '../../src/emulators/ca';
 import { parseSevSnpVmRequest } from '../../src/maa/request';
 import { jsonDepthExceeds } from '../../src/server/limits';
-import { statusOf } from '../../src/server/http-errors';
 import { buildReport, parseReport, REPORT_SIZE } from '../../src/snp/report';
 
 const RUNS = { numRuns: 1500, seed: 6006 };
@@ -42,7 +41,7 @@ async function onlyTypedAsync(fn: () => Promise<unknown>): Promise<void> {
 function typedError(e: unknown): void {
   if (!(e instanceof SkrError)) throw new Error(`untyped ${(e as Error)?.name}: ${(e as Error)?.message}`);
   expect(typeof e.code).toBe('string');
-  expect(statusOf(e)).toBeGreaterThanOrEqual(400);
+  expect(e.status).toBeGreaterThanOrEqual(400);
 }
 
 /** Flip, insert or delete bytes at random places of a valid input. */

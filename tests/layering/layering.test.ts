@@ -52,7 +52,7 @@ describe('findCycles', () => {
 describe('the ESLint rules', () => {
   // One ESLint run over snippets placed (virtually) at the given paths, with the repository's config.
   const snippets: [string, string][] = [
-    ['src/common/upward.ts', "import { httpStatusOf } from '../server/error-status';\nexport const s = httpStatusOf('ERR_KID');\n"],
+    ['src/common/upward.ts', "import { statusOf } from '../server/http-errors';\nexport const s = statusOf(new Error('x'));\n"],
     ['src/common/upward-type.ts', "import type { Logger } from '../server/logger';\nexport type L = Logger;\n"],
     ['src/common/sideways.ts', "import { clip } from './clip';\nexport const c = clip('x');\n"],
     ['src/maa/loose-cert.ts', "import { X509Certificate } from 'node:crypto';\nexport const c = (b: Buffer) => new X509Certificate(b);\n"],

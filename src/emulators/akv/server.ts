@@ -12,7 +12,6 @@ import * as https from 'node:https';
 import { createReleaseSigner } from './release-signer';
 import type { IssuedCertificate } from '../../asn1/x509';
 import { SkrError } from '../../common/errors';
-import { httpStatusOf } from '../../server/error-status';
 import type { FetchLike } from '../../common/http';
 import { createHttpsFetch } from '../../common/https-fetch';
 import { loopbackServerTls } from '../ca';
@@ -235,7 +234,7 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
         return;
       }
       if (err instanceof VaultHttpError) return send(res, err.status, err.body(), err.headers);
-      if (err instanceof SkrError && httpStatusOf(err.code) < 500) return send(res, 400, badParameter(err.message).body());
+      if (err instanceof SkrError && err.status < 500) return send(res, 400, badParameter(err.message).body());
       send(res, 500, { error: { code: 'InternalError', message: (err as Error).message ?? 'internal error' } });
     });
   });
