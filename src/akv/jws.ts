@@ -11,10 +11,11 @@
  * checked for): later releases skip the X.509 parsing and the search through the roots, but never
  * the signature check. Signing lives with the vault emulator (src/emulators/akv/release-signer.ts).
  */
-import { createHash, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, webcrypto, type KeyObject, type X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import * as tls from 'node:tls';
 import { compactVerify } from 'jose';
+import { certificateFromDer, certificatesFromPem } from '../asn1/certificate';
 import { SkrError, VerificationError } from '../common/errors';
 import { b64url, decodeBase64Strict } from '../common/bytes';
 
@@ -86,12 +87,12 @@ let systemRoots: X509Certificate[] | undefined;
 
 function trustedRoots(extraCaPem: string[] | undefined): X509Certificate[] {
   // Node's bundled Mozilla roots; parsed once per process.
-  systemRoots ??= tls.rootCertificates.map((p) => new X509Certificate(p));
+  systemRoots ??= tls.rootCertificates.flatMap((p) => certificatesFromPem(p, "Node's bundled root"));
   const extra: X509Certificate[] = [];
   for (const pem of extraCaPem ?? []) {
-    const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
-    if (!blocks) throw new SkrError('ERR_CONFIG', 'an extra CA PEM contains no certificate');
-    for (const b of blocks) extra.push(new X509Certificate(b));
+    const certs = certificatesFromPem(pem, 'an extra CA PEM');
+    if (certs.length === 0) throw new SkrError('ERR_CONFIG', 'an extra CA PEM contains no certificate');
+    extra.push(...certs);
   }
   return [...systemRoots, ...extra];
 }
@@ -226,7 +227,7 @@ export class ReleaseJwsVerifier {
 function parseChain(ders: Buffer[]): X509Certificate[] {
   return ders.map((der, i) => {
     try {
-      return new X509Certificate(der);
+      return certificateFromDer(der, `x5c[${i}]`);
     } catch (e) {
       return fail('jws-format', `x5c[${i}] is not an X.509 certificate`, e);
     }

@@ -5,12 +5,13 @@
  * anywhere in the bytes. Real certificates can carry PEM text inside their DER (MAA's signing
  * certificates embed SGX quote collateral holding PEM certificates in an extension), so a DER buffer
  * can silently turn into a different certificate. Here DER is re-armoured as a single PEM block and
- * the result must re-encode to exactly the input bytes.
+ * the result must re-encode to exactly the input bytes. PEM text goes through `certificatesFromPem`,
+ * which takes each CERTIFICATE block apart first. `new X509Certificate` appears nowhere else (ESLint).
  */
 import { X509Certificate } from 'node:crypto';
 import { InvalidInputError } from '../common/errors';
 import { readTlv } from './der';
-import { pemOf } from './x509';
+import { dersOfPem, pemOf } from './x509';
 
 /** The certificate whose DER encoding is exactly `der`; anything else is refused. */
 export function certificateFromDer(der: Uint8Array, what = 'certificate'): X509Certificate {
@@ -32,4 +33,15 @@ export function certificateFromDer(der: Uint8Array, what = 'certificate'): X509C
   }
   if (!cert.raw.equals(bytes)) throw new InvalidInputError('ERR_CERTIFICATE', `${what}: not in canonical DER`);
   return cert;
+}
+
+/** Every certificate in PEM `text`, in order (blocks of other types are ignored); none is an empty list. */
+export function certificatesFromPem(text: string, what = 'PEM'): X509Certificate[] {
+  let ders: Buffer[];
+  try {
+    ders = dersOfPem(text);
+  } catch (e) {
+    throw new InvalidInputError('ERR_PEM', `${what}: ${(e as Error).message}`, e);
+  }
+  return ders.map((d, i) => certificateFromDer(d, ders.length === 1 ? what : `${what} certificate ${i + 1}`));
 }

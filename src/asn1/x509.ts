@@ -180,10 +180,16 @@ export function pemOf(derBytes: Uint8Array, label = 'CERTIFICATE'): string {
   return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
 }
 
-/** DER of every PEM block with `label` in `text`, in order. */
+/** DER of every PEM block with `label` in `text`, in order. A body that is not canonical base64 is refused. */
 export function dersOfPem(text: string, label = 'CERTIFICATE'): Buffer[] {
   const re = new RegExp(`-----BEGIN ${label}-----([\\s\\S]*?)-----END ${label}-----`, 'g');
-  return [...text.matchAll(re)].map((m) => Buffer.from(m[1].replace(/\s+/g, ''), 'base64'));
+  return [...text.matchAll(re)].map((m, i) => {
+    const body = m[1].replace(/\s+/g, '');
+    const bytes = Buffer.from(body, 'base64');
+    // Buffer.from skips characters outside the alphabet; a round trip catches them.
+    if (bytes.length === 0 || bytes.toString('base64') !== body) throw new InvalidInputError('ERR_PEM', `PEM ${label} block ${i + 1} is not valid base64`);
+    return bytes;
+  });
 }
 
 // ---------------------------------------------------------------- extensions

@@ -9,6 +9,7 @@
  * the ARK in the real Milan THIM bundle is byte-identical to the KDS one.
  */
 import { createHash, X509Certificate } from 'node:crypto';
+import { certificateFromDer } from '../asn1/certificate';
 import { ConfigError } from '../common/errors';
 import type { Product } from '../snp/tcb';
 import { pemCertificatesToDer } from './pem';
@@ -48,7 +49,7 @@ export class TrustStore {
       for (const d of ders) {
         let cert: X509Certificate;
         try {
-          cert = new X509Certificate(d);
+          cert = certificateFromDer(d, `extra root ${i + 1}`);
         } catch (e) {
           throw new ConfigError(`extra root ${i + 1} is not a parsable certificate`, e);
         }

@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import { InvalidInputError } from '../common/errors';
 import { decodeBase64Strict } from '../common/bytes';
 import { splitPem } from './pem';
-import type { AmdCertChain, ThimCertificates } from './types';
+import type { ThimCertificates } from '../snp/evidence';
+import type { AmdCertChain } from './types';
 
 function badThim(msg: string): never {
   throw new InvalidInputError('ERR_THIM_FORMAT', `THIM certificates: ${msg}`);

@@ -4,16 +4,6 @@
  */
 import type { Product } from '../snp/tcb';
 
-/** The THIM / ACI `host-amd-cert-base64` JSON, exactly as Azure serves it. */
-export interface ThimCertificates {
-  vcekCert: string;
-  certificateChain: string;
-  /** 16 hex digits, the TCB the VCEK was issued for. */
-  tcbm: string;
-  /** Seconds, as a decimal string. */
-  cacheControl?: string;
-}
-
 /** A VCEK (or VLEK) with its ASK/ASVK + ARK, as PEM. */
 export interface AmdCertChain {
   /** PEM of the VCEK/VLEK. */

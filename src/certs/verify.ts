@@ -3,7 +3,8 @@
  * an SEV-SNP report against that chain. Steps run in a fixed order and each failure names its step
  * (VerificationError.step) so operators can tell a stale chain from a forged report.
  */
-import { verify as cryptoVerify, X509Certificate } from 'node:crypto';
+import { verify as cryptoVerify, type X509Certificate } from 'node:crypto';
+import { certificateFromDer } from '../asn1/certificate';
 import { InvalidInputError, VerificationError } from '../common/errors';
 import { toHex } from '../common/bytes';
 import { AttestationReport, parseReport, reportProduct, SIG_ALGO_ECDSA_P384_SHA384, SIGNED_LENGTH } from '../snp/report';
@@ -45,7 +46,7 @@ function fail(step: string, message: string, cause?: unknown): never {
 
 function parseCerts(pem: string, what: string): X509Certificate[] {
   try {
-    return pemCertificatesToDer(pem, what).map((d) => new X509Certificate(d));
+    return pemCertificatesToDer(pem, what).map((d, i) => certificateFromDer(d, `${what} certificate ${i + 1}`));
   } catch (e) {
     return fail('chain-format', `${what} does not parse: ${(e as Error).message}`, e);
   }

@@ -1,7 +1,7 @@
 /**
  * Every error code the sidecar, its CLI and its emulators raise, as one closed union: a code that
  * is not listed here does not compile. Codes never change once released. The HTTP status of each
- * code is decided in one table, in src/server/error-status.ts.
+ * code is decided in one table beside them, in error-status.ts.
  */
 export const ERROR_CODES = [
   // Requests and inputs

@@ -1,10 +1,10 @@
 /**
  * Typed errors with stable codes from one closed union (error-codes.ts). Every error the sidecar
  * raises on purpose is an SkrError, so the HTTP layer maps it to a status by its code alone (one
- * table, src/server/error-status.ts) and the CLI can print `code: message`.
+ * table beside the codes, error-status.ts) and the CLI can print `code: message`.
  */
 import type { ErrorCode } from './error-codes';
-import { httpStatusOf } from '../server/error-status';
+import { httpStatusOf } from './error-status';
 
 export type { ErrorCode };
 
@@ -18,7 +18,7 @@ export class SkrError extends Error {
     this.code = code;
   }
 
-  /** The HTTP status a request ends with when this error ends it (the server's table, by code). */
+  /** The HTTP status a request ends with when this error ends it (the table, by code). */
   get status(): number {
     return httpStatusOf(this.code);
   }

@@ -19,6 +19,7 @@
  *  6. payload (read only after 2-5 pass): JSON object with a 96-hex launch measurement and a decimal guest SVN string → 'uvm-payload'
  */
 import { createHash, KeyObject, X509Certificate } from 'node:crypto';
+import { certificateFromDer, certificatesFromPem } from '../asn1/certificate';
 import { decodeBase64Strict } from '../common/bytes';
 import { SkrError, VerificationError } from '../common/errors';
 import { CborTag, CborValue } from './cbor';
@@ -148,8 +149,10 @@ function subjectLine(c: X509Certificate): string {
   return c.subject.split('\n').join(', ');
 }
 
-function toCert(c: X509Certificate | Uint8Array | string): X509Certificate {
-  return c instanceof X509Certificate ? c : new X509Certificate(typeof c === 'string' ? c : Buffer.from(c));
+/** A supplied root: a certificate, its DER, or PEM text (every certificate in it). */
+function toCerts(c: X509Certificate | Uint8Array | string, i: number): X509Certificate[] {
+  if (c instanceof X509Certificate) return [c];
+  return typeof c === 'string' ? certificatesFromPem(c, `rootCertificates[${i}]`) : [certificateFromDer(c, `rootCertificates[${i}]`)];
 }
 
 function extKeyUsage(c: X509Certificate): string[] {
@@ -184,7 +187,7 @@ export function verifyUvmEndorsement(input: Uint8Array | string, opts: VerifyUvm
   if (sign1.x5chain.length === 0) fail('cose-format', 'UVM endorsement has no x5chain (label 33)');
   let chain: X509Certificate[];
   try {
-    chain = sign1.x5chain.map((d) => new X509Certificate(d));
+    chain = sign1.x5chain.map((d, i) => certificateFromDer(d, `x5chain[${i}]`));
   } catch (err) {
     fail('cose-format', 'x5chain holds a certificate that does not parse', err);
   }
@@ -223,7 +226,7 @@ export function verifyUvmEndorsement(input: Uint8Array | string, opts: VerifyUvm
     root = last;
     rootDer = sign1.x5chain[sign1.x5chain.length - 1];
   } else {
-    const supplied = (opts.rootCertificates ?? []).map(toCert).find((r) => last.checkIssued(r) && last.verify(r.publicKey));
+    const supplied = (opts.rootCertificates ?? []).flatMap(toCerts).find((r) => last.checkIssued(r) && last.verify(r.publicKey));
     if (!supplied) {
       fail('uvm-root', `x5chain stops at ${subjectLine(last)}, below its root, and no supplied root certificate signs it`);
     }

@@ -2,9 +2,10 @@
  * The local CA every HTTPS emulator's certificate chains to. `skr local` creates it once and keeps
  * it in its state directory, so a user can trust it (curl --cacert, NODE_EXTRA_CA_CERTS) across runs.
  */
-import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { certificatesFromPem } from '../asn1/certificate';
 import { createLocalCa, issueServerCertificate, type IssuedCertificate } from '../asn1/x509';
 
 export const CA_CERT_FILE = 'ca-cert.pem';
@@ -17,9 +18,9 @@ export function loadOrCreateLocalCa(dir: string): IssuedCertificate & { certPath
   if (fs.existsSync(certPath) && fs.existsSync(keyPath)) {
     const certPem = fs.readFileSync(certPath, 'utf8');
     const keyPem = fs.readFileSync(keyPath, 'utf8');
-    const cert = new X509Certificate(certPem);
+    const [cert] = certificatesFromPem(certPem, certPath);
     // Renew a CA that expires within a day rather than serve certificates clients will refuse.
-    if (new Date(cert.validTo).getTime() > Date.now() + 24 * 3600 * 1000) {
+    if (cert && new Date(cert.validTo).getTime() > Date.now() + 24 * 3600 * 1000) {
       const privateKey = createPrivateKey(keyPem);
       return { der: cert.raw, certPem, keyPem, privateKey, publicKey: createPublicKey(privateKey), certPath };
     }

@@ -4,9 +4,10 @@
  * → the runtime data and REPORT_DATA we sent. The key-release path uses this to check MAA's answer
  * before handing the token to a vault; tests use it to check the emulator.
  */
-import { createPublicKey, X509Certificate, type KeyObject, type JsonWebKey } from 'node:crypto';
+import { createPublicKey, type KeyObject, type JsonWebKey } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { compactVerify, decodeProtectedHeader } from 'jose';
+import { certificateFromDer } from '../asn1/certificate';
 import { toHex } from '../common/bytes';
 import { InvalidInputError, VerificationError } from '../common/errors';
 import { decodeUtf8, readBounded } from '../common/bounded-body';
@@ -52,7 +53,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Public key of a JWKS entry: from n/e, or from x5c[0] (MAA's /certs lists x5c only); both must agree. */
+/** Public key of a JWKS entry: from n/e, or from x5c[0] (MAA's /certs lists kid, kty and x5c only); both must agree. */
 export function publicKeyOfJwk(jwk: JsonWebKey, kid: string): KeyObject {
   if (jwk.kty !== 'RSA') throw jwksError(`JWKS key "${kid}" has kty ${String(jwk.kty)}, expected RSA`);
   if (jwk.use !== undefined && jwk.use !== 'sig') throw jwksError(`JWKS key "${kid}" has use ${String(jwk.use)}, expected sig`);
@@ -65,7 +66,8 @@ export function publicKeyOfJwk(jwk: JsonWebKey, kid: string): KeyObject {
     }
     const x5c = (jwk as { x5c?: unknown }).x5c;
     if (Array.isArray(x5c) && typeof x5c[0] === 'string') {
-      fromX5c = new X509Certificate(Buffer.from(x5c[0], 'base64')).publicKey;
+      // MAA's certificates carry PEM text (SGX collateral) inside their DER: only an exact DER parse is safe.
+      fromX5c = certificateFromDer(Buffer.from(x5c[0], 'base64'), 'x5c[0]').publicKey;
     }
   } catch (err) {
     throw jwksError(`JWKS key "${kid}" cannot be imported: ${(err as Error).message}`, err);

@@ -14,6 +14,7 @@ import { isReleaseEnc, RELEASE_ENCS, type ReleaseEnc } from '../akv/wrap';
 import type { WorkloadIdentitySettings } from '../akv/identity';
 import { SECURITY_CONTEXT_ENV, type SecurityContextEnv } from '../certs/thim';
 import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, KidAllowlist } from './allowlist';
+import type { LogLevel } from './logger';
 import { parseAttestMaaKeys, type AttestMaaKeys } from './runtime-keys';
 import type { TpmEndpoint } from '../cvm/detect';
 
@@ -76,9 +77,7 @@ export interface SkrSideCarArgs {
   attest_maa_keys?: AttestMaaKeys;
 }
 
-/** Winston levels, mapped from the reference's logrus names. */
-export type LogLevel = 'error' | 'warn' | 'info' | 'debug' | 'silly';
-
+/** Winston levels (logger.ts), mapped from the reference's logrus names. */
 const REFERENCE_LEVELS: Record<string, LogLevel> = {
   trace: 'silly',
   debug: 'debug',

@@ -4,7 +4,7 @@
  */
 import type { ErrorRequestHandler } from 'express';
 import { SkrError, UpstreamError, type ErrorCode } from '../common/errors';
-import { httpStatusOf } from './error-status';
+import { httpStatusOf } from '../common/error-status';
 import { OverloadedError } from './limits';
 import { clip } from '../common/clip';
 import { describeErrorChain } from '../common/redact';

@@ -8,7 +8,6 @@ import winston from 'winston';
 import { ConfigError } from '../common/errors';
 import { clip } from '../common/clip';
 import { describeErrorChain, redactText } from '../common/redact';
-import type { LogLevel } from './config';
 
 const SECRET_KEYS = /^(access_?token|token|authorization|bearer|key|k|d|p|q|dp|dq|qi|key_hsm|private_?key|secret|target|value|ciphertext)$/i;
 /** Longest string value in a log line, and most array items: no field can make a line huge. */
@@ -45,6 +44,9 @@ const redactFormat = winston.format((info) => {
 });
 
 export type Logger = winston.Logger;
+
+/** Winston levels; config.ts maps the reference's logrus names onto them. */
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug' | 'silly';
 
 export interface LoggerOptions {
   level?: LogLevel;

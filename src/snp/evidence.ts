@@ -14,6 +14,20 @@ export interface CertTableEntry {
   data: Buffer;
 }
 
+/**
+ * The host's certificates for the chip, as THIM and ACI's `host-amd-cert-base64` carry them (JSON,
+ * exactly as Azure serves it). Defined here, beside the evidence it comes with, so that the simulated
+ * host can produce it without reaching up into src/certs, which parses and verifies it.
+ */
+export interface ThimCertificates {
+  vcekCert: string;
+  certificateChain: string;
+  /** 16 hex digits, the TCB the VCEK was issued for. */
+  tcbm: string;
+  /** Seconds, as a decimal string. */
+  cacheControl?: string;
+}
+
 export interface Evidence {
   /** The raw 1184-byte ATTESTATION_REPORT. */
   report: Buffer;

@@ -1,4 +1,4 @@
-import { createHash, createHmac, generateKeyPairSync, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, createHmac, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -15,6 +15,7 @@ import {
   type IssuedCertificate,
 } from '../../src/asn1/x509';
 import { loadOrCreateLocalCa } from '../../src/emulators/ca';
+import { certificatesFromPem } from '../../src/asn1/certificate';
 
 const DAY = 86_400_000;
 const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-jws-'));
@@ -206,7 +207,7 @@ describe('verifyReleaseJws', () => {
   });
 
   it('issues signing certificates whose SAN carries exactly the requested names', async () => {
-    const cert = new X509Certificate(signer.certPem);
+    const cert = certificatesFromPem(signer.certPem)[0];
     expect(cert.subjectAltName).toBe('DNS:myvault.vault.azure.net, DNS:localhost, IP Address:127.0.0.1');
     expect(cert.publicKey.asymmetricKeyDetails?.modulusLength).toBe(2048);
     expect(cert.verify(ca.publicKey)).toBe(true);

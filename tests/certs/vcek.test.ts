@@ -1,4 +1,3 @@
-import { X509Certificate } from 'node:crypto';
 import { AmdOid, certificateExtensions, hwidOf, readVcekExtensions } from '../../src/certs/vcek';
 import { der } from '../../src/asn1/der';
 import { SimulatedPlatform } from '../../src/snp/simulator';
@@ -7,6 +6,7 @@ import { parseThimCertificates } from '../../src/certs/thim';
 import { parseReport } from '../../src/snp/report';
 import { describeVectors, vector } from '../helpers/vectors';
 import { makeVcek, testHierarchy } from './fixtures';
+import { certificateFromDer } from '../../src/asn1/certificate';
 
 describeVectors('real VCEK extensions', () => {
   const milanVcekPem = () => parseThimCertificates(vector('real-milan/thim_certs.json').toString('utf8')).vcekCert;
@@ -25,7 +25,7 @@ describeVectors('real VCEK extensions', () => {
     const der = vector('real-go-sev-guest/vcek.testcer');
     const a = readVcekExtensions(der);
     expect(readVcekExtensions(Buffer.from(derToPem(der)))).toEqual(a);
-    expect(readVcekExtensions(new X509Certificate(der))).toEqual(a);
+    expect(readVcekExtensions(certificateFromDer(der))).toEqual(a);
     expect(a.tcbRaw).toBe(parseReport(vector('real-go-sev-guest/attestation.bin')).reportedTcb);
     expect(a.tcb).toEqual({ bootloader: 2, tee: 0, snp: 5, microcode: 0x44 });
   });

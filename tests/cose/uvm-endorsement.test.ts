@@ -1,4 +1,4 @@
-import { createHash, X509Certificate } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { CborMap, CborTag, CborValue, decodeCbor, encodeCbor } from '../../src/cose/cbor';
 import { CoseAlg, parseSign1, signSign1 } from '../../src/cose/sign1';
 import {
@@ -15,6 +15,7 @@ import { parseReport } from '../../src/snp/report';
 import { describeVectors, vector } from '../helpers/vectors';
 import { caExts, issue, leafExts, makeChain, TestCert } from './signer-chain';
 import { stepOf } from '../helpers/errors';
+import { certificateFromDer } from '../../src/asn1/certificate';
 
 const MEASUREMENT = '51068107cdc7ee3d89c7821b05bca6147eb77b2005ae759050fc049b65a1b0beabc65a9d857acecf23225f5ec76849f5';
 const OTHER_MEASUREMENT = '03fea02823189b25d0623a5c81f97c8ba4d2fbc48c914a55ce525f90454ddcec303743dac2fc013f0846912d1412f6df';
@@ -185,7 +186,7 @@ describe('UVM endorsement: issue and verify', () => {
     const v = verifyUvmEndorsement(short, { ...opts, rootCertificates: [root.der] });
     expect(v.chainSubjects).toHaveLength(3);
     expect(v.rootFingerprint).toBe(sha256(root.der));
-    expect(verifyUvmEndorsement(short, { ...opts, rootCertificates: [new X509Certificate(root.der).toString()] }).guestSvn).toBe('7');
+    expect(verifyUvmEndorsement(short, { ...opts, rootCertificates: [certificateFromDer(root.der).toString()] }).guestSvn).toBe('7');
     expect(stepOf(() => verifyUvmEndorsement(short, { rootCertificates: [root.der] }))).toBe('uvm-root');
     const otherRoot = issue([['C', 'US'], ['O', 'Test'], ['CN', 'Test Supply Chain Root']], undefined, caExts());
     expect(stepOf(() => verifyUvmEndorsement(short, { trustedRootFingerprints: [sha256(otherRoot.der)], rootCertificates: [otherRoot.der] }))).toBe('uvm-root');

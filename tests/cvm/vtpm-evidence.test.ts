@@ -1,5 +1,5 @@
 /** HCL evidence read from a real swtpm provisioned as a simulated Azure CVM (paravisor included). */
-import { randomBytes, X509Certificate } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { TrustStore } from '../../src/certs/roots';
 import type { AmdCertChain } from '../../src/certs/types';
 import { DeviceError } from '../../src/common/errors';
@@ -9,6 +9,7 @@ import { ParavisorProxy, provisionSimulatedCvm, type SimulatedCvm } from '../../
 import { AK_CERT_NOT_PROVISIONED_HINT, VtpmEvidence } from '../../src/cvm/vtpm-evidence';
 import { rsaKeyOf, SwtpmTcpTransport, TpmClient, TpmError } from '../../src/tpm';
 import { startSwtpm, type Swtpm } from '../helpers/swtpm';
+import { certificateFromDer } from '../../src/asn1/certificate';
 
 describe('vTPM HCL evidence on swtpm', () => {
   let tpm: Swtpm;
@@ -45,7 +46,7 @@ describe('vTPM HCL evidence on swtpm', () => {
     const c = guest(tpm.client());
     const cert = await new VtpmEvidence(c).readAkCertificate();
     expect(cert.length).toBe(2048);
-    const x = new X509Certificate(cert.subarray(0, cvm.akCertDer?.length));
+    const x = certificateFromDer(cert.subarray(0, cvm.akCertDer?.length));
     expect(x.verify(cvm.ca.publicKey)).toBe(true);
     expect(x.publicKey.equals(rsaKeyOf((await c.readPublic(AK_HANDLE)).public))).toBe(true);
     await clients.pop()?.close();

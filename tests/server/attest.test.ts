@@ -1,4 +1,4 @@
-import { createHash, X509Certificate } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { splitPem } from '../../src/certs/pem';
@@ -10,6 +10,7 @@ import { parseReport } from '../../src/snp/report';
 import { tcbToHex } from '../../src/snp/tcb';
 import type { RunningSidecar } from '../../src/server/sidecar';
 import { postJson, startTestSidecar } from '../helpers/sidecar';
+import { certificatesFromPem } from '../../src/asn1/certificate';
 
 describe('sidecar attestation endpoints (simulated platform, real HTTP on loopback)', () => {
   let sidecar: RunningSidecar;
@@ -38,7 +39,7 @@ describe('sidecar attestation endpoints (simulated platform, real HTTP on loopba
     expect(Object.keys(combined.json).sort()).toEqual(['endorsed_tcb', 'endorsements', 'evidence', 'uvm_endorsements']);
     const pems = splitPem(Buffer.from(combined.json.endorsements as string, 'base64').toString('utf8'));
     expect(pems).toHaveLength(3);
-    expect(new X509Certificate(pems[0]).subject).toContain('CN=SEV-VCEK');
+    expect(certificatesFromPem(pems[0])[0].subject).toContain('CN=SEV-VCEK');
     // Trust exactly the ARK that came in the same endorsements: the chain must close on it.
     const trust = new TrustStore({ extraRootsPem: [pems[2]], includeAmdRoots: false });
     const chain = { vcekPem: pems[0], chainPem: pems[1] + pems[2], tcbm: BigInt('0x' + (combined.json.endorsed_tcb as string)), source: 'test' };

@@ -1,9 +1,9 @@
-/** Error codes are one closed union, and one table in src/server gives each its HTTP status. */
+/** Error codes are one closed union, and one table beside them (src/common/error-status.ts) gives each its HTTP status. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ERROR_CODES } from '../../src/common/error-codes';
 import { ConfigError, DeviceError, InvalidInputError, SkrError, UpstreamError, VerificationError } from '../../src/common/errors';
-import { HTTP_STATUS } from '../../src/server/error-status';
+import { HTTP_STATUS } from '../../src/common/error-status';
 import { badRequest, HttpError, statusOf } from '../../src/server/http-errors';
 
 describe('the code → HTTP status table', () => {

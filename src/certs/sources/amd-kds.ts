@@ -7,7 +7,7 @@
  * unpadded ones, which go-sev-guest sends). KDS rate-limits hard, so the chain is memoised per
  * product here and VCEKs are cached by CollateralCache above this.
  */
-import { X509Certificate } from 'node:crypto';
+import { certificateFromDer } from '../../asn1/certificate';
 import { toHex } from '../../common/bytes';
 import { decodeTcb, Product } from '../../snp/tcb';
 import { derToPem, looksLikePem, pemCertificatesToDer, splitPem } from '../pem';
@@ -82,7 +82,7 @@ export class AmdKdsSource implements CollateralSource {
       // KDS serves DER; accept PEM too so mirrors and emulators may choose.
       const der = looksLikePem(vcek.body) ? pemCertificatesToDer(vcek.body.toString('latin1'), 'KDS VCEK')[0] : vcek.body;
       if (!der) throw new Error('no certificate in the response');
-      new X509Certificate(der); // throws on a non-certificate
+      certificateFromDer(der, 'KDS VCEK'); // throws on a non-certificate
       const chain: AmdCertChain = { vcekPem: derToPem(der), chainPem, tcbm: readVcekExtensions(der).tcbRaw, source: this.name };
       const maxAge = maxAgeOf(vcek.headers);
       if (maxAge !== undefined) chain.cacheControlSeconds = maxAge;

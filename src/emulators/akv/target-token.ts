@@ -2,9 +2,12 @@
  * Verify the attestation token a release request carries, as the service does: the token's `iss`
  * must be an authority named in the key's release policy, its signing key comes from that
  * authority's OpenID metadata → jwks_uri (same origin, HTTPS), RS256 only, and exp/nbf hold.
+ * MAA's JWKS entries carry only kid, kty and x5c, so the key is read from x5c[0] as the sidecar reads it.
  */
-import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
+import type { KeyObject } from 'node:crypto';
+import { decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import type { FetchLike } from '../../common/http';
+import { keysOfJwks, publicKeyOfJwk } from '../../maa/verify-token';
 import { authorityMatches, normalizeAuthority, type ReleasePolicy } from '../../akv/policy';
 import { attestationNotVerified } from './errors';
 
@@ -61,8 +64,17 @@ export async function verifyTargetToken(
   }
   const jwks = await getJson(opts.fetch, jwksUrl.toString(), 'JWKS');
   if (!Array.isArray(jwks.keys)) throw attestationNotVerified(`JWKS at ${jwksUri} has no keys array`);
+  let key: KeyObject;
   try {
-    const { payload } = await jwtVerify(token, createLocalJWKSet(jwks as unknown as JSONWebKeySet), {
+    const { kid } = decodeProtectedHeader(token);
+    const jwk = typeof kid === 'string' ? keysOfJwks(jwks, `JWKS at ${jwksUri}`).get(kid) : undefined;
+    if (!jwk || typeof kid !== 'string') throw new Error(`no key in the JWKS at ${jwksUri} matches the token's kid`);
+    key = publicKeyOfJwk(jwk, kid);
+  } catch (err) {
+    throw attestationNotVerified(`target token rejected: ${(err as Error).message}`);
+  }
+  try {
+    const { payload } = await jwtVerify(token, key, {
       algorithms: ['RS256'],
       currentDate: opts.now,
     });

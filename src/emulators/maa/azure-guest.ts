@@ -13,8 +13,9 @@
  * boot-policy claims follow the runtime claims' `vm-configuration.secure-boot`; a debuggable or non-VMPL-0
  * report is attested with `x-ms-compliance-status: azure-noncompliant-cvm` rather than refused.
  */
-import { createHash, KeyObject, verify as cryptoVerify, X509Certificate } from 'node:crypto';
+import { createHash, KeyObject, verify as cryptoVerify, type X509Certificate } from 'node:crypto';
 import { SignJWT } from 'jose';
+import { certificateFromDer } from '../../asn1/certificate';
 import { readTlv } from '../../asn1/der';
 import { InvalidInputError, VerificationError } from '../../common/errors';
 import { derToPem, pemCertificatesToDer } from '../../certs/pem';
@@ -64,7 +65,7 @@ function akCertificate(content: Buffer, trust: AzureGuestTrust): X509Certificate
   try {
     const { next } = readTlv(content, 0);
     if (content.subarray(next).some((b) => b !== 0)) refuse('ak-cert', 'non-zero bytes after the AK certificate');
-    cert = new X509Certificate(content.subarray(0, next));
+    cert = certificateFromDer(content.subarray(0, next), 'AikCert');
   } catch (e) {
     if (e instanceof MaaEmulatorRefusal) throw e;
     refuse('ak-cert', `AikCert is not a DER certificate: ${(e as Error).message}`, e);
@@ -228,5 +229,5 @@ export async function answerAzureGuest(body: unknown, trust: AzureGuestTrust, s:
 }
 
 export function parseVtpmCaPems(pems: readonly string[]): X509Certificate[] {
-  return pems.flatMap((p) => pemCertificatesToDer(p, 'vTPM CA').map((d) => new X509Certificate(d)));
+  return pems.flatMap((p) => pemCertificatesToDer(p, 'vTPM CA').map((d, i) => certificateFromDer(d, `vTPM CA certificate ${i + 1}`)));
 }

@@ -2,7 +2,7 @@
  * Local Microsoft Azure Attestation emulator for the SevSnpVm (confidential container) flow, on
  * loopback HTTPS with a certificate from the local CA:
  *   POST /attest/SevSnpVm?api-version=2020-10-01|2022-08-01  → {"token": "<RS256 JWT>"}
- *   GET  /certs                                              → JWKS (kid, n, e, x5c)
+ *   GET  /certs                                              → JWKS (kid, kty, x5c: as MAA, no n/e)
  *   GET  /.well-known/openid-configuration                   → issuer, jwks_uri, ...
  * Evidence is verified as the real service does (see verify-evidence.ts); refusals are 400 in MAA's
  * error shape with the failed check named first in the message.

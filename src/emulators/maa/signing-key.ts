@@ -1,13 +1,19 @@
 /**
- * The emulator's RS256 token-signing key and its self-signed certificate (real MAA publishes
- * self-signed certificates in the `x5c` of its JWKS). With a state directory the key survives restarts
- * (file mode 0600), so tokens issued before a restart still verify; the certificate is re-issued for the
- * same key when it is missing, does not match, or is about to expire. The `kid` depends on the key only.
+ * The emulator's RS256 token-signing key and its self-signed certificate, published as MAA publishes
+ * its own: `/certs` entries hold `kid`, `kty` and `x5c` only (no `n`/`e`), and the self-signed
+ * certificate carries, in extension 1.3.6.1.4.1.311.105.1, SGX quote collateral whose bytes include
+ * PEM certificate text (on MAA, the Intel PCK chain of the enclave holding the key). A verifier that
+ * builds the certificate from those bytes loosely gets the embedded certificate instead, as it would
+ * against Azure. With a state directory the key survives restarts (file mode 0600), so tokens issued
+ * before a restart still verify; the certificate is re-issued for the same key when it is missing,
+ * does not match, lacks the collateral extension, or is about to expire. The `kid` depends on the key only.
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, KeyObject, randomBytes, X509Certificate } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, KeyObject, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { basicConstraints, buildCertificate, keyUsage, pemOf, subjectKeyIdentifier } from '../../asn1/x509';
+import { certificatesFromPem } from '../../asn1/certificate';
+import { der } from '../../asn1/der';
+import { basicConstraints, buildCertificate, keyUsage, pemOf, rawExtension, subjectKeyIdentifier } from '../../asn1/x509';
 import { ConfigError } from '../../common/errors';
 
 export const SIGNING_KEY_FILE = 'maa-signing-key.pem';
@@ -22,8 +28,44 @@ export interface MaaSigningKey {
   kid: string;
   certDer: Buffer;
   certPem: string;
-  /** The public JWK as /certs publishes it. */
-  jwk: { kty: 'RSA'; kid: string; use: 'sig'; alg: 'RS256'; n: string; e: string; x5c: string[] };
+  /** The public JWK as /certs publishes it: MAA's three members, in MAA's order. */
+  jwk: MaaJwk;
+}
+
+/** A `/certs` entry exactly as MAA serves one. */
+export interface MaaJwk {
+  x5c: string[];
+  kid: string;
+  kty: 'RSA';
+}
+
+/** The extension in which MAA's signing certificates carry the SGX quote of the enclave holding the key. */
+export const MAA_QUOTE_EXTENSION_OID = '1.3.6.1.4.1.311.105.1';
+const QUOTE_EXTENSION_DER = der.oid(MAA_QUOTE_EXTENSION_OID);
+
+/**
+ * A stand-in for MAA's SGX quote collateral: binary header bytes, then a PEM chain (throwaway EC
+ * certificates named like Intel's PCK leaf and CA), then a NUL, as in the quote's certification data.
+ * As in the real ones, the second PEM block starts a line: that is the one a PEM-first parser finds.
+ */
+function quoteCollateral(now: Date): Buffer {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const pem = (cn: string) =>
+    pemOf(
+      buildCertificate({
+        subject: [['CN', cn]],
+        issuer: [['CN', cn]],
+        serialNumber: 1n,
+        notBefore: new Date(now.getTime() - DAY_MS),
+        notAfter: new Date(now.getTime() + CERT_DAYS * DAY_MS),
+        subjectPublicKey: publicKey,
+        issuerPrivateKey: privateKey,
+        signatureAlgorithm: 'ecdsa-sha256',
+      }),
+    );
+  const chain = pem('SGX PCK Certificate stand-in (skr-sidecar MAA emulator, test only)') + pem('SGX PCK Processor CA stand-in (skr-sidecar MAA emulator, test only)');
+  const header = Buffer.from([0x03, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00]);
+  return Buffer.concat([header, Buffer.from(chain, 'latin1'), Buffer.from([0])]);
 }
 
 function rsaParts(pub: KeyObject): { n: string; e: string } {
@@ -54,14 +96,19 @@ function selfSign(privateKey: KeyObject, publicKey: KeyObject, now: Date): Buffe
     subjectPublicKey: publicKey,
     issuerPrivateKey: privateKey,
     signatureAlgorithm: 'rsa-sha256',
-    extensions: [basicConstraints(false), keyUsage(['digitalSignature']), subjectKeyIdentifier(publicKey)],
+    extensions: [
+      basicConstraints(false),
+      keyUsage(['digitalSignature']),
+      subjectKeyIdentifier(publicKey),
+      rawExtension(MAA_QUOTE_EXTENSION_OID, false, quoteCollateral(now)),
+    ],
   });
 }
 
 function certUsable(pem: string, publicKey: KeyObject, now: Date): Buffer | undefined {
   try {
-    const c = new X509Certificate(pem);
-    if (!c.publicKey.equals(publicKey)) return undefined;
+    const [c] = certificatesFromPem(pem, 'MAA emulator signing certificate');
+    if (!c || !c.publicKey.equals(publicKey) || !c.raw.includes(QUOTE_EXTENSION_DER)) return undefined;
     if (new Date(c.validTo).getTime() < now.getTime() + DAY_MS || new Date(c.validFrom).getTime() > now.getTime()) return undefined;
     return c.raw;
   } catch {
@@ -85,7 +132,7 @@ function toSigningKey(privateKey: KeyObject, certDer: Buffer): MaaSigningKey {
     kid,
     certDer,
     certPem: pemOf(certDer),
-    jwk: { kty: 'RSA', kid, use: 'sig', alg: 'RS256', ...rsaParts(publicKey), x5c: [certDer.toString('base64')] },
+    jwk: { x5c: [certDer.toString('base64')], kid, kty: 'RSA' },
   };
 }
 

@@ -8,9 +8,8 @@ import { createHash, createPrivateKey, createPublicKey, KeyObject, randomBytes, 
 import { dersOfPem, pemOf } from '../../asn1/x509';
 import { decodeBase64Strict } from '../../common/bytes';
 import { InvalidInputError } from '../../common/errors';
-import type { ThimCertificates } from '../../certs/types';
 import { CERT_GUIDS } from '../cert-table';
-import type { CertTableEntry, Evidence, EvidenceSource, ReportRequest } from '../evidence';
+import type { CertTableEntry, Evidence, EvidenceSource, ReportRequest, ThimCertificates } from '../evidence';
 import { buildReport, Len, REPORT_SIZE, ReportFields, SIGNATURE_OFFSET, SIGNED_LENGTH } from '../report';
 import { encodeTcb, Product, TcbParts, tcbToHex } from '../tcb';
 import { defaultChipId, defaultTcb, deriveVcekKey, mintAmdRoots, mintVcek, PRODUCT_INFO, type HwidForm } from './amd-chain';

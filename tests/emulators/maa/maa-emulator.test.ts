@@ -1,12 +1,15 @@
-import { createHash, createPublicKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
+import { decodeProtectedHeader, jwtVerify } from 'jose';
+import { certificateFromDer } from '../../../src/asn1/certificate';
 import { createHttpsFetch, type HttpsFetch } from '../../../src/common/https-fetch';
 import { loadOrCreateLocalCa } from '../../../src/emulators/ca';
 import { startMaaEmulator, type MaaEmulator } from '../../../src/emulators/maa';
 import { buildSevSnpVmRequest, serializeSevSnpVmRequest, type SevSnpVmRequestInput } from '../../../src/maa/request';
+import { keysOfJwks, publicKeyOfJwk } from '../../../src/maa/verify-token';
+import { MAA_QUOTE_EXTENSION_OID } from '../../../src/emulators/maa/signing-key';
 import { reportDataFor } from '../../../src/snp/report';
 import { SimulatedPlatform } from '../../../src/snp/simulator';
 import { describeVectors, vector } from '../../helpers/vectors';
@@ -24,6 +27,14 @@ function runtimeJson(): Buffer {
 }
 
 type Evidence = SevSnpVmRequestInput;
+
+/** The key `token` names in a JWKS as MAA publishes it (kid, kty, x5c only), read the way the sidecar reads it. */
+function keyFor(token: string, jwks: unknown): KeyObject {
+  const kid = String(decodeProtectedHeader(token).kid);
+  const jwk = keysOfJwks(jwks, 'emulator JWKS').get(kid);
+  if (!jwk) throw new Error(`no key ${kid} in the emulator JWKS`);
+  return publicKeyOfJwk(jwk, kid);
+}
 
 /** Evidence from `p`; `uvm` null sends no endorsement, undefined one from the trusted test signer. */
 function simulated(runtimeData: Buffer, p: SimulatedPlatform = platform, uvm?: string | null): Evidence {
@@ -55,8 +66,8 @@ describe('MAA emulator', () => {
     const meta = (await (await fetch(`${e.url}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
     expect(meta.issuer).toBe(e.issuer);
     expect(meta.jwks_uri).toBe(`${e.url}/certs`);
-    const jwks = (await (await fetch(String(meta.jwks_uri))).json()) as JSONWebKeySet;
-    return jwtVerify(token, createLocalJWKSet(jwks), { issuer: e.issuer, algorithms: ['RS256'] });
+    const jwks = (await (await fetch(String(meta.jwks_uri))).json()) as unknown;
+    return jwtVerify(token, keyFor(token, jwks), { issuer: e.issuer, algorithms: ['RS256'] });
   }
 
   function refusal(r: { status: number; json: Record<string, unknown> }): { code: string; message: string } {
@@ -149,15 +160,22 @@ describe('MAA emulator', () => {
     ]);
   });
 
-  it('publishes a JWKS whose x5c certificate holds the signing key', async () => {
+  it('publishes its keys as MAA does: kid, kty and x5c only, the certificate carrying PEM text in its quote extension', async () => {
     const jwks = (await (await fetch(`${emu.url}/certs`)).json()) as { keys: Record<string, unknown>[] };
     expect(jwks.keys).toHaveLength(1);
     const [k] = jwks.keys;
+    // No n/e: a verifier must take the key from x5c[0], as against Azure.
+    expect(Object.keys(k)).toEqual(['x5c', 'kid', 'kty']);
     expect(k.kid).toBe(emu.signingKey.kid);
     expect(k.kty).toBe('RSA');
-    const cert = new X509Certificate(Buffer.from((k.x5c as string[])[0], 'base64'));
-    expect(cert.publicKey.equals(createPublicKey({ key: { kty: 'RSA', n: k.n as string, e: k.e as string }, format: 'jwk' }))).toBe(true);
+    const der = Buffer.from((k.x5c as string[])[0], 'base64');
+    const cert = certificateFromDer(der, 'x5c[0]');
+    expect(cert.publicKey.equals(emu.signingKey.publicKey)).toBe(true);
     expect(cert.verify(cert.publicKey)).toBe(true);
+    // The trap of real MAA certificates: PEM certificate text inside the DER, in extension 1.3.6.1.4.1.311.105.1.
+    expect(der.includes('-----BEGIN CERTIFICATE-----')).toBe(true);
+    expect(der.includes(Buffer.from('06092b0601040182376901', 'hex'))).toBe(true);
+    expect(MAA_QUOTE_EXTENSION_OID).toBe('1.3.6.1.4.1.311.105.1');
   });
 
   it('accepts api-version 2022-08-01 and evidence without an endorsement, then omits the compliance claim', async () => {
@@ -250,9 +268,9 @@ describe('MAA emulator', () => {
     const second = await startMaaEmulator({ ca, stateDir });
     try {
       expect(second.signingKey.kid).toBe(first.signingKey.kid);
-      const jwks = (await (await fetch(`${second.url}/certs`)).json()) as JSONWebKeySet;
+      const jwks = (await (await fetch(`${second.url}/certs`)).json()) as unknown;
       // The issuer (port) differs after a restart on port 0; the signature is what must still verify.
-      const { payload } = await jwtVerify(token, createLocalJWKSet(jwks), { algorithms: ['RS256'] });
+      const { payload } = await jwtVerify(token, keyFor(token, jwks), { algorithms: ['RS256'] });
       expect(payload.iss).toBe(first.issuer);
     } finally {
       await second.close();

@@ -1,9 +1,9 @@
 /**
  * The one table from error code to the HTTP status a request ends with. Every code of the closed
- * union (src/common/error-codes.ts) must appear: a new code does not compile until it is given a
- * status here.
+ * union (error-codes.ts) must appear: a new code does not compile until it is given a status here.
+ * It lives beside the codes, so that errors carry their status without src/common knowing the server.
  */
-import type { ErrorCode } from '../common/error-codes';
+import type { ErrorCode } from './error-codes';
 
 export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   ERR_BAD_REQUEST: 400,
