@@ -304,7 +304,7 @@ export function verdictSummary(v: PolicyVerdict): string {
   if (v.granted) return "the token's claims satisfy the release policy";
   const b = v.closestBranch;
   if (b === null) return 'the release policy has no authority';
-  if (!b.issuerMatches) return `no authority of the release policy is the token's issuer ${v.tokenIssuer ?? '(none)'}`;
+  if (!b.issuerMatches) return `no authority in the release policy matches the token issuer ${v.tokenIssuer ?? '(none)'}`;
   const parts = b.failing.map((f) => `${f.claim} ${f.operator} ${JSON.stringify(f.wants)} (token has ${f.present ? JSON.stringify(f.has) : 'no such claim'})`);
   return `release policy conditions not met (anyOf[${b.index}]): ${parts.join('; ')}${b.omitted ? `; and ${b.omitted} more` : ''}`;
 }

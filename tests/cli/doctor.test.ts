@@ -17,7 +17,7 @@ import { importReleasableKey, sdkJwkFor } from '../../src/akv/import-key';
 import { buildReleasePolicy } from '../../src/akv/policy';
 import { POLICY_TEMPLATES } from '../../src/akv/policy-templates';
 import type { DoctorReport } from '../../src/cli/commands/doctor';
-import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
+import { startLocalStack } from '../../src/cli/local-stack';
 import { createHttpsFetch } from '../../src/common/https-fetch';
 import { createLogger } from '../../src/server/logger';
 import { runCli as run } from '../helpers/cli';
