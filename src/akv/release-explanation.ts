@@ -32,7 +32,7 @@ export interface ReleaseExplanation {
 
 /** What to grant so the sidecar can read a key's release policy. */
 export const GET_PERMISSION_FIX =
-  'grant the identity the "get" key permission (access policy) or a role with keys/read (Key Vault Crypto User; Managed HSM Crypto User)';
+  'grant the identity the "get" key permission (access policy) or a role with keys/read (e.g. Key Vault Reader or Key Vault Crypto User; Managed HSM Crypto User)';
 
 function claimsOf(maaToken: string): Record<string, unknown> | undefined {
   try {

@@ -278,7 +278,7 @@ export async function doctorCommand(args: string[], io: Out): Promise<number> {
       const read = await vault.readKey(akv, kid?.name ?? PROBE_KEY, kid?.version, undefined, signal);
       if (kid) keyRead = read;
       if (read.ok || read.reason === 'not-found') return `vault ${akv.host} answered and accepts the identity (${resource})`;
-      if (read.reason === 'forbidden') throw new CheckFailed(`vault ${akv.host} answered, but the identity may not read keys: ${read.detail}`, GET_PERMISSION_FIX);
+      if (read.reason === 'forbidden') throw new CheckFailed(`vault ${akv.host} answered, but the identity may not read keys (needed to explain a refused release and to check a key): ${read.detail}`, GET_PERMISSION_FIX);
       if (read.status === 401) throw new CheckFailed(`vault ${akv.host} did not accept the identity's token: ${read.detail}`, 'the identity must be in the vault\'s tenant, and the token for the vault\'s resource (--managed-hsm for a Managed HSM)');
       throw new CheckFailed(read.detail.includes(akv.host) ? read.detail : `vault ${akv.host}: ${read.detail}`, `check --akv ${akv.host} and that this machine reaches it (DNS, egress 443, the vault's network rules)`);
     });
