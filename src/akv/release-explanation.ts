@@ -34,6 +34,11 @@ export interface ReleaseExplanation {
 export const GET_PERMISSION_FIX =
   'grant the identity the "get" key permission (access policy) or a role with keys/read (e.g. Key Vault Reader or Key Vault Crypto User; Managed HSM Crypto User)';
 
+/** What usually fails, when the policy itself cannot be read. */
+const UNREAD_POLICY_HINT =
+  'check that the token satisfies the key\'s release policy (x-ms-sevsnpvm-hostdata = sha256 of the deployed ccePolicy on ACI, ' +
+  'x-ms-isolation-tee.* claims on a confidential VM, the authority = this MAA endpoint): `skr policy explain` with the policy and an MAA token names the failing condition';
+
 function claimsOf(maaToken: string): Record<string, unknown> | undefined {
   try {
     return decodeJwt(maaToken) as Record<string, unknown>;
@@ -51,7 +56,7 @@ export function explainRefusal(read: KeyPolicyRead, maaToken: string, vaultSays:
     const summary = read.reason === 'forbidden'
       ? `the sidecar may not read the key's release policy to say which condition failed (${clip(read.detail)}): ${GET_PERMISSION_FIX}`
       : `the key's release policy could not be read to say which condition failed: ${clip(read.detail)}`;
-    return { policyRead: false, summary, hints: [] };
+    return { policyRead: false, summary, hints: [UNREAD_POLICY_HINT] };
   }
   if (!read.exportable || read.policy === undefined) {
     return { policyRead: true, summary: 'the key is not exportable with a release policy: create or import it with --exportable and a release policy', hints: [] };

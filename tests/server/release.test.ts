@@ -165,7 +165,11 @@ describe('POST /key/release on the local stack', () => {
       const res = await release('no-get');
       expect(res.status).toBe(403);
       expect(res.json.error).toContain('does not meet key release policy requirements');
-      expect(res.json.explanation).toEqual({ policyRead: false, summary: expect.stringContaining('"get" key permission') as unknown, hints: [] });
+      expect(res.json.explanation).toEqual({
+        policyRead: false,
+        summary: expect.stringContaining('"get" key permission') as unknown,
+        hints: [expect.stringContaining('skr policy explain') as unknown],
+      });
       // Without the policy nothing of it is claimed.
       expect(JSON.stringify(res.json)).not.toContain(other);
     } finally {
