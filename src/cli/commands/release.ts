@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ReleaseJwsVerifier } from '../../akv/jws';
-import { KeyReleasePipeline, parseKid, type ReleasedKey } from '../../akv/release';
+import { KeyReleasePipeline, parseKid, ReleaseRefusedError, type ReleasedKey } from '../../akv/release';
 import { wipe } from '../../common/bytes';
 import { parseEndpoint } from '../../common/endpoint';
 import { createHttpsFetch } from '../../common/https-fetch';
@@ -108,7 +108,13 @@ export async function releaseCommand(args: string[], io: Out): Promise<number> {
       enc,
       maaTokenReuse: { enabled: false },
     });
-    released = await pipeline.release({ maaEndpoint: maa, akvEndpoint: akv, kid: values.kid });
+    try {
+      released = await pipeline.release({ maaEndpoint: maa, akvEndpoint: akv, kid: values.kid });
+    } catch (e) {
+      // A refusal's hints (the 403 explanation) go to stderr with the error line main prints.
+      if (e instanceof ReleaseRefusedError) for (const h of e.explanation?.hints ?? []) io.err(`skr release: hint: ${h}`);
+      throw e;
+    }
   } finally {
     await platform?.close();
     fetch.destroy();
