@@ -353,6 +353,30 @@ else
   fail "skr demo could not import the key for skr_client.sh: $(tail -n 5 "$TMP/demo.log")"
 fi
 
+# 3b. `skr doctor` inside the image, as node, against skr local (a readable copy of its state file and CA,
+#     mounted read-only): every check passes for skr-demo-key; an unknown vault host fails naming itself.
+mkdir -p "$TMP/doctor"
+node -e '
+  const fs = require("fs");
+  const s = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+  fs.copyFileSync(s.caCertPath, process.argv[2] + "/ca-cert.pem");
+  fs.writeFileSync(process.argv[2] + "/state.json", JSON.stringify({ ...s, caCertPath: process.argv[2] + "/ca-cert.pem" }));
+' "$state" "$TMP/doctor"
+chmod 0755 "$TMP/doctor" && chmod 0644 "$TMP/doctor/state.json" "$TMP/doctor/ca-cert.pem"
+DOCTOR=(engine run --rm --network host -v "$TMP/doctor:$TMP/doctor:ro" "$TAG" skr doctor --state-file "$TMP/doctor/state.json")
+out=$("${DOCTOR[@]}" --managed-hsm --kid skr-demo-key 2>&1) && rc=0 || rc=$?
+if [ "$rc" = 0 ] && printf '%s' "$out" | grep -q 'skr doctor: all 7 checks passed'; then
+  pass "skr doctor in the image: all 7 checks pass against skr local (skr-demo-key)"
+else
+  fail "skr doctor in the image: exit $rc, $(printf '%s' "$out" | tail -n 4)"
+fi
+out=$("${DOCTOR[@]}" --akv nosuch.vault.azure.net --timeout 20 2>&1) && rc=0 || rc=$?
+if [ "$rc" = 1 ] && printf '%s' "$out" | grep -q 'FAILED at vault: .*nosuch.vault.azure.net'; then
+  pass "skr doctor in the image: an unknown vault host exits 1 naming it"
+else
+  fail "skr doctor --akv nosuch.vault.azure.net in the image: exit $rc, $(printf '%s' "$out" | tail -n 2)"
+fi
+
 # 4. Start-up refusals: a root-only SEV device, an unwritable LogFile.
 touch "$TMP/sev-guest"
 chmod 0600 "$TMP/sev-guest"

@@ -196,3 +196,115 @@ export function explainPolicy(policy: ReleasePolicy, claims: Record<string, unkn
   }
   return { granted: ev.granted, lines, hints: [...new Set(hints)] };
 }
+
+/** Caps of a PolicyVerdict: it goes into a 403 body, so its size must not follow the policy's or the token's. */
+export const VERDICT_LIMITS = { failing: 10, hints: 6, valueChars: 200, hintChars: 400 } as const;
+
+/** One failing condition of the closest branch: what the policy wants and what the token has. */
+export interface FailingClaim {
+  /** Position in the policy, e.g. `anyOf[0].allOf[1]`. */
+  path: string;
+  claim: string;
+  operator: string;
+  /** The policy's value. */
+  wants: PolicyValue;
+  /** Whether the token has the claim at all. */
+  present: boolean;
+  /** The token's value when present: numbers and booleans as they are, strings clipped, objects and arrays by kind only. */
+  has?: string | number | boolean;
+}
+
+/** The top-level `anyOf` entry (authority) closest to granting, and why it did not. */
+export interface ClosestBranch {
+  /** Index in the policy's top-level `anyOf`. */
+  index: number;
+  authority: string;
+  /** Whether the authority is the token's issuer. */
+  issuerMatches: boolean;
+  /** Conditions that decide this branch's failure (empty when its conditions hold). */
+  failing: FailingClaim[];
+  /** Failing conditions left out beyond VERDICT_LIMITS.failing. */
+  omitted: number;
+}
+
+/** A release policy evaluated against a token's claims, in a bounded JSON shape (the 403 `explanation`). */
+export interface PolicyVerdict {
+  /** Whether the claims satisfy the policy. */
+  granted: boolean;
+  tokenIssuer: string | null;
+  closestBranch: ClosestBranch | null;
+  /** Likely causes, in the user's terms (top-level vs `x-ms-isolation-tee.` names, letter case, issuer). */
+  hints: string[];
+}
+
+function tokenValue(v: unknown): string | number | boolean {
+  if (typeof v === 'number' || typeof v === 'boolean') return v;
+  if (typeof v === 'string') return clipText(v, VERDICT_LIMITS.valueChars);
+  return v === null ? '<null>' : Array.isArray(v) ? '<array>' : '<object>';
+}
+
+function clipText(s: string, max: number): string {
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
+}
+
+/**
+ * The closest branch: among the authorities that match the token's issuer (all of them when none does),
+ * the one with the fewest deciding failures; the first on a tie (a granting one when granted).
+ */
+export function explainVerdict(policy: ReleasePolicy, claims: Record<string, unknown>): PolicyVerdict {
+  const ev = evaluateReleasePolicy(policy, claims);
+  const safeClaims = typeof claims === 'object' && claims !== null && !Array.isArray(claims) ? claims : {};
+  const indexed = ev.authorities.map((a, index) => ({ a, index, blocking: blockingLeaves(a.tree) }));
+  const matching = indexed.filter((x) => x.a.issuerMatches);
+  const candidates = matching.length > 0 ? matching : indexed;
+  const best = candidates.reduce<(typeof indexed)[number] | undefined>((b, x) => {
+    if (b === undefined) return x;
+    if (x.a.granted !== b.a.granted) return x.a.granted ? x : b;
+    return x.blocking.length < b.blocking.length ? x : b;
+  }, undefined);
+
+  const hints: string[] = [];
+  if (!ev.granted) {
+    if (ev.tokenIssuer === undefined) {
+      hints.push('the token has no "iss" claim, so no authority can match');
+    } else if (matching.length === 0) {
+      for (const a of ev.authorities) {
+        const h = authorityHint(a.authority, ev.tokenIssuer);
+        if (h) hints.push(h);
+      }
+    }
+    if (best) for (const c of best.blocking) hints.push(...valueHints(c, safeClaims));
+  }
+  const failing = (best?.blocking ?? []).slice(0, VERDICT_LIMITS.failing).map((c): FailingClaim => ({
+    path: c.path,
+    claim: clipText(c.claim, VERDICT_LIMITS.valueChars),
+    operator: c.operator,
+    wants: typeof c.expected === 'string' ? clipText(c.expected, VERDICT_LIMITS.valueChars) : (c.expected as PolicyValue),
+    present: c.present,
+    ...(c.present ? { has: tokenValue(c.actual) } : {}),
+  }));
+  return {
+    granted: ev.granted,
+    tokenIssuer: ev.tokenIssuer === undefined ? null : clipText(ev.tokenIssuer, VERDICT_LIMITS.valueChars),
+    closestBranch: best
+      ? {
+        index: best.index,
+        authority: clipText(best.a.authority, VERDICT_LIMITS.valueChars),
+        issuerMatches: best.a.issuerMatches,
+        failing,
+        omitted: best.blocking.length - failing.length,
+      }
+      : null,
+    hints: [...new Set(hints)].slice(0, VERDICT_LIMITS.hints).map((h) => clipText(h, VERDICT_LIMITS.hintChars)),
+  };
+}
+
+/** One line for a message: the failing conditions of a verdict with the token's values. */
+export function verdictSummary(v: PolicyVerdict): string {
+  if (v.granted) return "the token's claims satisfy the release policy";
+  const b = v.closestBranch;
+  if (b === null) return 'the release policy has no authority';
+  if (!b.issuerMatches) return `no authority in the release policy matches the token issuer ${v.tokenIssuer ?? '(none)'}`;
+  const parts = b.failing.map((f) => `${f.claim} ${f.operator} ${JSON.stringify(f.wants)} (token has ${f.present ? JSON.stringify(f.has) : 'no such claim'})`);
+  return `release policy conditions not met (anyOf[${b.index}]): ${parts.join('; ')}${b.omitted ? `; and ${b.omitted} more` : ''}`;
+}

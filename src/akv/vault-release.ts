@@ -14,7 +14,6 @@
  *   which token is vault-clients.ts. The diagnosis of a 403 reads the key with the SDK either way.
  */
 import type { KeyClient, KeyExportEncryptionAlgorithm } from '@azure/keyvault-keys';
-import { decodeJwt } from 'jose';
 import type { Endpoint } from '../common/endpoint';
 import { decodeUtf8, MalformedAnswerError, MAX_UPSTREAM_BODY_BYTES } from '../common/bounded-body';
 import { clip } from '../common/clip';
@@ -23,13 +22,17 @@ import { parseRetryAfter, type FetchLike, type UpstreamAnswer, type UpstreamRequ
 import { requestViaFetch } from '../common/https-fetch';
 import type { AccessToken } from '@azure/core-auth';
 import { resourceForVaultHost, MANAGED_HSM_RESOURCE, type TokenProvider, type VaultResource } from './identity';
-import { decodeReleasePolicy, evaluateReleasePolicy, failedConditions } from './policy';
+import { decodeReleasePolicy } from './policy';
+import { explainRefusal, type KeyPolicyRead, type ReleaseExplanation } from './release-explanation';
 import { VaultClients } from './vault-clients';
 import type { ReleaseEnc } from './wrap';
 
-/** The vault refused the release (or the identity): 403 with a precise reason. */
+/**
+ * The vault refused the release (or the identity): 403 with a precise reason. A 403 carries the
+ * `explanation` (release-explanation.ts) for every front end to show as it is.
+ */
 export class ReleaseRefusedError extends SkrError {
-  constructor(message: string, readonly vaultStatus: number, readonly vaultCode?: string) {
+  constructor(message: string, readonly vaultStatus: number, readonly vaultCode?: string, readonly explanation?: ReleaseExplanation) {
     super('ERR_RELEASE_REFUSED', message);
   }
 }
@@ -80,6 +83,8 @@ const RETRY_MAX_MS = 2000;
 const RETRYABLE = new Set([408, 429, 500, 502, 503, 504]);
 /** Refresh the identity token this long before it expires (the SDK's window). */
 const TOKEN_REFRESH_MS = 5 * 60_000;
+/** The diagnosis of a 403 (GET the key) gets at most this long, within the request's own deadline. */
+const DIAGNOSIS_TIMEOUT_MS = 10_000;
 
 interface RestErrorLike {
   statusCode?: number;
@@ -148,11 +153,11 @@ export class KeyVaultRelease implements VaultReleaseCall {
       return result.value;
     } catch (e) {
       if (e instanceof SkrError) throw e; // our identity layer failed inside the SDK pipeline
-      throw await this.explainFailure(e as RestErrorLike, () => client, name, version, maaToken, vault, signal);
+      throw await this.explainFailure(e as RestErrorLike, (sig) => this.readKey(vault, name, version, req.accessToken, sig), name, version, maaToken, vault, signal);
     }
   }
 
-  private clientFor(req: VaultReleaseRequest): KeyClient {
+  private clientFor(req: { vault: Endpoint; accessToken?: string }): KeyClient {
     return req.accessToken ? this.vaults.forCallerToken(req.vault, req.accessToken) : this.vaults.forIdentity(req.vault, this.resourceFor(req.vault)).client;
   }
 
@@ -195,7 +200,7 @@ export class KeyVaultRelease implements VaultReleaseCall {
       if (e instanceof SkrError || signal?.aborted) throw e;
       const err = e as { name?: string; message?: string; code?: unknown; cause?: { code?: unknown } };
       const code = typeof err.cause?.code === 'string' ? err.cause.code : typeof err.code === 'string' ? err.code : err.name === 'TimeoutError' ? 'timeout' : undefined;
-      throw await this.explainFailure({ ...(code ? { code } : {}), message: err.message ?? 'network error' }, () => this.clientFor(req), name, version, maaToken, vault, signal);
+      throw await this.explainFailure({ ...(code ? { code } : {}), message: err.message ?? 'network error' }, (sig) => this.readKey(vault, name, version, req.accessToken, sig), name, version, maaToken, vault, signal);
     }
     if (status === 401 && !req.accessToken) this.tokens.delete(resource);
     if (status >= 200 && status < 300) {
@@ -208,7 +213,7 @@ export class KeyVaultRelease implements VaultReleaseCall {
       }
       return typeof value === 'string' ? value : '';
     }
-    throw await this.explainFailure({ statusCode: status, response: { bodyAsText: text } }, () => this.clientFor(req), name, version, maaToken, vault, signal);
+    throw await this.explainFailure({ statusCode: status, response: { bodyAsText: text } }, (sig) => this.readKey(vault, name, version, req.accessToken, sig), name, version, maaToken, vault, signal);
   }
 
   /** One POST with the SDK's retry rules; the last answer (or error) is the caller's to explain. */
@@ -241,10 +246,33 @@ export class KeyVaultRelease implements VaultReleaseCall {
     }
   }
 
-  /** Turn a failed release into a precise error, reading the key's policy when the identity may. */
+  /**
+   * GET the key (the `get` key permission) for what a release needs: does it exist, is it exportable,
+   * its release policy. Failures are a result, not an exception: the caller explains them.
+   */
+  async readKey(vault: Endpoint, name: string, version: string | undefined, accessToken?: string, signal?: AbortSignal): Promise<KeyPolicyRead> {
+    try {
+      const key = await this.clientFor({ vault, ...(accessToken ? { accessToken } : {}) }).getKey(name, { ...(version ? { version } : {}), ...(signal ? { abortSignal: signal } : {}) });
+      const encoded = key.properties.releasePolicy?.encodedPolicy;
+      const read: KeyPolicyRead = { ok: true, keyId: clip(key.id ?? `${vault.origin}/keys/${name}`), exportable: key.properties.exportable === true };
+      if (encoded) read.policy = decodeReleasePolicy({ data: Buffer.from(encoded).toString('base64url') });
+      return read;
+    } catch (e) {
+      const err = e as RestErrorLike;
+      const body = vaultErrorBody(err);
+      const says = clip([body.code, body.message].filter(Boolean).join(': ') || 'no answer');
+      if (err.statusCode === 403) return { ok: false, reason: 'forbidden', status: 403, detail: `GET key on ${vault.host} answered 403: ${says}` };
+      if (err.statusCode === 404) return { ok: false, reason: 'not-found', status: 404, detail: `vault ${vault.host} has no key "${name}${version ? `/${version}` : ''}"` };
+      if (err.statusCode !== undefined) return { ok: false, reason: 'unreadable', status: err.statusCode, detail: `GET key on ${vault.host} answered ${err.statusCode}: ${says}` };
+      if (e instanceof SkrError) return { ok: false, reason: 'unreadable', detail: clip(e.message) };
+      return { ok: false, reason: 'unreadable', detail: `vault ${vault.host} could not be reached: ${clip(String(err.code ?? err.message ?? 'network error'))}` };
+    }
+  }
+
+  /** Turn a failed release into a precise error; a 403 is explained from the key's release policy when the identity may read it. */
   private async explainFailure(
     e: RestErrorLike,
-    client: () => KeyClient,
+    read: (signal: AbortSignal) => Promise<KeyPolicyRead>,
     name: string,
     version: string | undefined,
     maaToken: string,
@@ -265,54 +293,18 @@ export class KeyVaultRelease implements VaultReleaseCall {
       return new ReleaseRefusedError(`vault ${url.host} has no key "${name}${version ? `/${version}` : ''}" (${vaultSays || '404'})`, status, body.code);
     }
     if (status === 403) {
-      const failed = (body.innererror?.failedConditions as unknown[] | undefined) ?? undefined;
-      // The diagnosis is a courtesy: it must not outlive the request's deadline (and hold its slot).
-      const detail = signal?.aborted ? undefined : await this.policyFailure(client(), name, version, maaToken, vaultSays, signal).catch(() => undefined);
-      const why =
-        detail ??
-        (failed?.length
-          ? `failed conditions: ${clip(failed.map((f) => (typeof f === 'string' ? f : JSON.stringify(f))).join('; '))}`
-          : 'check that the token satisfies the key release policy (x-ms-sevsnpvm-hostdata = sha256 of the deployed ccePolicy, ' +
-            'the authority = this MAA endpoint), and that the identity holds the "Key Vault Crypto Service Release User" role ' +
-            '(or the release permission)');
-      return new ReleaseRefusedError(`vault ${url.host} refused the release: ${vaultSays || '403'}; ${why}`, status, body.code);
+      // The diagnosis is a courtesy: bounded, and never beyond the request's own deadline.
+      const bound = AbortSignal.timeout(DIAGNOSIS_TIMEOUT_MS);
+      const diag = signal ? AbortSignal.any([signal, bound]) : bound;
+      const got: KeyPolicyRead = signal?.aborted
+        ? { ok: false, reason: 'unreadable', detail: 'the request deadline passed before the key could be read' }
+        : await read(diag).catch((x: unknown) => ({ ok: false, reason: 'unreadable', detail: clip(String((x as Error)?.message)) }) as const);
+      const explanation = explainRefusal(got, maaToken, vaultSays);
+      return new ReleaseRefusedError(`vault ${url.host} refused the release: ${vaultSays || '403'}; ${explanation.summary}`, status, body.code, explanation);
     }
     if (status >= 400 && status < 500) {
       return new ReleaseRefusedError(`vault ${url.host} refused the release: ${vaultSays || String(status)}`, status, body.code);
     }
     return new UpstreamError('vault', `vault ${url.host} answered ${status}${vaultSays ? `: ${vaultSays}` : ''}`, { upstreamStatus: status });
-  }
-
-  /** When the identity can read the key, evaluate its release policy against the token and name what failed. */
-  private async policyFailure(
-    client: KeyClient,
-    name: string,
-    version: string | undefined,
-    maaToken: string,
-    vaultSays: string,
-    signal?: AbortSignal,
-  ): Promise<string | undefined> {
-    const key = await client.getKey(name, { ...(version ? { version } : {}), ...(signal ? { abortSignal: signal } : {}) });
-    const encoded = key.properties.releasePolicy?.encodedPolicy;
-    if (!encoded) return 'the key has no release policy (it must be exportable with one)';
-    const policy = decodeReleasePolicy({ data: Buffer.from(encoded).toString('base64url') });
-    const ev = evaluateReleasePolicy(policy, decodeJwt(maaToken) as Record<string, unknown>);
-    if (ev.granted) {
-      // The claims pass, so the vault objected to the token itself or to the caller.
-      const exp = (decodeJwt(maaToken) as { exp?: unknown }).exp;
-      if (typeof exp === 'number' && exp * 1000 < Date.now()) return 'the MAA token has expired';
-      if (/verif|signature|expired|statement/i.test(vaultSays)) {
-        return "the token's claims satisfy the release policy, but the vault could not verify the MAA token itself (signature, expiry, or the authority's signing keys)";
-      }
-      if (/rbac|authoriz|permission|not allowed/i.test(vaultSays)) {
-        return 'the release policy grants this token, so the refusal is about the identity: check its release permission/role';
-      }
-      return "the token's claims satisfy the release policy: check that the vault can verify the MAA token (authority reachable, token not expired) and that the identity holds the release permission/role";
-    }
-    const failed = failedConditions(ev);
-    if (!failed.length) return `no authority in the release policy matches the token issuer ${ev.tokenIssuer ?? '(none)'}`;
-    return `release policy conditions not met: ${failed
-      .map((c) => `${c.claim} ${c.operator} ${JSON.stringify(c.expected)} (token has ${c.present ? JSON.stringify(c.actual) : 'no such claim'})`)
-      .join('; ')}`;
   }
 }

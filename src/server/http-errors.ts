@@ -4,6 +4,7 @@
  */
 import type { ErrorRequestHandler } from 'express';
 import { SkrError, UpstreamError, type ErrorCode } from '../common/errors';
+import { ReleaseRefusedError } from '../akv/vault-release';
 import { httpStatusOf } from '../common/error-status';
 import { OverloadedError } from './limits';
 import { clip } from '../common/clip';
@@ -73,6 +74,8 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     }
     if (err instanceof HttpError && err.headers) res.set(err.headers);
     if (err instanceof OverloadedError) res.set('retry-after', String(err.retryAfterSeconds));
-    res.status(status).json({ error: message });
+    // A refused release says why, when the sidecar could tell (bounded at its source: release-explanation.ts).
+    const explanation = err instanceof ReleaseRefusedError && err.explanation ? { explanation: err.explanation } : {};
+    res.status(status).json({ error: message, ...explanation });
   };
 }

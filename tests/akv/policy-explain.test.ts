@@ -1,5 +1,5 @@
 import { parseReleasePolicy, type ReleasePolicy } from '../../src/akv/policy';
-import { explainPolicy } from '../../src/akv/policy-explain';
+import { explainPolicy, explainVerdict, verdictSummary } from '../../src/akv/policy-explain';
 import { containerClaims, cvmClaims, HOSTDATA, SHARED_MAA } from '../helpers/maa-claims';
 
 const MAA = SHARED_MAA;
@@ -204,5 +204,54 @@ describe('explainPolicy on an Azure confidential VM token (x-ms-attestation-type
   it('still tells a container token to drop the prefix (its SEV-SNP claims are top-level)', () => {
     const ex = explainPolicy(policy([{ claim: 'x-ms-isolation-tee.x-ms-sevsnpvm-vmpl', equals: '0' }]), containerClaims());
     expect(ex.hints).toEqual([expect.stringMatching(/container \(ACI\) tokens carry the SEV-SNP claims at the top level; drop the "x-ms-isolation-tee\." prefix/)]);
+  });
+});
+
+describe('explainVerdict (the 403 explanation)', () => {
+  it('a container token against nested names: the failing claims absent, the hint to drop the prefix', () => {
+    const p = policy([
+      { claim: 'x-ms-isolation-tee.x-ms-sevsnpvm-hostdata', equals: HOSTDATA },
+      { claim: 'x-ms-compliance-status', equals: 'azure-compliant-uvm' },
+    ]);
+    const v = explainVerdict(p, containerClaims());
+    expect(v.granted).toBe(false);
+    expect(v.closestBranch).toEqual({
+      index: 0, authority: MAA, issuerMatches: true, omitted: 0,
+      failing: [{ path: 'anyOf[0].allOf[0]', claim: 'x-ms-isolation-tee.x-ms-sevsnpvm-hostdata', operator: 'equals', wants: HOSTDATA, present: false }],
+    });
+    expect(v.hints).toEqual([expect.stringContaining('drop the "x-ms-isolation-tee." prefix')]);
+    expect(verdictSummary(v)).toBe(`release policy conditions not met (anyOf[0]): x-ms-isolation-tee.x-ms-sevsnpvm-hostdata equals "${HOSTDATA}" (token has no such claim)`);
+  });
+
+  it('no authority is the issuer: the branch with the fewest failures, the authority hint, and the summary says so', () => {
+    const p = parseReleasePolicy({
+      version: '1.0.0',
+      anyOf: [
+        { authority: 'https://other.eus.attest.azure.net', allOf: [{ claim: 'x-ms-sevsnpvm-hostdata', equals: OLD_HOSTDATA }, { claim: 'x-ms-sevsnpvm-vmpl', equals: '1' }] },
+        { authority: 'https://sharedweu.weu.attest.azure.net', allOf: [{ claim: 'x-ms-sevsnpvm-hostdata', equals: HOSTDATA }] },
+      ],
+    });
+    const v = explainVerdict(p, containerClaims());
+    expect(v.closestBranch).toMatchObject({ index: 1, issuerMatches: false, failing: [] });
+    expect(v.hints.some((h) => h.includes('differs only in host/region'))).toBe(true);
+    expect(verdictSummary(v)).toBe(`no authority in the release policy matches the token issuer ${MAA}`);
+  });
+
+  it('token values: objects and arrays only by kind, long strings clipped; at most 10 failing claims', () => {
+    const many = Array.from({ length: 12 }, (_, i) => ({ claim: `x-ms-custom-${i}`, equals: 'x' }));
+    const claims = { ...containerClaims(), 'x-ms-custom-0': { keys: [{ n: 'secret-looking' }] }, 'x-ms-custom-1': ['a'], 'x-ms-custom-2': 'y'.repeat(5000) };
+    const v = explainVerdict(policy(many), claims);
+    const failing = v.closestBranch?.failing ?? [];
+    expect(failing).toHaveLength(10);
+    expect(v.closestBranch?.omitted).toBe(2);
+    expect(failing[0].has).toBe('<object>');
+    expect(failing[1].has).toBe('<array>');
+    expect(String(failing[2].has).length).toBeLessThanOrEqual(200);
+    expect(JSON.stringify(v)).not.toContain('secret-looking');
+  });
+
+  it('granted: the granting branch, nothing failing, no hints', () => {
+    const v = explainVerdict(containerPolicy, containerClaims());
+    expect(v).toEqual({ granted: true, tokenIssuer: MAA, closestBranch: { index: 0, authority: MAA, issuerMatches: true, failing: [], omitted: 0 }, hints: [] });
   });
 });

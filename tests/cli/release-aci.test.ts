@@ -38,4 +38,20 @@ describe('skr release --simulate (ACI)', () => {
     expect(Buffer.from(jwk.k, 'base64url')).toEqual(bytes);
     expect(fs.statSync(out).mode & 0o777).toBe(0o600);
   });
+
+  it('a refused release exits 1 with the vault\'s words and the explanation\'s summary and hints; no file is written', async () => {
+    const cfg = path.join(dir, 'cfg-other.json');
+    const other = 'ab'.repeat(32);
+    fs.writeFileSync(cfg, JSON.stringify({
+      key: { kid: 'aci-cli-other', kty: 'oct-HSM', authority: { endpoint: stack.state.maaEndpoint }, akv: { endpoint: stack.state.hsmEndpoint } },
+      claims: [[{ claim: 'x-ms-sevsnpvm-hostdata', equals: other }]],
+    }));
+    expect((await run('import-key', '-c', cfg, '--ca', stack.state.caCertPath, '--imds', stack.state.imdsUrl)).code).toBe(0);
+    const out = path.join(dir, 'other.jwk.json');
+    const r = await run('release', '--simulate', '--maa', stack.state.maaEndpoint, '--akv', stack.state.hsmEndpoint, '--managed-hsm', '--kid', 'aci-cli-other', '--imds', stack.state.imdsUrl, '--ca', stack.state.caCertPath, '--out', out);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/ERR_RELEASE_REFUSED: .*does not meet key release policy requirements.*x-ms-sevsnpvm-hostdata equals "(ab)+" \(token has "[0-9a-f]{64}"\)/);
+    expect(r.err).toMatch(/skr release: hint: hostdata mismatch/);
+    expect(fs.existsSync(out)).toBe(false);
+  });
 });

@@ -3,7 +3,7 @@
  * vTPM's ephemeral key (swtpm behind the simulated paravisor). Keys imported with the CVM policy template
  * come back as the vault holds them (oct from the Managed HSM, RSA and EC from the vault) for each `enc`
  * the sidecar is configured with; a policy with the top-level claim names is refused (403) naming the
- * claim; after a simulated reboot (swtpm reset) the sidecar re-attests once and releases again.
+ * claim, its `explanation` pointing at the x-ms-isolation-tee. name; after a simulated reboot (swtpm reset) the sidecar re-attests once and releases again.
  */
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -94,6 +94,10 @@ describe.each<ReleaseEnc>(['RSA_AES_KEY_WRAP_256', 'CKM_RSA_AES_KEY_WRAP', 'RSA_
     expect(r.status).toBe(403);
     expect(String(r.json.error)).toMatch(/x-ms-attestation-type/);
     expect(r.json.key).toBeUndefined();
+    // The explanation: the VM's top-level value against the policy's, and the hint to the nested name.
+    const x = r.json.explanation as { closestBranch: { failing: { claim: string; wants: unknown; has?: unknown }[] }; hints: string[] };
+    expect(x.closestBranch.failing).toContainEqual({ path: 'anyOf[0].allOf[0]', claim: 'x-ms-attestation-type', operator: 'equals', wants: 'sevsnpvm', present: true, has: 'azurevm' });
+    expect(x.hints).toContainEqual(expect.stringContaining('use "x-ms-isolation-tee.x-ms-attestation-type"'));
   }, 60_000);
 
   it('after a simulated reboot (swtpm reset) the sidecar re-attests once and releases again', async () => {

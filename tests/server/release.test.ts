@@ -116,13 +116,81 @@ describe('POST /key/release on the local stack', () => {
     expect(Buffer.from((JSON.parse(res.json.key as string) as { k: string }).k, 'base64url')).toEqual(bytes);
   });
 
-  it('refuses a key pinned to another HOST_DATA with 403 naming x-ms-sevsnpvm-hostdata', async () => {
+  it('refuses a key pinned to another HOST_DATA with 403: error keeps the vault\'s words, explanation names the claim, wants and has', async () => {
     const other = createHash('sha256').update('another policy').digest('hex');
     await importKey('other-hostdata', 'RSA-HSM', rsaKey(), { hostData: other });
     const res = await release('other-hostdata');
     expect(res.status).toBe(403);
+    expect(res.json.error).toContain('Target environment attestation does not meet key release policy requirements.');
     expect(res.json.error).toMatch(/x-ms-sevsnpvm-hostdata/);
-    expect(res.json.error).toContain(stack.state.hostData);
+    expect(res.json.explanation).toEqual({
+      policyRead: true,
+      claimsSatisfyPolicy: false,
+      summary: expect.stringContaining('x-ms-sevsnpvm-hostdata') as unknown,
+      tokenIssuer: `https://${stack.state.maaEndpoint}`,
+      closestBranch: {
+        index: 0,
+        authority: `https://${stack.state.maaEndpoint}`,
+        issuerMatches: true,
+        failing: [{ path: 'anyOf[0].allOf[0]', claim: 'x-ms-sevsnpvm-hostdata', operator: 'equals', wants: other, present: true, has: stack.state.hostData }],
+        omitted: 0,
+      },
+      hints: [expect.stringMatching(/^hostdata mismatch/) as unknown],
+    });
+  });
+
+  it('explains the closest anyOf branch: of two, the one with fewer failing claims', async () => {
+    const other = createHash('sha256').update('yet another policy').digest('hex');
+    const p = buildReleasePolicy({
+      authority: `https://${stack.state.maaEndpoint}`,
+      anyOfGroups: [
+        [{ claim: 'x-ms-sevsnpvm-hostdata', equals: other }, { claim: 'x-ms-compliance-status', equals: 'azure-compliant-cvm' }],
+        [{ claim: 'x-ms-sevsnpvm-hostdata', equals: stack.state.hostData }, { claim: 'x-ms-sevsnpvm-is-debuggable', equals: 'true' }],
+      ],
+    });
+    await importReleasableKey({ vaultEndpoint: stack.state.vaultEndpoint, name: 'two-branches', jwk: sdkJwkFor('RSA-HSM', rsaKey()), policy: p, credential, fetch, relaxedChallenge: true });
+    const res = await release('two-branches');
+    expect(res.status).toBe(403);
+    const b = (res.json.explanation as { closestBranch: { index: number; failing: unknown[] } }).closestBranch;
+    expect(b.index).toBe(1);
+    expect(b.failing).toEqual([{ path: 'anyOf[1].allOf[1]', claim: 'x-ms-sevsnpvm-is-debuggable', operator: 'equals', wants: 'true', present: true, has: false }]);
+  });
+
+  it('an identity that may not read the key: the explanation says the get permission is missing', async () => {
+    const other = createHash('sha256').update('a third policy').digest('hex');
+    await importKey('no-get', 'RSA-HSM', rsaKey(), { hostData: other });
+    const oid = stack.imds.defaultPrincipal.objectId;
+    stack.vault.revokeRead(oid);
+    try {
+      const res = await release('no-get');
+      expect(res.status).toBe(403);
+      expect(res.json.error).toContain('does not meet key release policy requirements');
+      expect(res.json.explanation).toEqual({
+        policyRead: false,
+        summary: expect.stringContaining('"get" key permission') as unknown,
+        hints: [expect.stringContaining('skr policy explain') as unknown],
+      });
+      // Without the policy nothing of it is claimed.
+      expect(JSON.stringify(res.json)).not.toContain(other);
+    } finally {
+      stack.vault.grantRead(oid);
+    }
+    expect((await release('no-get')).json.explanation).toMatchObject({ policyRead: true, claimsSatisfyPolicy: false });
+  });
+
+  it('a 403 body is bounded and carries no token: a policy of 60 failing claims lists 10', async () => {
+    const many = Array.from({ length: 60 }, (_, i) => ({ claim: `x-ms-custom-${i}-${'c'.repeat(300)}`, equals: 'v'.repeat(400) }));
+    const p = buildReleasePolicy({ authority: `https://${stack.state.maaEndpoint}`, anyOfGroups: [many] });
+    await importReleasableKey({ vaultEndpoint: stack.state.vaultEndpoint, name: 'many-claims', jwk: sdkJwkFor('RSA-HSM', rsaKey()), policy: p, credential, fetch, relaxedChallenge: true });
+    const res = await release('many-claims');
+    expect(res.status).toBe(403);
+    const b = (res.json.explanation as { closestBranch: { failing: { claim: string; wants: string }[]; omitted: number } }).closestBranch;
+    expect(b.failing).toHaveLength(10);
+    expect(b.omitted).toBe(50);
+    for (const f of b.failing) expect(f.claim.length + f.wants.length).toBeLessThanOrEqual(400);
+    expect(JSON.stringify(res.json).length).toBeLessThan(12_000);
+    const body = JSON.stringify(res.json);
+    for (const jwt of [...stack.imds.issuedTokens, ...stack.maa.issuedTokens]) for (const part of jwt.split('.').slice(1)) expect(body).not.toContain(part);
   });
 
   it('refuses a principal without the release permission with 403 naming authorization', async () => {
@@ -134,6 +202,9 @@ describe('POST /key/release on the local stack', () => {
       expect(res.status).toBe(403);
       expect(res.json.error).toMatch(/authoriz|permission|role/i);
       expect(res.json.error).toMatch(/release/i);
+      // The policy grants the token: the explanation points at the identity, not at a claim.
+      expect(res.json.explanation).toMatchObject({ policyRead: true, claimsSatisfyPolicy: true, closestBranch: { index: 0, failing: [] } });
+      expect((res.json.explanation as { summary: string }).summary).toMatch(/identity/);
     } finally {
       stack.vault.grantRelease(oid);
     }

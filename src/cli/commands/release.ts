@@ -1,31 +1,21 @@
 /**
  * `skr release`: one key release in-process, for VM boot scripts. The same KeyReleasePipeline the sidecar
- * runs, on the platform found here:
- *   - Azure confidential VM: the vTPM (`--tpm /dev/tpmrm0`, found by default when there is no SEV-SNP
- *     device; `--tpm tcp:127.0.0.1:PORT` for swtpm), guest attestation and the TPM-resident KEK;
- *   - Azure container (ACI): the SEV-SNP device (or `--simulate`), SEV-SNP attestation, a software KEK.
+ * runs, on the platform found here (../release-setup.ts: a CVM's vTPM, or a container's SEV-SNP device).
  * The key goes to a NEW file (O_EXCL|O_NOFOLLOW, mode 0600; an existing path is refused); stdout gets
  * only the key id and a thumbprint (sha256 of the material, as `skr import-key` prints it).
  */
 import { createPrivateKey, type JsonWebKey } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { TokenProvider } from '../../akv/identity';
 import { ReleaseJwsVerifier } from '../../akv/jws';
-import type { KeyEncryptionKeySource } from '../../akv/kek';
-import { KeyReleasePipeline, parseKid, type ReleasedKey } from '../../akv/release';
-import { SoftwareKekSource } from '../../akv/software-kek';
-import { KeyVaultRelease } from '../../akv/vault-release';
+import { KeyReleasePipeline, parseKid, ReleaseRefusedError, type ReleasedKey } from '../../akv/release';
 import { wipe } from '../../common/bytes';
 import { parseEndpoint } from '../../common/endpoint';
-import { DeviceError } from '../../common/errors';
 import { createHttpsFetch } from '../../common/https-fetch';
-import type { Attester } from '../../maa/attester';
 import { loadServerConfig, parseReleaseEnc } from '../../server/config';
-import type { SecurityContextEnv } from '../../certs/thim';
 import { CliError, type Out } from '../io';
+import { detectPlatform, readCaFiles, vaultParts, type Platform } from '../release-setup';
 import { thumbprint } from './import-key';
 
 export const usage =
@@ -37,99 +27,6 @@ export const usage =
 const FORMATS = ['jwk', 'pem', 'raw'] as const;
 type Format = (typeof FORMATS)[number];
 const EXT: Record<Format, string> = { jwk: 'jwk.json', pem: 'pem', raw: 'key' };
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
-const DEFAULT_TPM = '/dev/tpmrm0';
-
-interface Platform {
-  name: string;
-  attester: Attester;
-  keks: KeyEncryptionKeySource;
-  close(): Promise<void>;
-}
-
-/** `/dev/...` → the kernel resource manager; `tcp:HOST:PORT` → swtpm (loopback only: a TCP TPM is a simulator). */
-async function tpmTransport(spec: string) {
-  const { DeviceTransport, SwtpmTcpTransport } = await import('../../tpm');
-  const m = /^tcp:(.+):(\d{1,5})$/.exec(spec);
-  if (m) {
-    const host = m[1].replace(/^\[|\]$/g, '');
-    if (!LOOPBACK.has(host) && !LOOPBACK.has(`[${host}]`)) throw new CliError(`--tpm ${spec}: a TCP TPM is a simulator (swtpm) and must be on loopback`);
-    const port = Number(m[2]);
-    if (port < 1 || port > 65535) throw new CliError(`--tpm ${spec}: port out of range`);
-    return new SwtpmTcpTransport({ host, port });
-  }
-  if (!spec.startsWith('/')) throw new CliError(`--tpm ${spec}: give a device path (${DEFAULT_TPM}) or tcp:127.0.0.1:PORT`);
-  return new DeviceTransport(spec);
-}
-
-async function cvmPlatform(spec: string, imds: string | undefined, fetch: ReturnType<typeof createHttpsFetch>): Promise<Platform> {
-  const { TpmClient } = await import('../../tpm');
-  const { cvmReleaseParts } = await import('../../cvm/cvm-release-parts');
-  const { LocalThimSource } = await import('../../certs/sources/local-thim');
-  const tpm = new TpmClient(await tpmTransport(spec));
-  const thim = new LocalThimSource(imds ? { baseUrl: imds } : {});
-  const parts = cvmReleaseParts({ tpm, fetch, collateral: (s) => thim.fetch(undefined, s) });
-  return {
-    name: `Azure confidential VM (vTPM ${tpm.transport.description})`,
-    attester: parts.attester,
-    keks: parts.keks,
-    close: async () => {
-      await parts.close().catch(() => undefined);
-      await tpm.close().catch(() => undefined);
-    },
-  };
-}
-
-async function aciPlatform(simulate: boolean, fetch: ReturnType<typeof createHttpsFetch>, env: SecurityContextEnv): Promise<Platform> {
-  const { detectEvidenceSource } = await import('../../snp/detect');
-  const { readSecurityContext } = await import('../../certs/thim');
-  const { SecurityContextSource } = await import('../../certs/sources/security-context');
-  const { collateralSourceFromArgs } = await import('../../certs/sources/from-args');
-  const { CollateralProvider } = await import('../../certs/provider');
-  const { SevSnpAttester } = await import('../../maa/attester');
-  const { MaaClient } = await import('../../maa/client');
-  let evidence;
-  let tmp: string | undefined;
-  if (simulate) {
-    // As `skr serve --simulate`: test-only keys, loaded only when asked for.
-    const { SimulatedPlatform, simulatedUvmEndorsementBase64 } = await import('../../snp/simulator');
-    const { writeSecurityContext } = await import('../../server/simulation');
-    const platform = new SimulatedPlatform();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-release-context-'));
-    writeSecurityContext(tmp, platform, simulatedUvmEndorsementBase64(platform.measurement));
-    evidence = platform.evidenceSource();
-  } else {
-    evidence = await detectEvidenceSource();
-  }
-  const context = readSecurityContext({ ...(tmp ? { dir: tmp } : {}), env });
-  const fromArgs = collateralSourceFromArgs(undefined);
-  const primary = context.hostAmdCert ? new SecurityContextSource({ dir: context.dir, env }) : fromArgs;
-  const collateral = new CollateralProvider({ evidence, primary, refresh: fromArgs });
-  const attester = new SevSnpAttester({ collateral, maa: new MaaClient({ fetch }), referenceInfoBase64: context.referenceInfoBase64 });
-  return {
-    name: simulate ? 'Azure container (SIMULATED SEV-SNP, test-only keys)' : `Azure container (SEV-SNP ${evidence.description})`,
-    attester,
-    keks: new SoftwareKekSource(),
-    close: async () => {
-      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-    },
-  };
-}
-
-/** --tpm → CVM; --simulate → simulated ACI; else the SEV-SNP device, else /dev/tpmrm0. */
-async function detectPlatform(v: { tpm?: string; simulate?: boolean; imds?: string }, fetch: ReturnType<typeof createHttpsFetch>, env: SecurityContextEnv): Promise<Platform> {
-  if (v.tpm && v.simulate) throw new CliError('give --tpm (confidential VM) or --simulate (simulated container), not both');
-  if (v.tpm) return cvmPlatform(v.tpm, v.imds, fetch);
-  if (v.simulate) return aciPlatform(true, fetch, env);
-  try {
-    return await aciPlatform(false, fetch, env);
-  } catch (e) {
-    if (!(e instanceof DeviceError && e.code === 'ERR_NO_DEVICE')) throw e;
-    if (!fs.existsSync(DEFAULT_TPM)) throw new DeviceError('ERR_NO_DEVICE', `${e.message}; and no vTPM at ${DEFAULT_TPM} (not a confidential VM either)`);
-    return cvmPlatform(DEFAULT_TPM, v.imds, fetch);
-  }
-}
-
 /** The released key in the asked format. oct keys have no PEM form. */
 export function encodeReleasedKey(jwk: JsonWebKey, format: Format): { data: Buffer; material: Buffer } {
   if (jwk.kty === 'oct') {
@@ -195,13 +92,7 @@ export async function releaseCommand(args: string[], io: Out): Promise<number> {
   const out = path.resolve(values.out ?? `${name}.${EXT[format]}`);
   // Fail before attesting when the file cannot be written.
   if (fs.existsSync(out) || isSymlink(out)) throw new CliError(`${out} exists: refusing to overwrite it (remove it or give another --out)`, 1);
-  const extraCaPem = (values.ca ?? []).map((f) => {
-    try {
-      return fs.readFileSync(f, 'utf8');
-    } catch (e) {
-      throw new CliError(`cannot read --ca ${f}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-    }
-  });
+  const extraCaPem = readCaFiles(values.ca ?? []);
 
   const fetch = createHttpsFetch({ extraCaPem });
   let platform: Platform | undefined;
@@ -212,19 +103,18 @@ export async function releaseCommand(args: string[], io: Out): Promise<number> {
     const pipeline = new KeyReleasePipeline({
       attester: platform.attester,
       keks: platform.keks,
-      vault: new KeyVaultRelease({
-        tokens: new TokenProvider({ ...(values['client-id'] ? { clientId: values['client-id'] } : {}), ...(values.imds ? { imdsEndpoint: values.imds } : {}), extraCaPem }),
-        fetch,
-        // A loopback vault is an emulator: its challenge names Azure's resource on another domain.
-        relaxedChallengeEndpoints: LOOPBACK.has(akv.hostname) ? [akv.host] : [],
-        // Azure's Managed HSM names say so; --managed-hsm is for one whose name does not (an emulator).
-        managedHsmEndpoints: values['managed-hsm'] ? [akv.host] : [],
-      }),
+      vault: vaultParts({ akv, extraCaPem, ...(values['client-id'] ? { clientId: values['client-id'] } : {}), ...(values.imds ? { imds: values.imds } : {}), ...(values['managed-hsm'] ? { managedHsm: true } : {}) }, fetch).vault,
       jws: new ReleaseJwsVerifier({ extraCaPem }),
       enc,
       maaTokenReuse: { enabled: false },
     });
-    released = await pipeline.release({ maaEndpoint: maa, akvEndpoint: akv, kid: values.kid });
+    try {
+      released = await pipeline.release({ maaEndpoint: maa, akvEndpoint: akv, kid: values.kid });
+    } catch (e) {
+      // A refusal's hints (the 403 explanation) go to stderr with the error line main prints.
+      if (e instanceof ReleaseRefusedError) for (const h of e.explanation?.hints ?? []) io.err(`skr release: hint: ${h}`);
+      throw e;
+    }
   } finally {
     await platform?.close();
     fetch.destroy();

@@ -43,16 +43,18 @@ export const keyNotFound = (name: string, kind: 'vault' | 'hsm'): VaultHttpError
       'https://go.microsoft.com/fwlink/?linkid=2125182',
   );
 
-/** What the service answers when the target token's signature, issuer or lifetime cannot be checked. */
-export const attestationNotVerified = (detail: string): VaultHttpError =>
-  new VaultHttpError(403, 'Forbidden', 'Target environment attestation statement cannot be verified.', {
-    code: 'AccessDenied',
-    detail,
-  });
+/**
+ * What the service answers when the target token's signature, issuer or lifetime cannot be checked, byte
+ * for byte as Azure SDK tests record it: `{"error":{"code":"Forbidden","message":"Target environment
+ * attestation statement cannot be verified.","innererror":{"code":"AccessDenied"}}}`. Nothing says why
+ * (`_why` is for the reader of this code only); the sidecar's `explanation` is what tells the user.
+ */
+export const attestationNotVerified = (_why: string): VaultHttpError =>
+  new VaultHttpError(403, 'Forbidden', 'Target environment attestation statement cannot be verified.', { code: 'AccessDenied' });
 
-/** The service's policy-denied answer, plus the conditions that failed (an emulator addition). */
-export const releaseDenied = (failedConditions: unknown[]): VaultHttpError =>
-  new VaultHttpError(403, 'Forbidden', 'Target environment attestation does not meet key release requirements.', {
-    code: 'AccessDenied',
-    failedConditions,
-  });
+/**
+ * The service's policy-denied answer: its wording (as Microsoft's own SKR code quotes it), no claim detail,
+ * exactly as uninformative as Azure's.
+ */
+export const releaseDenied = (): VaultHttpError =>
+  new VaultHttpError(403, 'Forbidden', 'Target environment attestation does not meet key release policy requirements.', { code: 'AccessDenied' });

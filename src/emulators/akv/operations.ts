@@ -7,7 +7,7 @@ import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { SkrError } from '../../common/errors';
 import type { FetchLike } from '../../common/http';
 import { encodeKeyHsm } from '../../akv/key-hsm';
-import { decodeReleasePolicy, evaluateReleasePolicy, failedConditions, RELEASE_POLICY_CONTENT_TYPE, type ReleasePolicy } from '../../akv/policy';
+import { decodeReleasePolicy, evaluateReleasePolicy, RELEASE_POLICY_CONTENT_TYPE, type ReleasePolicy } from '../../akv/policy';
 import { signReleaseJws, type ReleaseJwsSigner } from './release-signer';
 import { isReleaseEnc, RELEASE_ENCS, wrapKeyMaterial, type ReleaseEnc } from '../../akv/wrap';
 import { badParameter, keyNotFound, releaseDenied, VaultHttpError } from './errors';
@@ -249,7 +249,7 @@ export async function releaseKey(
   const policy: ReleasePolicy = decodeReleasePolicy(v.releasePolicy);
   const claims = await verifyTargetToken(req.target, policy, { fetch: ctx.authorityFetch, now: ctx.now() });
   const evaluation = evaluateReleasePolicy(policy, claims);
-  if (!evaluation.granted) throw releaseDenied(failedConditions(evaluation));
+  if (!evaluation.granted) throw releaseDenied();
 
   const kid = keyId(ctx, key.name, v.version);
   const wrapping = selectWrappingKey(claims);

@@ -34,6 +34,11 @@ const RELEASE_ACTIONS: Record<Flavour, string> = {
   vault: 'Microsoft.KeyVault/vaults/keys/release/action',
   hsm: 'Microsoft.KeyVault/managedHsm/keys/release/action',
 };
+/** The data action of reading a key (the access-policy `get` key permission). */
+const READ_ACTIONS: Record<Flavour, string> = {
+  vault: 'Microsoft.KeyVault/vaults/keys/read',
+  hsm: 'Microsoft.KeyVault/managedHsm/keys/read/action',
+};
 
 export interface VaultEmulatorOptions {
   flavour: Flavour;
@@ -66,6 +71,9 @@ export interface VaultEmulator {
   faults: FaultInjector;
   grantRelease(oid: string): void;
   revokeRelease(oid: string): void;
+  /** Take away (or give back) a principal's permission to read keys (GET a key, list its versions); default: granted. */
+  revokeRead(oid: string): void;
+  grantRead(oid: string): void;
 }
 
 /** The tenant id in `https://sts.windows.net/<tenant>/` or `https://login.microsoftonline.com/<tenant>/v2.0`. */
@@ -139,6 +147,7 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
   const allowAll = opts.releasePrincipals === undefined;
   const allowed = new Set(opts.releasePrincipals ?? []);
   const revoked = new Set<string>();
+  const readRevoked = new Set<string>();
   const now = opts.now ?? (() => new Date());
   const guard = hostGuardPolicy(opts.hostGuard);
   const ownFetch = opts.authorityFetch ? undefined : createHttpsFetch({ extraCaPem: [opts.ca.certPem] });
@@ -178,14 +187,14 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
     return !revoked.has(oid) && (allowAll || allowed.has(oid));
   }
 
-  function forbiddenRelease(claims: Record<string, unknown>, name: string): VaultHttpError {
+  function forbidden(claims: Record<string, unknown>, name: string, action: string): VaultHttpError {
     const caller = `appid=${String(claims.appid ?? '')};oid=${String(claims.oid ?? '')};iss=${String(claims.iss ?? '')}`;
     return new VaultHttpError(
       403,
       'Forbidden',
       'Caller is not authorized to perform action on resource.\r\n' +
         'If role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\n' +
-        `Caller: ${caller}\r\nAction: '${RELEASE_ACTIONS[flavour]}'\r\nResource: '/keys/${name}'\r\n` +
+        `Caller: ${caller}\r\nAction: '${action}'\r\nResource: '/keys/${name}'\r\n` +
         'Assignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: null\r\n',
       { code: 'ForbiddenByRbac' },
     );
@@ -208,11 +217,13 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
       case 'import':
         return send(res, 200, importKey(ctx, r.name, parseJsonBody(raw)));
       case 'get':
+        if (readRevoked.has(String(claims.oid ?? ''))) throw forbidden(claims, r.name, READ_ACTIONS[flavour]);
         return send(res, 200, getKey(ctx, r.name, r.version));
       case 'versions':
+        if (readRevoked.has(String(claims.oid ?? ''))) throw forbidden(claims, r.name, READ_ACTIONS[flavour]);
         return send(res, 200, listKeyVersions(ctx, r.name));
       case 'release': {
-        if (!mayRelease(String(claims.oid ?? ''))) throw forbiddenRelease(claims, r.name);
+        if (!mayRelease(String(claims.oid ?? ''))) throw forbidden(claims, r.name, RELEASE_ACTIONS[flavour]);
         if (fault?.kind === 'non-exportable') throw badParameter(`The key ${ctx.baseUrl}/keys/${r.name} is not exportable and cannot be released.`);
         let releaseCtx = ctx;
         if (fault?.kind === 'wrong-host-x5c') {
@@ -256,6 +267,12 @@ export async function startVaultEmulator(opts: VaultEmulatorOptions): Promise<Va
     revokeRelease(oid: string) {
       allowed.delete(oid);
       revoked.add(oid);
+    },
+    revokeRead(oid: string) {
+      readRevoked.add(oid);
+    },
+    grantRead(oid: string) {
+      readRevoked.delete(oid);
     },
     close: () => {
       ownFetch?.destroy();
