@@ -148,21 +148,34 @@ export class TpmKekSource implements KeyEncryptionKeySource {
     return this.lock.run(async () => new TpmKek(this, (await this.loaded()).jwk));
   }
 
-  /** The loaded key if it is still there and still ours, else a freshly derived one. Call under the lock. */
+  /**
+   * The loaded key if it is still there, still ours and still bound to the current PCR0–7; else a freshly
+   * derived one. A key whose policy no longer matches the PCRs can decrypt nothing: it is flushed here,
+   * so the next KEK (and the attester, which certifies this key) is the vTPM's key of the moment.
+   * Call under the lock.
+   */
   async loaded(): Promise<LoadedKey> {
+    const pcrs = await this.tpm.pcrRead(PCRS_0_7.hash, PCRS_0_7.pcrs);
+    const policy = policyPcrDigest(PCRS_0_7, [...pcrs.values()]);
     if (this.current) {
+      const cur = this.current;
+      let ours = false;
       try {
-        const pub = await this.tpm.readPublic(this.current.handle);
+        const pub = await this.tpm.readPublic(cur.handle);
         // Same modulus and attributes: still our key (a handle reused after a TPM reset names another object).
-        if (ephemeralJwk(pub.public).n === this.current.n && pub.public.objectAttributes === EPHEMERAL_KEY_ATTRIBUTES) return this.current;
+        ours = ephemeralJwk(pub.public).n === cur.n && pub.public.objectAttributes === EPHEMERAL_KEY_ATTRIBUTES;
       } catch (e) {
         if (!(e instanceof TpmError)) throw e;
+        // TPM_RC_HANDLE / VALUE: gone with a TPM reset. Any other refusal leaves it possibly loaded: flush below.
+        ours = !['TPM_RC_HANDLE', 'TPM_RC_VALUE', 'TPM_RC_REFERENCE_H0'].includes(e.rcName);
       }
-      // Gone (TPM reset) or the handle now names another object: not ours to flush.
+      if (ours && cur.authPolicy.equals(policy)) return cur;
       this.current = undefined;
+      // Ours but bound to PCRs that changed: useless, flushed. Not ours (another object now): only forgotten.
+      if (ours) await this.tpm.flushContext(cur.handle).catch(() => undefined);
+      else this.tpm.forgetHandle(cur.handle);
     }
-    const pcrs = await this.tpm.pcrRead(PCRS_0_7.hash, PCRS_0_7.pcrs);
-    const key = await this.tpm.createPrimary(TPM_RH.NULL, ephemeralKeyTemplate(policyPcrDigest(PCRS_0_7, [...pcrs.values()])));
+    const key = await this.tpm.createPrimary(TPM_RH.NULL, ephemeralKeyTemplate(policy));
     const jwk = ephemeralJwk(key.public);
     this.current = { handle: key.handle, outPublic: key.outPublic, authPolicy: key.public.authPolicy, n: String(jwk.n), jwk };
     return this.current;
@@ -205,6 +218,8 @@ export class TpmKek implements KeyEncryptionKey {
     // An attester that derives its own key (AzureGuestAttester) certifies the vTPM's key of the moment:
     // another key than the KEK's means PCR0-7 changed or the TPM was reset in between.
     if (tokenN !== this.publicJwk.n) {
+      // This KEK's key is not the vTPM's any more: drop it so the re-attestation gets the current one.
+      await this.source.lock.run(() => this.source.forget(String(this.publicJwk.n)));
       throw new StaleKekError(`TPM unwrap: the MAA token's ${TPM_KEY_KID} is not this KEK's key: the vTPM's key changed between taking the KEK and attesting (PCR0-7 changed or the TPM was reset)`);
     }
     const ct = keyHsm.ciphertext;

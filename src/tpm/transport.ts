@@ -23,6 +23,11 @@ export interface TpmTransport {
   readonly description: string;
   /** Send one command, resolve with its complete response (header included). */
   send(command: Buffer): Promise<Buffer>;
+  /**
+   * Drop the connection (or device file) so the next command starts on a fresh one: after a response
+   * that did not parse, bytes still in flight would answer the wrong command.
+   */
+  reset?(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -44,51 +49,137 @@ function checkResponseHeader(b: Buffer, where: string): number {
   return size;
 }
 
+export interface DeviceTransportOptions {
+  /** Per command, write and read. Default 30 s, as over TCP. */
+  timeoutMs?: number;
+}
+
+const fsOpen = (p: string, flags: number) => new Promise<number>((res, rej) => fs.open(p, flags, (e, fd) => (e ? rej(e) : res(fd))));
+const fsWrite = (fd: number, b: Buffer, off: number) => new Promise<number>((res, rej) => fs.write(fd, b, off, b.length - off, null, (e, n) => (e ? rej(e) : res(n))));
+const fsRead = (fd: number, b: Buffer, off: number) => new Promise<number>((res, rej) => fs.read(fd, b, off, b.length - off, null, (e, n) => (e ? rej(e) : res(n))));
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Nothing to read yet on a non-blocking file (EAGAIN), or a read that found no response (0 bytes). */
+function notYet(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'EAGAIN' || code === 'EWOULDBLOCK';
+}
+
+/**
+ * The kernel's TPM device, opened non-blocking so that no command can hold the process (or the
+ * sidecar's device gate) forever: the response is polled for until the deadline. With the kernel's
+ * asynchronous mode (O_NONBLOCK, Linux ≥ 4.20) the write queues the command and the read waits for it
+ * inside the kernel, bounded by the driver's own timeouts; older kernels run it in the write. A command
+ * past its deadline abandons the open file (closed once any read or write still running on it returns:
+ * its descriptor number must not be reused under it) and the next command opens the device afresh.
+ */
 export class DeviceTransport implements TpmTransport {
   readonly description: string;
-  private fh?: fs.promises.FileHandle;
+  readonly timeoutMs: number;
+  private fd?: number;
   private readonly queue = new Serializer();
 
-  constructor(readonly path = '/dev/tpmrm0') {
+  constructor(
+    readonly path = '/dev/tpmrm0',
+    opts: DeviceTransportOptions = {},
+  ) {
     this.description = path;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
   }
 
-  private async handle(): Promise<fs.promises.FileHandle> {
-    if (!this.fh) {
+  private async open(): Promise<number> {
+    if (this.fd === undefined) {
+      const { O_RDWR, O_NONBLOCK, O_NOCTTY } = fs.constants;
       try {
-        this.fh = await fs.promises.open(this.path, 'r+');
+        this.fd = await fsOpen(this.path, O_RDWR | O_NONBLOCK | O_NOCTTY);
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
         const why = err.code === 'EACCES' ? ' (needs root or the tss group)' : err.code === 'ENOENT' ? ' (no TPM device: not a confidential VM, or the device is not passed to the container)' : '';
         throw new TpmTransportError(`cannot open ${this.path}: ${err.code ?? err.message}${why}`, { ...(err.code ? { errno: err.code } : {}), cause: e });
       }
     }
-    return this.fh;
+    return this.fd;
+  }
+
+  /** Give up the open file: closed once `pending` (an operation still using it) settles. */
+  private abandon(pending?: Promise<unknown>): void {
+    const fd = this.fd;
+    this.fd = undefined;
+    if (fd === undefined) return;
+    const close = () => fs.close(fd, () => undefined);
+    if (pending) pending.then(close, close);
+    else close();
   }
 
   send(command: Buffer): Promise<Buffer> {
     return this.queue.run(async () => {
-      const fh = await this.handle();
+      const fd = await this.open();
+      const deadline = Date.now() + this.timeoutMs;
+      let pending: Promise<unknown> | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new TpmTransportError(`${this.path}: no response within ${this.timeoutMs} ms: the TPM is not answering (the device is reopened for the next command)`, { errno: 'ETIMEDOUT' })),
+          this.timeoutMs,
+        );
+      });
+      expired.catch(() => undefined);
+      /** One read or write, given up at the deadline (the file is then abandoned, not closed under it). */
+      const step = <T>(p: Promise<T>): Promise<T> => {
+        pending = p;
+        return Promise.race([p, expired]);
+      };
       try {
-        await fh.write(command, 0, command.length, null);
+        for (let off = 0; off < command.length; ) {
+          try {
+            off += await step(fsWrite(fd, command, off));
+          } catch (e) {
+            if (!notYet(e)) throw e;
+            await step(sleep(1));
+          }
+        }
+        pending = undefined;
         const buf = Buffer.alloc(MAX_RESPONSE_BYTES);
-        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-        if (bytesRead < HEADER_BYTES) throw new TpmTransportError(`${this.path}: short response (${bytesRead} bytes)`);
-        const size = checkResponseHeader(buf, this.path);
-        if (size !== bytesRead) throw new TpmTransportError(`${this.path}: response declares ${size} bytes but ${bytesRead} arrived`);
-        return Buffer.from(buf.subarray(0, bytesRead));
+        let have = 0;
+        let wait = 1;
+        for (;;) {
+          let n = 0;
+          try {
+            n = await step(fsRead(fd, buf, have));
+          } catch (e) {
+            if (!notYet(e)) throw e;
+          }
+          pending = undefined;
+          if (n === 0) {
+            if (Date.now() > deadline) await expired;
+            await step(sleep(wait));
+            wait = Math.min(wait * 2, 20);
+            continue;
+          }
+          have += n;
+          if (have < HEADER_BYTES) continue;
+          const size = checkResponseHeader(buf, this.path);
+          if (have > size) throw new TpmTransportError(`${this.path}: response declares ${size} bytes but ${have} arrived`);
+          if (have === size) return Buffer.from(buf.subarray(0, have));
+        }
       } catch (e) {
+        // Whatever went wrong, the next command must not read what is left of this one.
+        this.abandon(pending);
         if (e instanceof TpmTransportError) throw e;
         const err = e as NodeJS.ErrnoException;
         throw new TpmTransportError(`${this.path}: ${err.code ?? err.message}`, { ...(err.code ? { errno: err.code } : {}), cause: e });
+      } finally {
+        clearTimeout(timer);
       }
     });
   }
 
+  reset(): Promise<void> {
+    return this.queue.run(async () => this.abandon());
+  }
+
   async close(): Promise<void> {
-    const fh = this.fh;
-    this.fh = undefined;
-    await fh?.close();
+    this.abandon();
   }
 }
 
@@ -99,13 +190,20 @@ export interface TcpTransportOptions {
   timeoutMs?: number;
 }
 
-/** swtpm's TCP command port. The connection is opened on first use and kept. */
+/**
+ * swtpm's TCP command port. The connection is opened on first use and kept. Bytes that arrive while no
+ * command is in flight (a stray or duplicated response) would answer the next command: the connection
+ * is dropped instead, and so is it after any framing error (and on reset(), after a response that did
+ * not parse), so later commands are always in step.
+ */
 export class SwtpmTcpTransport implements TpmTransport {
   readonly description: string;
   private readonly host: string;
   private readonly port: number;
   private readonly timeoutMs: number;
   private socket?: net.Socket;
+  /** The in-flight command's data handler; none while idle. */
+  private onData?: (d: Buffer) => void;
   private readonly queue = new Serializer();
 
   constructor(opts: TcpTransportOptions) {
@@ -113,6 +211,11 @@ export class SwtpmTcpTransport implements TpmTransport {
     this.port = opts.port;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     this.description = `swtpm ${this.host}:${this.port}`;
+  }
+
+  private drop(s: net.Socket): void {
+    s.destroy();
+    if (this.socket === s) this.socket = undefined;
   }
 
   private connect(): Promise<net.Socket> {
@@ -128,6 +231,11 @@ export class SwtpmTcpTransport implements TpmTransport {
         s.off('error', onError);
         // Errors outside a command (peer reset while idle) must not crash the process; the next send sees a destroyed socket.
         s.on('error', () => undefined);
+        s.on('data', (d: Buffer) => {
+          if (this.onData) this.onData(d);
+          // Unsolicited: this connection is out of step with our commands.
+          else this.drop(s);
+        });
         s.setNoDelay(true);
         this.socket = s;
         resolve(s);
@@ -144,13 +252,12 @@ export class SwtpmTcpTransport implements TpmTransport {
         let expected = -1;
         const done = (err: Error | undefined, out?: Buffer) => {
           clearTimeout(timer);
-          s.off('data', onData);
+          this.onData = undefined;
           s.off('close', onClose);
           s.off('error', onErr);
           if (err) {
             // A half-read response would desynchronise every later command: drop the connection.
-            s.destroy();
-            this.socket = undefined;
+            this.drop(s);
             reject(err);
           } else resolve(out as Buffer);
         };
@@ -173,12 +280,18 @@ export class SwtpmTcpTransport implements TpmTransport {
         };
         const onClose = () => done(new TpmTransportError(`${this.description}: connection closed before the response was complete (${have} bytes received): the TPM went away`));
         const onErr = (e: NodeJS.ErrnoException) => done(new TpmTransportError(`${this.description}: ${e.code ?? e.message}`, { ...(e.code ? { errno: e.code } : {}), cause: e }));
-        const timer = setTimeout(() => done(new TpmTransportError(`${this.description}: no response within ${this.timeoutMs} ms`)), this.timeoutMs);
-        s.on('data', onData);
+        const timer = setTimeout(() => done(new TpmTransportError(`${this.description}: no response within ${this.timeoutMs} ms`, { errno: 'ETIMEDOUT' })), this.timeoutMs);
+        this.onData = onData;
         s.once('close', onClose);
         s.once('error', onErr);
         s.write(command);
       });
+    });
+  }
+
+  reset(): Promise<void> {
+    return this.queue.run(async () => {
+      if (this.socket) this.drop(this.socket);
     });
   }
 
