@@ -124,8 +124,10 @@ function watchTpm(tpm: TpmClient, gate: Semaphore, health: UpstreamHealth, logge
         timer.unref();
       }
     } else {
-      if (health.healthy('tpm') === false) logger.info('the TPM answers again');
-      health.success('tpm');
+      const was = health.healthy('tpm');
+      if (was === false) logger.info('the TPM answers again');
+      // Shown in /status once it has failed (as the other upstreams appear once used).
+      if (was !== undefined) health.success('tpm');
       if (timer) clearInterval(timer);
       timer = undefined;
     }
