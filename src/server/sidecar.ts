@@ -236,7 +236,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     const { AzureGuestAttester } = await import('../cvm/guest-attester');
     const { GuestAttestation } = await import('../cvm/guest-attestation');
     attester = new AzureGuestAttester({
-      guest: new GuestAttestation(cvmTpm, cvmEvidence),
+      guest: new GuestAttestation(cvmTpm, cvmEvidence, (message, meta) => logger.debug(message, meta)),
       chainFor: (report, signal) => collateral.chainForReport(report, signal),
       fetch: outbound,
       userAgent: config.args.maaconfig?.user_agent,
