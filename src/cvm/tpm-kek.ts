@@ -17,7 +17,7 @@
  */
 import type { JsonWebKey } from 'node:crypto';
 import { decodeJwt } from 'jose';
-import { VerificationError } from '../common/errors';
+import { DeviceError, VerificationError, type SkrError } from '../common/errors';
 import { wipe } from '../common/bytes';
 import { StaleKekError, type KeyEncryptionKey, type KeyEncryptionKeySource, type UnwrapContext } from '../akv/kek';
 import type { KeyHsm } from '../akv/key-hsm';
@@ -42,12 +42,18 @@ function fail(message: string, cause?: unknown): VerificationError {
   return new VerificationError('unwrap', `TPM unwrap: ${message}`, cause);
 }
 
+/** The TPM itself failed (not the ciphertext): a device error, 500, as every other TPM failure. */
+function tpmFailure(message: string, cause: TpmError): DeviceError {
+  return new DeviceError('ERR_TPM_RC', `TPM unwrap: ${message}`, { cause });
+}
+
 /**
  * What a TPM error on the decrypt path means for a release (§7.1). A policy failure (PCR0–7 changed
- * since attestation) or a key that is gone is stale: attesting again can help. Everything else names
- * the mistake it stands for.
+ * since attestation) or a key that is gone is stale: attesting again can help. A ciphertext the TPM
+ * cannot decrypt under the asked enc is a refusal (403, step `unwrap`); anything else is the TPM (or
+ * our key) failing: 500, ERR_TPM_RC. Each names the mistake it stands for.
  */
-export function explainTpmUnwrapError(e: TpmError, ctx: { enc: ReleaseEnc; cipherBytes: number }): VerificationError {
+export function explainTpmUnwrapError(e: TpmError, ctx: { enc: ReleaseEnc; cipherBytes: number }): SkrError {
   const hash = HASH_NAME[TPM_OAEP_HASH[ctx.enc]];
   switch (e.rcName) {
     case 'TPM_RC_POLICY_FAIL':
@@ -56,7 +62,7 @@ export function explainTpmUnwrapError(e: TpmError, ctx: { enc: ReleaseEnc; ciphe
     case 'TPM_RC_REFERENCE_H0':
       return new StaleKekError(`TPM unwrap: ${e.message}: the ephemeral key is no longer loaded (TPM reset or VM reboot)`, e);
     case 'TPM_RC_AUTH_UNAVAILABLE':
-      return fail(`${e.message}: the ephemeral key has no userWithAuth and takes only its PolicyPCR session, not a password`, e);
+      return tpmFailure(`${e.message}: the ephemeral key has no userWithAuth and takes only its PolicyPCR session, not a password`, e);
     case 'TPM_RC_SIZE':
       return fail(
         `${e.message}: RSA_Decrypt takes exactly the ${TPM_KEK_RSA_BYTES}-byte RSA part of key_hsm, got ${ctx.cipherBytes} bytes ` +
@@ -64,7 +70,7 @@ export function explainTpmUnwrapError(e: TpmError, ctx: { enc: ReleaseEnc; ciphe
         e,
       );
     case 'TPM_RC_SCHEME':
-      return fail(`${e.message}: the key's scheme does not allow OAEP (a key created with scheme RSAES instead of NULL)`, e);
+      return tpmFailure(`${e.message}: the key's scheme does not allow OAEP (a key created with scheme RSAES instead of NULL)`, e);
     case 'TPM_RC_FAILURE':
     case 'TPM_RC_VALUE':
       return fail(
@@ -73,7 +79,7 @@ export function explainTpmUnwrapError(e: TpmError, ctx: { enc: ReleaseEnc; ciphe
         e,
       );
     default:
-      return fail(`${e.message} on the RSA part (OAEP-${hash}, enc ${ctx.enc})`, e);
+      return tpmFailure(`${e.message} on the RSA part (OAEP-${hash}, enc ${ctx.enc})`, e);
   }
 }
 
