@@ -165,7 +165,8 @@ export class TpmClient {
    * once (with one retry) when the TPM says its object or session slots are full.
    */
   async execute(c: Command): Promise<Response> {
-    if (this.sweepPending && !this.sweeping) await this.recoverHandles();
+    // A sweep that fails (the TPM still away) stays pending; the command then reports its own failure.
+    if (this.sweepPending && !this.sweeping) await this.recoverHandles().catch(() => undefined);
     const creates = CREATES_HANDLE.has(c.cc);
     try {
       const res = await this.executeOnce(c);
@@ -551,7 +552,10 @@ export class TpmClient {
     });
   }
 
-  /** RSA_Decrypt with the given authorization (a policy session for PCR-bound keys), empty label by default. */
+  /**
+   * RSA_Decrypt with the given authorization (a policy session for PCR-bound keys), empty label by default.
+   * The result is a view into the response buffer, the only place the plaintext is: wipe it when done.
+   */
   async rsaDecrypt(key: number, auth: AuthSession, cipherText: Buffer, scheme: RsaDecryptScheme, label: Buffer = Buffer.alloc(0)): Promise<Buffer> {
     return this.parsed(async () => {
       const w = new Writer().tpm2b(cipherText);
@@ -560,7 +564,8 @@ export class TpmClient {
       else w.u16(TPM_ALG.NULL);
       w.tpm2b(label);
       const { params } = await this.execute({ cc: TPM_CC.RSA_Decrypt, handles: [key], auths: [auth], params: w.build() });
-      const message = params.tpm2b('message', 512);
+      // A view of the one response buffer (no copy anywhere on the way): the caller's wipe clears the secret.
+      const message = params.tpm2bView('message', 512);
       params.end('message');
       return message;
     });

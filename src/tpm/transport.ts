@@ -124,6 +124,8 @@ export class DeviceTransport implements TpmTransport {
         );
       });
       expired.catch(() => undefined);
+      // The one buffer the response is read into (the caller may wipe it).
+      const buf = Buffer.alloc(MAX_RESPONSE_BYTES);
       /** One read or write, given up at the deadline (the file is then abandoned, not closed under it). */
       const step = <T>(p: Promise<T>): Promise<T> => {
         pending = p;
@@ -139,7 +141,6 @@ export class DeviceTransport implements TpmTransport {
           }
         }
         pending = undefined;
-        const buf = Buffer.alloc(MAX_RESPONSE_BYTES);
         let have = 0;
         let wait = 1;
         for (;;) {
@@ -160,10 +161,14 @@ export class DeviceTransport implements TpmTransport {
           if (have < HEADER_BYTES) continue;
           const size = checkResponseHeader(buf, this.path);
           if (have > size) throw new TpmTransportError(`${this.path}: response declares ${size} bytes but ${have} arrived`);
-          if (have === size) return Buffer.from(buf.subarray(0, have));
+          // A view of the one buffer the response was read into (the caller may wipe it).
+          if (have === size) return buf.subarray(0, have);
         }
       } catch (e) {
         // Whatever went wrong, the next command must not read what is left of this one.
+        buf.fill(0);
+        // A read still running may yet fill it: wiped again once it returns.
+        pending?.then(() => buf.fill(0), () => buf.fill(0));
         this.abandon(pending);
         if (e instanceof TpmTransportError) throw e;
         const err = e as NodeJS.ErrnoException;
@@ -221,24 +226,35 @@ export class SwtpmTcpTransport implements TpmTransport {
   private connect(): Promise<net.Socket> {
     if (this.socket && !this.socket.destroyed) return Promise.resolve(this.socket);
     return new Promise((resolve, reject) => {
-      const s = net.connect({ host: this.host, port: this.port });
-      const onError = (e: NodeJS.ErrnoException) => {
-        s.destroy();
-        reject(new TpmTransportError(`cannot connect to ${this.description}: ${e.code ?? e.message}`, { ...(e.code ? { errno: e.code } : {}), cause: e }));
-      };
-      s.once('error', onError);
-      s.once('connect', () => {
-        s.off('error', onError);
-        // Errors outside a command (peer reset while idle) must not crash the process; the next send sees a destroyed socket.
-        s.on('error', () => undefined);
-        s.on('data', (d: Buffer) => {
+      // Node reads straight into this buffer (no per-read allocation): each read is copied into the
+      // command's response buffer and wiped here, so a decrypted key leaves no copy in socket chunks.
+      const readBuf = Buffer.alloc(MAX_RESPONSE_BYTES + 1);
+      let s: net.Socket | undefined;
+      const onread = {
+        buffer: readBuf,
+        callback: (n: number, b: Buffer): boolean => {
+          const d = b.subarray(0, n);
           if (this.onData) this.onData(d);
           // Unsolicited: this connection is out of step with our commands.
-          else this.drop(s);
-        });
-        s.setNoDelay(true);
-        this.socket = s;
-        resolve(s);
+          else if (s) this.drop(s);
+          d.fill(0);
+          return true;
+        },
+      };
+      s = net.connect({ host: this.host, port: this.port, onread });
+      const sock = s;
+      const onError = (e: NodeJS.ErrnoException) => {
+        sock.destroy();
+        reject(new TpmTransportError(`cannot connect to ${this.description}: ${e.code ?? e.message}`, { ...(e.code ? { errno: e.code } : {}), cause: e }));
+      };
+      sock.once('error', onError);
+      sock.once('connect', () => {
+        sock.off('error', onError);
+        // Errors outside a command (peer reset while idle) must not crash the process; the next send sees a destroyed socket.
+        sock.on('error', () => undefined);
+        sock.setNoDelay(true);
+        this.socket = sock;
+        resolve(sock);
       });
     });
   }
@@ -247,7 +263,8 @@ export class SwtpmTcpTransport implements TpmTransport {
     return this.queue.run(async () => {
       const s = await this.connect();
       return new Promise<Buffer>((resolve, reject) => {
-        const chunks: Buffer[] = [];
+        // One buffer per response, the only copy of it in this process; the caller may wipe it.
+        const resp = Buffer.alloc(MAX_RESPONSE_BYTES);
         let have = 0;
         let expected = -1;
         const done = (err: Error | undefined, out?: Buffer) => {
@@ -256,26 +273,26 @@ export class SwtpmTcpTransport implements TpmTransport {
           s.off('close', onClose);
           s.off('error', onErr);
           if (err) {
+            resp.fill(0);
             // A half-read response would desynchronise every later command: drop the connection.
             this.drop(s);
             reject(err);
           } else resolve(out as Buffer);
         };
         const onData = (d: Buffer) => {
-          chunks.push(d);
+          if (have + d.length > MAX_RESPONSE_BYTES) return done(new TpmTransportError(`${this.description}: response exceeds ${MAX_RESPONSE_BYTES} bytes`));
+          d.copy(resp, have);
           have += d.length;
-          if (have > MAX_RESPONSE_BYTES) return done(new TpmTransportError(`${this.description}: response exceeds ${MAX_RESPONSE_BYTES} bytes`));
           if (expected < 0 && have >= HEADER_BYTES) {
             try {
-              expected = checkResponseHeader(Buffer.concat(chunks), this.description);
+              expected = checkResponseHeader(resp, this.description);
             } catch (e) {
               return done(e as Error);
             }
           }
           if (expected >= 0 && have >= expected) {
-            const all = Buffer.concat(chunks);
             if (have > expected) return done(new TpmTransportError(`${this.description}: ${have - expected} bytes beyond the declared response size`));
-            done(undefined, all);
+            done(undefined, resp.subarray(0, have));
           }
         };
         const onClose = () => done(new TpmTransportError(`${this.description}: connection closed before the response was complete (${have} bytes received): the TPM went away`));
