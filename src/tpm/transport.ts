@@ -229,20 +229,20 @@ export class SwtpmTcpTransport implements TpmTransport {
       // Node reads straight into this buffer (no per-read allocation): each read is copied into the
       // command's response buffer and wiped here, so a decrypted key leaves no copy in socket chunks.
       const readBuf = Buffer.alloc(MAX_RESPONSE_BYTES + 1);
-      let s: net.Socket | undefined;
+      const ref: { s?: net.Socket } = {};
       const onread = {
         buffer: readBuf,
         callback: (n: number, b: Buffer): boolean => {
           const d = b.subarray(0, n);
           if (this.onData) this.onData(d);
           // Unsolicited: this connection is out of step with our commands.
-          else if (s) this.drop(s);
+          else if (ref.s) this.drop(ref.s);
           d.fill(0);
           return true;
         },
       };
-      s = net.connect({ host: this.host, port: this.port, onread });
-      const sock = s;
+      const sock = net.connect({ host: this.host, port: this.port, onread });
+      ref.s = sock;
       const onError = (e: NodeJS.ErrnoException) => {
         sock.destroy();
         reject(new TpmTransportError(`cannot connect to ${this.description}: ${e.code ?? e.message}`, { ...(e.code ? { errno: e.code } : {}), cause: e }));
