@@ -77,6 +77,8 @@ export class DeviceTransport implements TpmTransport {
   readonly description: string;
   readonly timeoutMs: number;
   private fd?: number;
+  /** The operation of an abandoned file that has not returned yet. */
+  private stuck?: Promise<unknown>;
   private readonly queue = new Serializer();
 
   constructor(
@@ -101,19 +103,26 @@ export class DeviceTransport implements TpmTransport {
     return this.fd;
   }
 
-  /** Give up the open file: closed once `pending` (an operation still using it) settles. */
+  /**
+   * Give up the open file: closed once `pending` (an operation still using it) settles. Until then no
+   * other command is sent: a read the kernel still blocks (a hung vTPM) holds a libuv thread, and a
+   * second, third… would take the whole pool (and every fs and crypto call of the process) with them.
+   */
   private abandon(pending?: Promise<unknown>): void {
     const fd = this.fd;
     this.fd = undefined;
     if (fd === undefined) return;
     const close = () => fs.close(fd, () => undefined);
-    if (pending) pending.then(close, close);
-    else close();
+    if (pending) {
+      const settled = pending.then(close, close).finally(() => {
+        if (this.stuck === settled) this.stuck = undefined;
+      });
+      this.stuck = settled;
+    } else close();
   }
 
   send(command: Buffer): Promise<Buffer> {
     return this.queue.run(async () => {
-      const fd = await this.open();
       const deadline = Date.now() + this.timeoutMs;
       let pending: Promise<unknown> | undefined;
       let timer: NodeJS.Timeout | undefined;
@@ -126,6 +135,15 @@ export class DeviceTransport implements TpmTransport {
       expired.catch(() => undefined);
       // The one buffer the response is read into (the caller may wipe it).
       const buf = Buffer.alloc(MAX_RESPONSE_BYTES);
+      let fd: number;
+      try {
+        // A command that timed out and has not returned yet is waited for (within this deadline), not joined by another.
+        if (this.stuck) await Promise.race([this.stuck, expired]);
+        fd = await this.open();
+      } catch (e) {
+        clearTimeout(timer);
+        throw e;
+      }
       /** One read or write, given up at the deadline (the file is then abandoned, not closed under it). */
       const step = <T>(p: Promise<T>): Promise<T> => {
         pending = p;
