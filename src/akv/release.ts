@@ -48,6 +48,8 @@ export interface KeyReleaseRequest {
   /** Bearer token to use instead of the managed identity. */
   accessToken?: string;
   enc?: ReleaseEnc;
+  /** Throws for a key type the caller cannot use (skr release: `--format pem` for an oct key), before the key is unwrapped. */
+  checkKeyType?: (kty: string) => void;
 }
 
 export interface ReleasedKey {
@@ -177,7 +179,7 @@ export class KeyReleasePipeline {
       throw e;
     }
     try {
-      return await this.telemetry.stage('unwrap', () => this.open(jws, vault, name, version, kek, maaToken, signal));
+      return await this.telemetry.stage('unwrap', () => this.open(jws, vault, name, version, kek, maaToken, enc, req.checkKeyType, signal));
     } catch (e) {
       if (e instanceof StaleKekError) this.maaTokens.invalidate(maa, maaToken);
       throw e;
@@ -185,7 +187,7 @@ export class KeyReleasePipeline {
   }
 
   /** What remains after the vault answered, all local: verify the JWS, decode key_hsm, unwrap, build the JWK. */
-  private async open(jws: string, vault: Endpoint, name: string, version: string | undefined, kek: KeyEncryptionKey, maaToken: string, signal?: AbortSignal): Promise<ReleasedKey> {
+  private async open(jws: string, vault: Endpoint, name: string, version: string | undefined, kek: KeyEncryptionKey, maaToken: string, enc: ReleaseEnc, checkKeyType: ((kty: string) => void) | undefined, signal?: AbortSignal): Promise<ReleasedKey> {
     let payload: Record<string, unknown>;
     try {
       payload = await this.parts.jws.verify(jws, vault.hostname);
@@ -202,6 +204,12 @@ export class KeyReleasePipeline {
     }
     checkReleasedKid(released.kid, vault, name, version);
     const keyHsm = decodeKeyHsm(released.key_hsm);
+    // The vault wraps with the enc it was asked for; another one is not ours to accept silently.
+    if (keyHsm.enc !== enc) {
+      wipe(keyHsm.ciphertext);
+      throw new VerificationError('release-enc', `release response is wrapped with enc ${keyHsm.enc}, but ${enc} was requested`);
+    }
+    checkKeyType?.(released.kty);
     const material = await kek.unwrap(keyHsm, { maaToken, ...(signal ? { signal } : {}) });
     try {
       const keyId = typeof released.kid === 'string' ? released.kid : `${vault.origin}/keys/${name}${version ? `/${version}` : ''}`;

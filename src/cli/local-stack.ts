@@ -74,6 +74,11 @@ export interface LocalStackOptions {
   platform?: LocalPlatform;
   /** `enc` of the sidecar's vault releases on azure-cvm (`skr local` passes SKR_RELEASE_ENC; default RSA_AES_KEY_WRAP_256). */
   releaseEnc?: ReleaseEnc;
+  /**
+   * azure-cvm, tests only: the TPM endpoint the sidecar uses, given the simulated paravisor's
+   * (`tcp:127.0.0.1:PORT`): a hostile proxy or a fake device in between. Default: the paravisor's.
+   */
+  sidecarTpm?: (paravisorEndpoint: string) => Promise<string>;
 }
 
 export interface LocalStack {
@@ -130,8 +135,9 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     const hsm = await startVaultEmulator({ flavour: 'hsm', ca, stateDir: path.join(dir, 'hsm'), accessTokens });
     started.push(hsm);
 
+    const sidecarTpm = onCvm && tpm ? ((await opts.sidecarTpm?.(tpm.endpoint)) ?? tpm.endpoint) : undefined;
     const base = loadServerConfig(
-      onCvm && tpm ? { port: String(opts.port ?? 8080), platform: 'azure-cvm', tpm: tpm.endpoint } : { port: String(opts.port ?? 8080), simulate: true },
+      sidecarTpm ? { port: String(opts.port ?? 8080), platform: 'azure-cvm', tpm: sidecarTpm } : { port: String(opts.port ?? 8080), simulate: true },
       {},
     );
     const config = {

@@ -42,7 +42,7 @@ export interface Platform {
 }
 
 /** `/dev/...` → the kernel resource manager; `tcp:HOST:PORT` → swtpm (loopback only: a TCP TPM is a simulator). */
-async function tpmTransport(spec: string) {
+async function tpmTransport(spec: string, timeoutMs: number | undefined) {
   const { DeviceTransport, SwtpmTcpTransport } = await import('../tpm');
   const m = /^tcp:(.+):(\d{1,5})$/.exec(spec);
   if (m) {
@@ -50,18 +50,18 @@ async function tpmTransport(spec: string) {
     if (!LOOPBACK.has(host) && !LOOPBACK.has(`[${host}]`)) throw new CliError(`--tpm ${spec}: a TCP TPM is a simulator (swtpm) and must be on loopback`);
     const port = Number(m[2]);
     if (port < 1 || port > 65535) throw new CliError(`--tpm ${spec}: port out of range`);
-    return new SwtpmTcpTransport({ host, port });
+    return new SwtpmTcpTransport({ host, port, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   }
   if (!spec.startsWith('/')) throw new CliError(`--tpm ${spec}: give a device path (${DEFAULT_TPM}) or tcp:127.0.0.1:PORT`);
-  return new DeviceTransport(spec);
+  return new DeviceTransport(spec, timeoutMs !== undefined ? { timeoutMs } : {});
 }
 
-async function cvmPlatform(spec: string, imds: string | undefined, fetch: Fetch): Promise<Platform> {
+async function cvmPlatform(spec: string, imds: string | undefined, fetch: Fetch, tpmTimeoutMs: number | undefined): Promise<Platform> {
   const { TpmClient } = await import('../tpm');
   const { cvmReleaseParts } = await import('../cvm/cvm-release-parts');
   const { VtpmEvidence } = await import('../cvm/vtpm-evidence');
   const { LocalThimSource } = await import('../certs/sources/local-thim');
-  const tpm = new TpmClient(await tpmTransport(spec));
+  const tpm = new TpmClient(await tpmTransport(spec, tpmTimeoutMs));
   const thim = new LocalThimSource(imds ? { baseUrl: imds } : {});
   const parts = cvmReleaseParts({ tpm, fetch, collateral: (s) => thim.fetch(undefined, s) });
   return {
@@ -130,19 +130,21 @@ export interface PlatformChoice {
   tpm?: string;
   simulate?: boolean;
   imds?: string;
+  /** Deadline of each TPM command (the transport's default when absent). */
+  tpmTimeoutMs?: number;
 }
 
 /** --tpm → CVM; --simulate → simulated ACI; else the SEV-SNP device, else /dev/tpmrm0. */
 export async function detectPlatform(v: PlatformChoice, fetch: Fetch, env: SecurityContextEnv): Promise<Platform> {
   if (v.tpm && v.simulate) throw new CliError('give --tpm (confidential VM) or --simulate (simulated container), not both');
-  if (v.tpm) return cvmPlatform(v.tpm, v.imds, fetch);
+  if (v.tpm) return cvmPlatform(v.tpm, v.imds, fetch, v.tpmTimeoutMs);
   if (v.simulate) return aciPlatform(true, fetch, env);
   try {
     return await aciPlatform(false, fetch, env);
   } catch (e) {
     if (!(e instanceof DeviceError && e.code === 'ERR_NO_DEVICE')) throw e;
     if (!fs.existsSync(DEFAULT_TPM)) throw new DeviceError('ERR_NO_DEVICE', `${e.message}; and no vTPM at ${DEFAULT_TPM} (not a confidential VM either)`);
-    return cvmPlatform(DEFAULT_TPM, v.imds, fetch);
+    return cvmPlatform(DEFAULT_TPM, v.imds, fetch, v.tpmTimeoutMs);
   }
 }
 

@@ -10,8 +10,10 @@ import { HCL_REPORT_INDEX } from './nv-indices';
 
 export type TpmEndpoint = { kind: 'device'; path: string } | { kind: 'tcp'; host: string; port: number };
 
-export function tpmTransportFor(ep: TpmEndpoint): TpmTransport {
-  return ep.kind === 'device' ? new DeviceTransport(ep.path) : new SwtpmTcpTransport({ host: ep.host, port: ep.port });
+/** `timeoutMs` bounds each command (default 30 s); past it the device or connection is reopened. */
+export function tpmTransportFor(ep: TpmEndpoint, timeoutMs?: number): TpmTransport {
+  const t = timeoutMs !== undefined ? { timeoutMs } : {};
+  return ep.kind === 'device' ? new DeviceTransport(ep.path, t) : new SwtpmTcpTransport({ host: ep.host, port: ep.port, ...t });
 }
 
 export function describeTpmEndpoint(ep: TpmEndpoint): string {
@@ -21,7 +23,7 @@ export function describeTpmEndpoint(ep: TpmEndpoint): string {
 export type CvmProbe = { found: true; tpm: TpmClient } | { found: false; looked: string };
 
 /** A TPM client on `ep` when it holds the HCL index; otherwise what was looked for and why it is not there. */
-export async function probeAzureCvm(ep: TpmEndpoint): Promise<CvmProbe> {
+export async function probeAzureCvm(ep: TpmEndpoint, timeoutMs?: number): Promise<CvmProbe> {
   const where = `${describeTpmEndpoint(ep)} NV index 0x01400001 (HCL report)`;
   if (ep.kind === 'device') {
     try {
@@ -30,7 +32,7 @@ export async function probeAzureCvm(ep: TpmEndpoint): Promise<CvmProbe> {
       return { found: false, looked: `${where}: no ${ep.path}` };
     }
   }
-  const tpm = new TpmClient(tpmTransportFor(ep));
+  const tpm = new TpmClient(tpmTransportFor(ep, timeoutMs));
   try {
     await tpm.nvReadPublic(HCL_REPORT_INDEX);
     return { found: true, tpm };

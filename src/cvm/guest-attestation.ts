@@ -13,7 +13,7 @@ import type { FetchLike } from '../common/http';
 import { registerSecret } from '../common/redact';
 import type { AmdCertChain } from '../certs/types';
 import { maaBaseUrl } from '../maa/client';
-import { MaaEnvelopeError, openEnvelopeWithKey, parseEnvelope } from '../maa/azure-guest-envelope';
+import { MaaEnvelopeError, openSealedEnvelope, type InnerKeyResult } from '../maa/azure-guest-envelope';
 import { postAzureGuest, type AzureGuestClientOptions } from '../maa/azure-guest-client';
 import { serializeAzureGuestRequest, type AzureGuestRequestInput } from '../maa/azure-guest-request';
 import { verifyMaaToken, type JwksCache } from '../maa/verify-token';
@@ -107,11 +107,15 @@ export interface CollectedEvidence {
   certify: { attest: Buffer; signature: Buffer };
 }
 
+/** A debug-level log line (the sidecar's logger); envelope details go here, never to the caller. */
+export type DebugLog = (message: string, meta: Record<string, unknown>) => void;
+
 export class GuestAttestation {
   readonly evidence: VtpmEvidence;
   constructor(
     readonly tpm: TpmClient,
     evidence?: VtpmEvidence,
+    private readonly debug?: DebugLog,
   ) {
     this.evidence = evidence ?? new VtpmEvidence(tpm);
   }
@@ -157,9 +161,10 @@ export class GuestAttestation {
   /**
    * Step 9: open MAA's envelope. The key is re-derived from the current PCRs; when it is not the key
    * the evidence certified (PCR change, reboot) that is said plainly instead of a TPM decrypt error.
+   * Every failure that depends on the envelope's content gives one identical error (openSealedEnvelope);
+   * its detail goes to the `debug` sink given at construction only.
    */
   async openEnvelope(token: string, encKeyPub: Buffer, t: Timings = {}, loaded?: LoadedEphemeralKey): Promise<string> {
-    const env = parseEnvelope(token);
     // A key the caller keeps loaded is used (and left loaded) as it is; otherwise it is re-derived and flushed.
     const key = loaded ?? (await timed(t, 'tpm.rederiveEphemeralKey', () => this.createEphemeralKey())).key;
     const use = <T>(fn: (h: number) => Promise<T>): Promise<T> => (loaded ? fn(loaded.handle) : this.tpm.withHandle(key.handle, fn));
@@ -167,22 +172,28 @@ export class GuestAttestation {
       if (!key.outPublic.equals(encKeyPub)) {
         throw new MaaEnvelopeError('maa-envelope-key', 'the re-derived TPM key is not the one attested: PCR0-7 changed or the VM rebooted since attestation; attest again');
       }
-      const aesKey = await timed(t, 'tpm.decryptInnerKey', async () => {
-        const s = await this.tpm.startAuthSession(TPM_SE.POLICY);
-        return this.tpm.withHandle(s.handle, async (sh) => {
-          await this.tpm.policyPcr(sh, [PCRS_0_7]);
-          try {
-            return await this.tpm.rsaDecrypt(h, policyAuth(sh), env.encryptedInnerKey, { scheme: 'rsaes' });
-          } catch (e) {
-            if (e instanceof TpmError) throw new MaaEnvelopeError('maa-envelope-decrypt', `the TPM could not unwrap MAA's key: ${e.message}`, e);
-            throw e;
-          }
+      const decrypt = (encryptedInnerKey: Buffer): Promise<InnerKeyResult> =>
+        timed(t, 'tpm.decryptInnerKey', async () => {
+          const s = await this.tpm.startAuthSession(TPM_SE.POLICY);
+          return this.tpm.withHandle(s.handle, async (sh) => {
+            try {
+              await this.tpm.policyPcr(sh, [PCRS_0_7]);
+              return { key: await this.tpm.rsaDecrypt(h, policyAuth(sh), encryptedInnerKey, { scheme: 'rsaes' }) };
+            } catch (e) {
+              if (!(e instanceof TpmError)) throw e;
+              // The key's state, not the ciphertext: said as it is.
+              if (STATE_RCS.has(e.rcName)) throw new MaaEnvelopeError('maa-envelope-key', `the vTPM key cannot decrypt any more: ${e.message}`, e);
+              return { failed: `the TPM could not unwrap MAA's key: ${e.message}` };
+            }
+          });
         });
-      });
-      return openEnvelopeWithKey(env, aesKey);
+      return openSealedEnvelope(token, decrypt, (detail) => this.debug?.('the MAA answer did not open', { detail }));
     });
   }
 }
+
+/** RSA_Decrypt refusals that come from the key or the PCRs, whatever the ciphertext. */
+const STATE_RCS = new Set(['TPM_RC_POLICY_FAIL', 'TPM_RC_HANDLE', 'TPM_RC_REFERENCE_H0', 'TPM_RC_AUTH_UNAVAILABLE', 'TPM_RC_PCR_CHANGED']);
 
 export interface AttestGuestOptions {
   tpm: TpmClient;
@@ -205,6 +216,8 @@ export interface AttestGuestOptions {
   client?: AzureGuestClientOptions;
   jwksCache?: JwksCache;
   now?: Date;
+  /** Where the detail of an envelope that did not open goes (never to the caller). */
+  debug?: DebugLog;
 }
 
 export interface GuestAttestationResult {
@@ -260,7 +273,7 @@ export function tpmPartOf(ev: CollectedEvidence): AzureGuestRequestInput['tpm'] 
 export async function attestGuest(o: AttestGuestOptions): Promise<GuestAttestationResult> {
   const t: Timings = {};
   const total = performance.now();
-  const ga = new GuestAttestation(o.tpm, o.evidence);
+  const ga = new GuestAttestation(o.tpm, o.evidence, o.debug);
   const ev = await ga.collect({ ...(o.userData ? { userData: o.userData } : {}), ...(o.ephemeralKey ? { ephemeralKey: o.ephemeralKey } : {}) }, t);
   const body = serializeAzureGuestRequest({
     os: o.os ?? readOsRelease(),

@@ -21,7 +21,9 @@ import { MAA_UPSTREAM } from '../maa/client';
 import { verifyMaaToken, type JwksCache } from '../maa/verify-token';
 import type { AttestationReport } from '../snp/report';
 import { reportDataFor } from '../snp/report';
-import { checkGuestToken, GuestAttestation, readOsRelease, readTcgLog, tpmPartOf } from './guest-attestation';
+import { StaleKekError } from '../akv/kek';
+import { checkGuestToken, GuestAttestation, readOsRelease, readTcgLog, TPM_KEY_KID, tpmPartOf, type LoadedEphemeralKey } from './guest-attestation';
+import type { LoadedKey } from './tpm-kek';
 import { atTpmStep } from './tpm-step';
 
 /** The client-payload key carrying the caller's runtime data (MAA base64-encodes the value). */
@@ -43,6 +45,23 @@ export interface AzureGuestAttesterOptions {
   os?: AzureGuestRequestInput['os'];
   /** Read the TCG log once per attestation (default the securityfs file, empty when unreadable). */
   tcgLog?: () => Buffer;
+  /**
+   * The KEK source (src/cvm/tpm-kek.ts) sharing tpmGate. Runtime data that is a TPM KEK's JWKS is attested
+   * with the source's loaded key, the one the KEK names, so the token and the KEK cannot disagree; when that
+   * key is no longer the vTPM's for the current PCR0–7 the KEK is stale and the pipeline takes a fresh one.
+   */
+  keks?: { loaded(): Promise<LoadedKey> };
+}
+
+/** The modulus of runtime data that is a TPM KEK's JWKS (`{"keys":[{kid: TpmEphemeralEncryptionKey, n}]}`). */
+function kekModulus(runtimeData: Buffer): string | undefined {
+  try {
+    const keys = (JSON.parse(runtimeData.toString('utf8')) as { keys?: { kid?: unknown; n?: unknown }[] }).keys;
+    const k = Array.isArray(keys) && keys.length === 1 ? keys[0] : undefined;
+    return k?.kid === TPM_KEY_KID && typeof k.n === 'string' ? k.n : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const DIRECT: Gate = { run: (fn) => fn() };
@@ -63,7 +82,26 @@ export class AzureGuestAttester implements Attester {
     const gate = this.opts.tpmGate ?? DIRECT;
     const { guest } = this.opts;
 
-    const ev = await gate.run(() => telemetry.stage('device', () => atTpmStep('vTPM evidence (HCL refresh, AK, quote, ephemeral key)', () => guest.collect({ userData: reportDataFor(runtimeData) }))), signal);
+    const kekN = this.opts.keks ? kekModulus(runtimeData) : undefined;
+    /** The KEK's key, still the vTPM's for the current PCR0–7 (re-derived by the source when not). Under the gate. */
+    const kekKey = async (): Promise<LoadedEphemeralKey | undefined> => {
+      if (kekN === undefined || !this.opts.keks) return undefined;
+      const key = await this.opts.keks.loaded();
+      if (key.n !== kekN) {
+        throw new StaleKekError(`CVM attestation: the KEK's key is no longer the vTPM's key for the current PCR0-7 (PCR0-7 changed or the TPM was reset since the KEK was taken)`);
+      }
+      return key;
+    };
+    const ev = await gate.run(
+      () =>
+        telemetry.stage('device', () =>
+          atTpmStep('vTPM evidence (HCL refresh, AK, quote, ephemeral key)', async () => {
+            const ephemeralKey = await kekKey();
+            return guest.collect({ userData: reportDataFor(runtimeData), ...(ephemeralKey ? { ephemeralKey } : {}) });
+          }),
+        ),
+      signal,
+    );
     const chain = await telemetry.stage('collateral', () => this.opts.chainFor(ev.hcl.report, signal));
     const body = serializeAzureGuestRequest({
       os: this.os,
@@ -79,7 +117,14 @@ export class AzureGuestAttester implements Attester {
         { fetch: this.opts.fetch, ...(this.opts.userAgent ? { userAgent: this.opts.userAgent } : {}), onAttempt: attemptHook(telemetry, MAA_UPSTREAM) },
         signal,
       );
-      const token = await gate.run(() => atTpmStep('opening the MAA answer in the vTPM', () => guest.openEnvelope(envelope, ev.encKeyPub)), signal);
+      const token = await gate.run(
+        () =>
+          atTpmStep('opening the MAA answer in the vTPM', async () => {
+            const loaded = await kekKey();
+            return guest.openEnvelope(envelope, ev.encKeyPub, {}, loaded);
+          }),
+        signal,
+      );
       const claims = await verifyMaaToken(token, { authority: endpoint.origin, fetch: this.opts.fetch, ...(this.opts.jwksCache ? { jwksCache: this.opts.jwksCache } : {}) });
       checkGuestToken(claims, ev.encKeyPub, clientPayload);
       return token;

@@ -59,6 +59,21 @@ function bad(message: string): InvalidInputError {
   return new InvalidInputError('ERR_HCL_REPORT', `HCL report: ${message}`);
 }
 
+/** Real claims nest 3 levels; the bound keeps every consumer (decode output, re-serialisation) small. */
+export const MAX_CLAIMS_DEPTH = 16;
+
+/** Whether a parsed JSON value nests deeper than `max` levels of objects/arrays (iterative: no stack to exhaust). */
+function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop() as [unknown, number];
+    if (typeof v !== 'object' || v === null) continue;
+    if (d > max) return true;
+    for (const c of Object.values(v)) stack.push([c, d + 1]);
+  }
+  return false;
+}
+
 export function isHclReport(b: Uint8Array): boolean {
   return b.length >= 4 && Buffer.from(b.subarray(0, 4)).toString('latin1') === HCL_SIGNATURE;
 }
@@ -95,6 +110,7 @@ export function parseHclReport(input: Uint8Array): HclReport {
     throw bad(`runtime claims are not UTF-8 JSON: ${(e as Error).message.slice(0, 100)}`);
   }
   if (typeof claims !== 'object' || claims === null || Array.isArray(claims)) throw bad('runtime claims are not a JSON object');
+  if (nestsDeeperThan(claims, MAX_CLAIMS_DEPTH)) throw bad(`runtime claims nest deeper than ${MAX_CLAIMS_DEPTH} levels`);
   const snpReportBytes = Buffer.from(b.subarray(HCL_REPORT_OFFSET, HCL_VAR_DATA_OFFSET));
   const report = parseReport(snpReportBytes);
   return { header, snpReportBytes, report, varData, claimsBytes, claims: claims as Record<string, unknown> };

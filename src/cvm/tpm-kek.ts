@@ -17,7 +17,7 @@
  */
 import type { JsonWebKey } from 'node:crypto';
 import { decodeJwt } from 'jose';
-import { VerificationError } from '../common/errors';
+import { DeviceError, VerificationError, type SkrError } from '../common/errors';
 import { wipe } from '../common/bytes';
 import { StaleKekError, type KeyEncryptionKey, type KeyEncryptionKeySource, type UnwrapContext } from '../akv/kek';
 import type { KeyHsm } from '../akv/key-hsm';
@@ -42,12 +42,18 @@ function fail(message: string, cause?: unknown): VerificationError {
   return new VerificationError('unwrap', `TPM unwrap: ${message}`, cause);
 }
 
+/** The TPM itself failed (not the ciphertext): a device error, 500, as every other TPM failure. */
+function tpmFailure(message: string, cause: TpmError): DeviceError {
+  return new DeviceError('ERR_TPM_RC', `TPM unwrap: ${message}`, { cause });
+}
+
 /**
  * What a TPM error on the decrypt path means for a release (§7.1). A policy failure (PCR0–7 changed
- * since attestation) or a key that is gone is stale: attesting again can help. Everything else names
- * the mistake it stands for.
+ * since attestation) or a key that is gone is stale: attesting again can help. A ciphertext the TPM
+ * cannot decrypt under the asked enc is a refusal (403, step `unwrap`); anything else is the TPM (or
+ * our key) failing: 500, ERR_TPM_RC. Each names the mistake it stands for.
  */
-export function explainTpmUnwrapError(e: TpmError, ctx: { enc: ReleaseEnc; cipherBytes: number }): VerificationError {
+export function explainTpmUnwrapError(e: TpmError, ctx: { enc: ReleaseEnc; cipherBytes: number }): SkrError {
   const hash = HASH_NAME[TPM_OAEP_HASH[ctx.enc]];
   switch (e.rcName) {
     case 'TPM_RC_POLICY_FAIL':
@@ -56,7 +62,7 @@ export function explainTpmUnwrapError(e: TpmError, ctx: { enc: ReleaseEnc; ciphe
     case 'TPM_RC_REFERENCE_H0':
       return new StaleKekError(`TPM unwrap: ${e.message}: the ephemeral key is no longer loaded (TPM reset or VM reboot)`, e);
     case 'TPM_RC_AUTH_UNAVAILABLE':
-      return fail(`${e.message}: the ephemeral key has no userWithAuth and takes only its PolicyPCR session, not a password`, e);
+      return tpmFailure(`${e.message}: the ephemeral key has no userWithAuth and takes only its PolicyPCR session, not a password`, e);
     case 'TPM_RC_SIZE':
       return fail(
         `${e.message}: RSA_Decrypt takes exactly the ${TPM_KEK_RSA_BYTES}-byte RSA part of key_hsm, got ${ctx.cipherBytes} bytes ` +
@@ -64,7 +70,7 @@ export function explainTpmUnwrapError(e: TpmError, ctx: { enc: ReleaseEnc; ciphe
         e,
       );
     case 'TPM_RC_SCHEME':
-      return fail(`${e.message}: the key's scheme does not allow OAEP (a key created with scheme RSAES instead of NULL)`, e);
+      return tpmFailure(`${e.message}: the key's scheme does not allow OAEP (a key created with scheme RSAES instead of NULL)`, e);
     case 'TPM_RC_FAILURE':
     case 'TPM_RC_VALUE':
       return fail(
@@ -73,7 +79,7 @@ export function explainTpmUnwrapError(e: TpmError, ctx: { enc: ReleaseEnc; ciphe
         e,
       );
     default:
-      return fail(`${e.message} on the RSA part (OAEP-${hash}, enc ${ctx.enc})`, e);
+      return tpmFailure(`${e.message} on the RSA part (OAEP-${hash}, enc ${ctx.enc})`, e);
   }
 }
 
@@ -148,21 +154,34 @@ export class TpmKekSource implements KeyEncryptionKeySource {
     return this.lock.run(async () => new TpmKek(this, (await this.loaded()).jwk));
   }
 
-  /** The loaded key if it is still there and still ours, else a freshly derived one. Call under the lock. */
+  /**
+   * The loaded key if it is still there, still ours and still bound to the current PCR0–7; else a freshly
+   * derived one. A key whose policy no longer matches the PCRs can decrypt nothing: it is flushed here,
+   * so the next KEK (and the attester, which certifies this key) is the vTPM's key of the moment.
+   * Call under the lock.
+   */
   async loaded(): Promise<LoadedKey> {
+    const pcrs = await this.tpm.pcrRead(PCRS_0_7.hash, PCRS_0_7.pcrs);
+    const policy = policyPcrDigest(PCRS_0_7, [...pcrs.values()]);
     if (this.current) {
+      const cur = this.current;
+      let ours = false;
       try {
-        const pub = await this.tpm.readPublic(this.current.handle);
+        const pub = await this.tpm.readPublic(cur.handle);
         // Same modulus and attributes: still our key (a handle reused after a TPM reset names another object).
-        if (ephemeralJwk(pub.public).n === this.current.n && pub.public.objectAttributes === EPHEMERAL_KEY_ATTRIBUTES) return this.current;
+        ours = ephemeralJwk(pub.public).n === cur.n && pub.public.objectAttributes === EPHEMERAL_KEY_ATTRIBUTES;
       } catch (e) {
         if (!(e instanceof TpmError)) throw e;
+        // TPM_RC_HANDLE / VALUE: gone with a TPM reset. Any other refusal leaves it possibly loaded: flush below.
+        ours = !['TPM_RC_HANDLE', 'TPM_RC_VALUE', 'TPM_RC_REFERENCE_H0'].includes(e.rcName);
       }
-      // Gone (TPM reset) or the handle now names another object: not ours to flush.
+      if (ours && cur.authPolicy.equals(policy)) return cur;
       this.current = undefined;
+      // Ours but bound to PCRs that changed: useless, flushed. Not ours (another object now): only forgotten.
+      if (ours) await this.tpm.flushContext(cur.handle).catch(() => undefined);
+      else this.tpm.forgetHandle(cur.handle);
     }
-    const pcrs = await this.tpm.pcrRead(PCRS_0_7.hash, PCRS_0_7.pcrs);
-    const key = await this.tpm.createPrimary(TPM_RH.NULL, ephemeralKeyTemplate(policyPcrDigest(PCRS_0_7, [...pcrs.values()])));
+    const key = await this.tpm.createPrimary(TPM_RH.NULL, ephemeralKeyTemplate(policy));
     const jwk = ephemeralJwk(key.public);
     this.current = { handle: key.handle, outPublic: key.outPublic, authPolicy: key.public.authPolicy, n: String(jwk.n), jwk };
     return this.current;
@@ -205,6 +224,8 @@ export class TpmKek implements KeyEncryptionKey {
     // An attester that derives its own key (AzureGuestAttester) certifies the vTPM's key of the moment:
     // another key than the KEK's means PCR0-7 changed or the TPM was reset in between.
     if (tokenN !== this.publicJwk.n) {
+      // This KEK's key is not the vTPM's any more: drop it so the re-attestation gets the current one.
+      await this.source.lock.run(() => this.source.forget(String(this.publicJwk.n)));
       throw new StaleKekError(`TPM unwrap: the MAA token's ${TPM_KEY_KID} is not this KEK's key: the vTPM's key changed between taking the KEK and attesting (PCR0-7 changed or the TPM was reset)`);
     }
     const ct = keyHsm.ciphertext;

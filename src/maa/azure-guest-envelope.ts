@@ -14,7 +14,14 @@ export const TRANSPORT_KEY_AAD = Buffer.from('Transport Key', 'ascii');
 /** A JWT is a few KB; MAA's envelope around it cannot be much more. */
 export const MAX_ENVELOPE_CHARS = 256 * 1024;
 
-export type EnvelopeStep = 'maa-envelope-format' | 'maa-envelope-key' | 'maa-envelope-decrypt' | 'maa-envelope-authenticate';
+export type EnvelopeStep = 'maa-envelope' | 'maa-envelope-format' | 'maa-envelope-key' | 'maa-envelope-decrypt' | 'maa-envelope-authenticate';
+
+/**
+ * The one answer to every envelope that does not open (format, RSA padding, key length, GCM tag, payload).
+ * The vTPM key that opens MAA's envelope also decrypts Key Vault's wraps: telling a bad PKCS#1 padding
+ * from a wrong key length or a tag mismatch would be a Bleichenbacher oracle for whoever answers as MAA.
+ */
+export const ENVELOPE_REFUSED = "MAA's answer could not be opened with the vTPM key (malformed, altered, or sealed to another key)";
 
 /** MAA's answer could not be opened. Never carries key material or the ciphertext. → 502 */
 export class MaaEnvelopeError extends SkrError {
@@ -70,6 +77,49 @@ export function parseEnvelope(token: string): Envelope {
   if (encryptedInnerKey.length !== 256) throw new MaaEnvelopeError('maa-envelope-format', `EncryptedInnerKey is ${encryptedInnerKey.length} bytes, expected 256 (RSA-2048)`);
   const ciphertext = field(o, 'Jwt', MAX_ENVELOPE_CHARS);
   return { encryptedInnerKey, iv, tag, ciphertext };
+}
+
+/** What the TPM made of EncryptedInnerKey: the key, or (decryption refused) why, for the debug log only. */
+export type InnerKeyResult = { key: Buffer } | { failed: string };
+
+/**
+ * Open MAA's answer as one opaque step: `decryptInnerKey` runs the RSA part in the TPM. Whatever fails
+ * (the format, the RSA padding, the key's length, the GCM tag, the payload) ends in the same
+ * MaaEnvelopeError (step `maa-envelope`, ENVELOPE_REFUSED); a key that did not decrypt to 32 bytes is
+ * replaced by a random one, so every failure also takes the same path (the GCM open) to that error.
+ * The detail goes to `debug` only. Errors `decryptInnerKey` throws itself (TPM state, transport) pass.
+ */
+export async function openSealedEnvelope(token: string, decryptInnerKey: (encryptedInnerKey: Buffer) => Promise<InnerKeyResult>, debug?: (detail: string) => void): Promise<string> {
+  const refused = (detail: string, cause?: unknown): MaaEnvelopeError => {
+    debug?.(detail);
+    return new MaaEnvelopeError('maa-envelope', ENVELOPE_REFUSED, cause);
+  };
+  let env: Envelope;
+  try {
+    env = parseEnvelope(token);
+  } catch (e) {
+    if (e instanceof MaaEnvelopeError) throw refused(e.message);
+    throw e;
+  }
+  const r = await decryptInnerKey(env.encryptedInnerKey);
+  let key: Buffer;
+  let failed: string | undefined;
+  if ('failed' in r) {
+    failed = r.failed;
+    key = randomBytes(32);
+  } else if (r.key.length !== 32) {
+    failed = `the TPM returned a ${r.key.length}-byte key, expected 32`;
+    wipe(r.key);
+    key = randomBytes(32);
+  } else key = r.key;
+  try {
+    const jwt = openEnvelopeWithKey(env, key);
+    if (failed !== undefined) throw new MaaEnvelopeError('maa-envelope-decrypt', failed);
+    return jwt;
+  } catch (e) {
+    if (e instanceof MaaEnvelopeError) throw refused(failed ?? e.message);
+    throw e;
+  }
 }
 
 /** AES-256-GCM open with AAD "Transport Key"; wipes the key. Returns the compact JWS. */

@@ -145,6 +145,11 @@ export function createApp(deps: AppDeps): Express {
     const upstreams = health.snapshot();
     // "message" is what reference clients read; details appear once an upstream has been used.
     const platform = attestation.platform ? { platform: attestation.platform } : {};
+    // A CVM's TPM that stopped answering leaves the sidecar unable to serve anything: not OK until it answers again.
+    if (upstreams.tpm && !upstreams.tpm.healthy) {
+      res.status(503).json({ message: 'Status NOT OK', ...platform, details: { evidence: attestation.describe(), upstreams } });
+      return;
+    }
     res.json(Object.keys(upstreams).length ? { message: 'Status OK', ...platform, details: { evidence: attestation.describe(), upstreams } } : { message: 'Status OK', ...platform });
   });
 

@@ -208,6 +208,8 @@ export interface ServerLimits {
   maxConnections: number;
   /** Idle keep-alive sockets are closed after this, well before headersTimeoutMs. */
   keepAliveTimeoutMs: number;
+  /** One TPM command on a CVM (--tpm-timeout / SKR_TPM_TIMEOUT_SECONDS); past it the TPM connection is reopened. */
+  tpmCommandTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
@@ -223,6 +225,7 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   vaultAttemptTimeoutMs: 30_000,
   maxConnections: 2048,
   keepAliveTimeoutMs: 2_000,
+  tpmCommandTimeoutMs: 30_000,
 });
 
 export interface ServerConfig {
@@ -286,6 +289,8 @@ export interface ConfigFlags {
   platform?: string;
   /** tcp:HOST:PORT or a device path. */
   tpm?: string;
+  /** Per TPM command, in seconds. */
+  tpmTimeout?: string;
 }
 
 /** Comma/whitespace separated list from an env var; undefined when unset or blank. */
@@ -328,10 +333,10 @@ function readSecret(env: NodeJS.ProcessEnv): string | undefined {
   return s;
 }
 
-export function parseDeadlineSeconds(s: string | undefined, fallbackMs: number): number {
+export function parseDeadlineSeconds(s: string | undefined, fallbackMs: number, what = 'request deadline'): number {
   if (s === undefined || s.trim() === '') return fallbackMs;
   const n = Number(s.trim());
-  if (!Number.isFinite(n) || n <= 0 || n > 3600) throw new ConfigError(`request deadline "${s}" is not a number of seconds from 0 to 3600`);
+  if (!Number.isFinite(n) || n <= 0 || n > 3600) throw new ConfigError(`${what} "${s.slice(0, 20)}" is not a number of seconds from 0 to 3600`);
   return Math.round(n * 1000);
 }
 
@@ -430,6 +435,7 @@ export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = pr
   if (secret) cfg.apiSecret = secret;
   cfg.limits.requestDeadlineMs = parseDeadlineSeconds(flags.requestDeadline ?? env.SKR_REQUEST_DEADLINE_SECONDS, DEFAULT_LIMITS.requestDeadlineMs);
   cfg.limits.maxConnections = parseMaxConnections(env.SKR_MAX_CONNECTIONS);
+  cfg.limits.tpmCommandTimeoutMs = parseDeadlineSeconds(flags.tpmTimeout ?? env.SKR_TPM_TIMEOUT_SECONDS, DEFAULT_LIMITS.tpmCommandTimeoutMs, 'TPM command timeout');
   const logFile = flags.logFile ?? env.LogFile;
   if (logFile) cfg.logFile = logFile;
   if (flags.securityPolicy) cfg.securityPolicyFile = flags.securityPolicy;

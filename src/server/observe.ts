@@ -44,6 +44,18 @@ export interface UpstreamState {
 /** Consecutive failures per upstream; /status shows them once one has failed. */
 export class UpstreamHealth {
   private readonly state = new Map<string, UpstreamState>();
+  private readonly thresholds = new Map<string, number>();
+
+  /** Consecutive failures after which `name` is unhealthy (default UNHEALTHY_AFTER; the TPM: 1). */
+  setThreshold(name: string, failures: number): void {
+    this.thresholds.set(name, failures);
+  }
+
+  /** False once `name` has failed its threshold of times in a row (undefined: never used). */
+  healthy(name: string): boolean | undefined {
+    const s = this.state.get(name);
+    return s ? s.consecutiveFailures < (this.thresholds.get(name) ?? UNHEALTHY_AFTER) : undefined;
+  }
 
   private get(name: string): UpstreamState {
     let s = this.state.get(name);
@@ -72,7 +84,7 @@ export class UpstreamHealth {
 
   snapshot(): Record<string, UpstreamState & { healthy: boolean }> {
     const out: Record<string, UpstreamState & { healthy: boolean }> = {};
-    for (const [k, v] of this.state) out[k] = { ...v, healthy: v.consecutiveFailures < UNHEALTHY_AFTER };
+    for (const [k, v] of this.state) out[k] = { ...v, healthy: v.consecutiveFailures < (this.thresholds.get(k) ?? UNHEALTHY_AFTER) };
     return out;
   }
 }

@@ -16,11 +16,13 @@ export type DetectedPlatform = { name: 'aci'; evidence: EvidenceSource } | { nam
 export interface PlatformDetectOptions extends DetectOptions {
   /** The Azure CVM's TPM when not given in the configuration (tests point this at a temp path). */
   tpmDevicePath?: string;
+  /** Per TPM command (limits.tpmCommandTimeoutMs). */
+  tpmTimeoutMs?: number;
 }
 
 export async function detectPlatform(choice: PlatformChoice, tpm: TpmEndpoint | undefined, opts: PlatformDetectOptions = {}): Promise<DetectedPlatform> {
   const tpmEndpoint: TpmEndpoint = tpm ?? { kind: 'device', path: opts.tpmDevicePath ?? DEFAULT_TPM_DEVICE };
-  const cvm = async (): Promise<CvmProbe> => probeAzureCvm(tpmEndpoint);
+  const cvm = async (): Promise<CvmProbe> => probeAzureCvm(tpmEndpoint, opts.tpmTimeoutMs);
   if (choice === 'aci') return { name: 'aci', evidence: await detectEvidenceSource(opts) };
   if (choice === 'azure-cvm') {
     const p = await cvm();

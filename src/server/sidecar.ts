@@ -27,6 +27,7 @@ import type { KeyEncryptionKeySource } from '../akv/kek';
 import type { Attester } from '../maa/attester';
 import { LocalThimSource } from '../certs/sources/local-thim';
 import type { TpmClient } from '../tpm';
+import { TPM_PT } from '../tpm/constants';
 import type { VtpmEvidence } from '../cvm/vtpm-evidence';
 import { detectPlatform, type PlatformDetectOptions } from './platform';
 import { KeyVaultRelease } from '../akv/vault-release';
@@ -88,6 +89,57 @@ export function readSecurityPolicyFile(file: string): string {
   return decodeBase64Strict(compact) ? compact : Buffer.from(text, 'utf8').toString('base64');
 }
 
+interface TpmWatch {
+  stop(): void;
+}
+
+/** Re-asked every this often while the TPM is not answering, so /status turns OK again once it does. */
+const TPM_PROBE_INTERVAL_MS = 2_000;
+
+/**
+ * The CVM's TPM in /status (upstream `tpm`): unhealthy from the first command it does not answer (timeout,
+ * device gone) until one is answered again. While unhealthy it is probed (a GetCapability through the
+ * device gate), so recovery shows without waiting for a request.
+ */
+function watchTpm(tpm: TpmClient, gate: Semaphore, health: UpstreamHealth, logger: Logger): TpmWatch {
+  health.setThreshold('tpm', 1);
+  let timer: NodeJS.Timeout | undefined;
+  let probing = false;
+  const probe = () => {
+    if (probing) return;
+    probing = true;
+    void gate
+      .run(() => tpm.getProperty(TPM_PT.NV_BUFFER_MAX))
+      .catch(() => undefined)
+      .finally(() => {
+        probing = false;
+      });
+  };
+  tpm.observe((failure) => {
+    if (failure) {
+      if (health.healthy('tpm') !== false) logger.error('the TPM is not answering', { error: failure.message });
+      health.failure('tpm', failure.message);
+      if (!timer) {
+        timer = setInterval(probe, TPM_PROBE_INTERVAL_MS);
+        timer.unref();
+      }
+    } else {
+      const was = health.healthy('tpm');
+      if (was === false) logger.info('the TPM answers again');
+      // Shown in /status once it has failed (as the other upstreams appear once used).
+      if (was !== undefined) health.success('tpm');
+      if (timer) clearInterval(timer);
+      timer = undefined;
+    }
+  });
+  return {
+    stop: () => {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+    },
+  };
+}
+
 export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar> {
   const { config } = opts;
   const logger = opts.logger ?? createLogger({ level: config.logLevel, file: config.logFile });
@@ -117,7 +169,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     evidence = platform.evidenceSource();
     logger.warn('SIMULATION MODE: reports are signed by a test AMD chain that no relying party trusts', { securityContextDir: contextDir });
   } else {
-    const detected = await detectPlatform(config.platform, config.tpm, opts.detect);
+    const detected = await detectPlatform(config.platform, config.tpm, { tpmTimeoutMs: config.limits.tpmCommandTimeoutMs, ...opts.detect });
     if (detected.name === 'aci') evidence = detected.evidence;
     else {
       cvmTpm = detected.tpm;
@@ -165,23 +217,33 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   let attester: Attester;
   let keks: KeyEncryptionKeySource;
   let tpmKeks: { close(): Promise<void> } | undefined;
+  let tpmWatch: TpmWatch | undefined;
   if (cvmTpm && cvmEvidence) {
+    tpmWatch = watchTpm(cvmTpm, deviceGate, health, logger);
+    // Transient objects and sessions a previous process left (swtpm keeps them) would fill the TPM's slots.
+    const flushed = await deviceGate.run(() => (cvmTpm as TpmClient).recoverHandles()).catch((e: unknown) => {
+      logger.warn('could not list the TPM\'s transient handles at start-up', { error: (e as Error).message });
+      return [];
+    });
+    if (flushed.length) logger.info('flushed TPM handles left by an earlier process', { handles: flushed.map((h) => `0x${h.toString(16)}`) });
+    // The vTPM's ephemeral key is the KEK (CVM-PROTOCOL §7): same TPM connection, same gate as the
+    // attester and the evidence source, so one TPM sequence runs at a time. The attester certifies the
+    // KEK's loaded key, so a release never binds a key the KEK does not hold.
+    const { TpmKekSource } = await import('../cvm/tpm-kek');
+    const tpmKek = new TpmKekSource(cvmTpm, deviceGate);
+    keks = tpmKek;
+    tpmKeks = tpmKek;
     const { AzureGuestAttester } = await import('../cvm/guest-attester');
     const { GuestAttestation } = await import('../cvm/guest-attestation');
     attester = new AzureGuestAttester({
-      guest: new GuestAttestation(cvmTpm, cvmEvidence),
+      guest: new GuestAttestation(cvmTpm, cvmEvidence, (message, meta) => logger.debug(message, meta)),
       chainFor: (report, signal) => collateral.chainForReport(report, signal),
       fetch: outbound,
       userAgent: config.args.maaconfig?.user_agent,
       tpmGate: deviceGate,
       telemetry,
+      keks: tpmKek,
     });
-    // The vTPM's ephemeral key is the KEK (CVM-PROTOCOL §7): same TPM connection, same gate as the
-    // attester and the evidence source, so one TPM sequence runs at a time.
-    const { TpmKekSource } = await import('../cvm/tpm-kek');
-    const tpmKek = new TpmKekSource(cvmTpm, deviceGate);
-    keks = tpmKek;
-    tpmKeks = tpmKek;
   } else {
     attester = new SevSnpAttester({ collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
     keks = new SoftwareKekSource(fastPath.wrappingKeyPool);
@@ -245,6 +307,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     fastPath.close();
     outbound.destroy();
     removeOwnedContextDir();
+    tpmWatch?.stop();
     await cvmTpm?.close().catch(() => undefined);
     throw e;
   });
@@ -276,6 +339,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     (closing ??= new Promise<void>((resolve) => {
       shuttingDown = true;
       fastPath.close();
+      tpmWatch?.stop();
       // Requests still running get the grace period; then their sockets are closed.
       const force = setTimeout(() => server.closeAllConnections(), limits.shutdownGraceMs);
       force.unref();

@@ -100,7 +100,9 @@ export const TPMA_NV = {
   WRITTEN: 1 << 29,
 } as const;
 
-export const TPM_CAP = { TPM_PROPERTIES: 6 } as const;
+export const TPM_CAP = { HANDLES: 1, TPM_PROPERTIES: 6 } as const;
+/** Handle types (the top byte), as GetCapability(TPM_CAP_HANDLES) takes them. */
+export const TPM_HT = { LOADED_SESSION: 0x02000000, POLICY_SESSION: 0x03000000, TRANSIENT: 0x80000000 } as const;
 export const TPM_PT = {
   NV_INDEX_MAX: 0x117,
   MAX_COMMAND_SIZE: 0x11e,

@@ -83,6 +83,22 @@ export class Reader {
     this.off += n;
     return v;
   }
+  /**
+   * The next n bytes as a view of the input, not a copy: for secrets (RSA_Decrypt's message), which
+   * then live in one buffer only, the one the caller wipes.
+   */
+  view(n: number, field: string): Buffer {
+    this.need(n, field);
+    const v = this.buf.subarray(this.off, this.off + n);
+    this.off += n;
+    return v;
+  }
+  /** A TPM2B as a view (see view). */
+  tpm2bView(field: string, max = 0xffff): Buffer {
+    const n = this.u16(`${field}.size`);
+    if (n > max) throw new TpmResponseError(`${this.what}: ${field} declares ${n} bytes, more than the ${max} allowed`);
+    return this.view(n, field);
+  }
   /** TPM2B with an optional upper bound on its declared size. */
   tpm2b(field: string, max = 0xffff): Buffer {
     const n = this.u16(`${field}.size`);
@@ -95,9 +111,9 @@ export class Reader {
   get remaining(): number {
     return this.buf.length - this.off;
   }
-  /** A sub-reader over the next n bytes (e.g. the parameter area), advancing past them. */
+  /** A sub-reader over the next n bytes (e.g. the parameter area), advancing past them; a view, no copy. */
   sub(n: number, field: string): Reader {
-    return new Reader(this.bytes(n, field), `${this.what} ${field}`);
+    return new Reader(this.view(n, field), `${this.what} ${field}`);
   }
   /** The structure must have been consumed exactly. */
   end(field: string): void {

@@ -98,8 +98,20 @@ describe('skr import-key --policy-template azure-cvm and skr release on a CVM', 
     }
     const pem = await run(...releaseArgs('cvm-cli-oct', hsm, '--out', path.join(dir, 'oct.pem'), '--format', 'pem', '--managed-hsm'));
     expect(pem.code).toBe(2);
-    expect(pem.err).toMatch(/--format pem is for RSA and EC keys/);
+    // Checked on the vault's signed answer, before the vTPM unwraps anything (issue 20, item 7).
+    expect(pem.err).toMatch(/--format pem is for RSA and EC keys; write an oct key as raw or jwk \(nothing was written\)/);
     expect(fs.existsSync(path.join(dir, 'oct.pem'))).toBe(false);
+  });
+
+  it('an output path whose directory does not exist is refused before attesting (issue 20, item 7)', async () => {
+    const before = maa.issuedTokens.length;
+    const out = path.join(dir, 'no-such-dir', 'k.key');
+    const r = await run(...releaseArgs('cvm-cli-oct', hsm, '--out', out, '--format', 'raw', '--managed-hsm'));
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(new RegExp(`cannot create ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: its directory .*no-such-dir does not exist`));
+    // Nothing was attested or released.
+    expect(maa.issuedTokens.length).toBe(before);
+    expect(fs.existsSync(path.dirname(out))).toBe(false);
   });
 
   it('the template and claims in the config together are refused; an unknown template too', async () => {

@@ -16,12 +16,13 @@ import { loadOrCreateLocalCa } from '../../src/emulators/ca';
 import { startImdsEmulator, type ImdsEmulator } from '../../src/emulators/imds';
 import { LocalThimSource } from '../../src/certs/sources/local-thim';
 import { startMaaEmulator, type MaaEmulator } from '../../src/emulators/maa';
-import { MaaEnvelopeError } from '../../src/maa/azure-guest-envelope';
+import { ENVELOPE_REFUSED, MaaEnvelopeError } from '../../src/maa/azure-guest-envelope';
 import { postAzureGuest } from '../../src/maa/azure-guest-client';
 import { serializeAzureGuestRequest, type AzureGuestRequestInput } from '../../src/maa/azure-guest-request';
 import { MaaRefusedError } from '../../src/maa/errors';
 import { hclReportData } from '../../src/cvm/hcl';
-import { akTemplate, marshalPublic2b, SwtpmTcpTransport, TPM_ALG, TpmClient } from '../../src/tpm';
+import { akTemplate, marshalPublic2b, rsaKeyOf, SwtpmTcpTransport, TPM_ALG, TpmClient } from '../../src/tpm';
+import { parsePublic2b } from '../../src/tpm/structures';
 import { startSwtpm, type Swtpm } from '../helpers/swtpm';
 
 const OS = { type: 'Linux', distro: 'Ubuntu', versionMajor: 24, versionMinor: 4 };
@@ -121,29 +122,47 @@ describe('guest attestation on swtpm against the MAA emulator', () => {
     it('the untouched envelope opens into a JWT', async () => {
       expect(await ga.openEnvelope(envelope, ev.encKeyPub)).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
     });
-    it('a JWT that does not authenticate (one ciphertext byte changed) → maa-envelope-authenticate', async () => {
-      const bad = mutateEnvelope((o) => {
-        const ct = Buffer.from(o.Jwt as string, 'base64');
-        ct[10] ^= 1;
-        o.Jwt = ct.toString('base64');
-      });
-      const e = await ga.openEnvelope(bad, ev.encKeyPub).catch((x: unknown) => x);
+    /** Issue 20 item 6: every envelope failure is the same error; the detail only in the debug log. */
+    const refused = async (bad: string): Promise<{ e: MaaEnvelopeError; detail: unknown }> => {
+      const lines: Record<string, unknown>[] = [];
+      const g = new GuestAttestation(guest, undefined, (_m, meta) => lines.push(meta));
+      const e = await g.openEnvelope(bad, ev.encKeyPub).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(MaaEnvelopeError);
-      expect((e as MaaEnvelopeError).step).toBe('maa-envelope-authenticate');
-    });
-    it('an inner key encrypted to another key → maa-envelope-decrypt with the TPM error', async () => {
-      const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey;
-      const bad = mutateEnvelope((o) => {
-        o.EncryptedInnerKey = publicEncrypt({ key: other, padding: constants.RSA_PKCS1_PADDING }, randomBytes(32)).toString('base64');
-      });
-      const e = await ga.openEnvelope(bad, ev.encKeyPub).catch((x: unknown) => x);
-      expect(e).toBeInstanceOf(MaaEnvelopeError);
-      expect((e as MaaEnvelopeError).step).toBe('maa-envelope-decrypt');
-      expect((e as Error).message).toMatch(/TPM2_RSA_Decrypt: TPM_RC_/);
-    });
-    it('not an envelope at all → maa-envelope-format', async () => {
-      const e = await ga.openEnvelope('eyJhbGciOiJSUzI1NiJ9.e30.c2ln', ev.encKeyPub).catch((x: unknown) => x);
-      expect((e as MaaEnvelopeError).step).toBe('maa-envelope-format');
+      expect(lines).toHaveLength(1);
+      return { e: e as MaaEnvelopeError, detail: lines[0].detail };
+    };
+    const sealedTo = (inner: Buffer) => publicEncrypt({ key: rsaKeyOf(parsePublic2b(ev.encKeyPub, 'EncKeyPub').area), padding: constants.RSA_PKCS1_PADDING }, inner).toString('base64');
+
+    it('no padding oracle: bad PKCS#1 padding, a 31-byte key, a wrong 32-byte key, a changed JWT, another key, not an envelope: one identical error', async () => {
+      const cases: [string, string, RegExp][] = [
+        ['bad padding', mutateEnvelope((o) => (o.EncryptedInnerKey = randomBytes(256).toString('base64'))), /TPM2_RSA_Decrypt: TPM_RC_/],
+        ['31-byte key', mutateEnvelope((o) => (o.EncryptedInnerKey = sealedTo(randomBytes(31)))), /returned a 31-byte key/],
+        ['wrong 32-byte key', mutateEnvelope((o) => (o.EncryptedInnerKey = sealedTo(randomBytes(32)))), /AES-GCM tag mismatch/],
+        [
+          'JWT changed',
+          mutateEnvelope((o) => {
+            const ct = Buffer.from(o.Jwt as string, 'base64');
+            ct[10] ^= 1;
+            o.Jwt = ct.toString('base64');
+          }),
+          /AES-GCM tag mismatch/,
+        ],
+        [
+          'sealed to another key',
+          mutateEnvelope((o) => (o.EncryptedInnerKey = publicEncrypt({ key: generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey, padding: constants.RSA_PKCS1_PADDING }, randomBytes(32)).toString('base64'))),
+          /TPM2_RSA_Decrypt: TPM_RC_/,
+        ],
+        ['not an envelope', 'eyJhbGciOiJSUzI1NiJ9.e30.c2ln', /maa-envelope-format/],
+      ];
+      const seen = new Set<string>();
+      for (const [what, bad, detail] of cases) {
+        const r = await refused(bad);
+        seen.add(JSON.stringify({ code: r.e.code, step: r.e.step, message: r.e.message, name: r.e.name }));
+        expect(r.e.step).toBe('maa-envelope');
+        expect(r.e.message).toBe(`maa-envelope: ${ENVELOPE_REFUSED}`);
+        expect([what, String(r.detail)]).toEqual([what, expect.stringMatching(detail)]);
+      }
+      expect(seen.size).toBe(1);
     });
     it("a token whose TpmEphemeralEncryptionKey is not ours → maa-token-tpm-key", async () => {
       const jwt = await ga.openEnvelope(envelope, ev.encKeyPub);

@@ -21,6 +21,7 @@ import { RELEASE_ENCS, wrapKeyMaterial, type ReleaseEnc } from '../../src/akv/wr
 import { LocalThimSource } from '../../src/certs/sources/local-thim';
 import { VerificationError } from '../../src/common/errors';
 import { createHttpsFetch, type HttpsFetch } from '../../src/common/https-fetch';
+import type { FetchLike } from '../../src/common/http';
 import { cvmReleaseParts, type CvmReleaseParts } from '../../src/cvm/cvm-release-parts';
 import { TPM_KEY_KID } from '../../src/cvm/guest-attestation';
 import { explainTpmUnwrapError, tokenTpmKeyModulus, tpmOaepDecrypt, TpmKek, TpmKekSource } from '../../src/cvm/tpm-kek';
@@ -290,13 +291,14 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
       expect(rc.rcName).toBe('TPM_RC_AUTH_UNAVAILABLE');
       expect(explainTpmUnwrapError(rc, { enc: 'RSA_AES_KEY_WRAP_256', cipherBytes: 256 }).message).toMatch(/takes only its PolicyPCR session, not a password/);
     });
-    it('PCR changed after attestation, old key + PolicyPCR → TPM_RC_POLICY_FAIL as a stale KEK; the key re-derived → another key, stale', async () => {
+    it('PCR changed after attestation: the loaded key (bound to the old PCRs) is flushed and re-derived → another key, stale', async () => {
       const k = keyHsm('RSA_AES_KEY_WRAP_256');
       await guest.pcrExtend(6, TPM_ALG.SHA256, Buffer.alloc(32, 6));
+      // Issue 20 item 1: the source notices the PCR change itself instead of keeping a key no policy session can use.
       const e = await errorOf(kek.unwrap(k, { maaToken: token }));
       expect(e).toBeInstanceOf(StaleKekError);
-      expect(e.message).toMatch(/TPM2_RSA_Decrypt: TPM_RC_POLICY_FAIL.*PCR0-7 are not what the key was bound to/);
-      // The stale key was dropped; the next unwrap re-derives for the current PCRs: another key.
+      expect(e.message).toMatch(/re-derived for the current PCR0-7 and boot\) is not the TpmEphemeralEncryptionKey of the MAA token/);
+      expect((await source.lock.run(() => source.loaded())).n).not.toBe(kek.publicJwk.n);
       const again = await errorOf(kek.unwrap(k, { maaToken: token }));
       expect(again).toBeInstanceOf(StaleKekError);
       expect(again.message).toMatch(/re-derived for the current PCR0-7 and boot\) is not the TpmEphemeralEncryptionKey of the MAA token/);
@@ -317,7 +319,7 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
       await importKey('cvm-reboot', 'oct-HSM', bytes, { vault: hsm });
     });
 
-    it('PCR change: the cached token fails with a policy failure, the sidecar attests once more and succeeds', async () => {
+    it('PCR change: the cached token names a key the vTPM no longer has, the sidecar attests once more and succeeds', async () => {
       const attestations: number[] = [];
       const { pipe } = await pipeline({ attestations });
       expect(Buffer.from(String((await pipe.release(req('cvm-reboot', hsm))).jwk.k), 'base64url')).toEqual(bytes);
@@ -329,23 +331,37 @@ describe('key release on a CVM: TPM-resident KEK on swtpm against the emulators'
       expect(attestations).toHaveLength(2);
     });
 
-    it('with re-attestation off, the stale unwrap fails with the TPM\'s reason', async () => {
+    it('with re-attestation off, the stale unwrap fails naming the PCR change', async () => {
       const { pipe } = await pipeline({ reattestOnStaleKek: false });
       await pipe.release(req('cvm-reboot', hsm));
       await guest.pcrExtend(4, TPM_ALG.SHA256, Buffer.alloc(32, 4));
       const e = await pipe.release(req('cvm-reboot', hsm)).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(StaleKekError);
-      expect((e as Error).message).toMatch(/TPM2_RSA_Decrypt: TPM_RC_POLICY_FAIL/);
+      expect((e as Error).message).toMatch(/the VM rebooted or PCR0-7 changed since attestation/);
     });
 
-    it('token reuse off and PCRs that keep changing: one re-attestation, then refused naming the TPM\'s reason', async () => {
+    it('token reuse off and PCRs that keep changing: one re-attestation, then refused naming the PCR change', async () => {
       const attestations: number[] = [];
       let n = 0;
       const { pipe } = await pipeline({ attestations, maaTokenReuse: { enabled: false }, afterAttest: () => guest.pcrExtend(3, TPM_ALG.SHA256, Buffer.alloc(32, ++n)) });
       const e = await pipe.release(req('cvm-reboot', hsm)).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(StaleKekError);
-      expect((e as Error).message).toMatch(/TPM_RC_POLICY_FAIL.*\(after attesting again; first attempt: .*TPM_RC_POLICY_FAIL/);
+      expect((e as Error).message).toMatch(/PCR0-7 changed since attestation \(after attesting again; first attempt: .*PCR0-7 changed since attestation/);
       expect(attestations).toHaveLength(2);
+    });
+
+    it('a vault answer wrapped with another enc than requested is refused, naming both (issue 20, item 7)', async () => {
+      // The vault is asked for RSA_AES_KEY_WRAP_256 but answers (signed) with a CKM_RSA_AES_KEY_WRAP wrap.
+      const otherEnc: FetchLike = async (url, init) => {
+        const body = typeof init?.body === 'string' && String(url).includes('/release') ? init.body.replace('"enc":"RSA_AES_KEY_WRAP_256"', '"enc":"CKM_RSA_AES_KEY_WRAP"') : init?.body;
+        return fetch(url, { ...init, ...(body !== undefined ? { body } : {}) });
+      };
+      const vaultPart = new KeyVaultRelease({ tokens: new TokenProvider({ imdsEndpoint: imds.url }), fetch: otherEnc, managedHsmEndpoints: [hsm.endpoint], relaxedChallengeEndpoints: [vault.endpoint, hsm.endpoint] });
+      const { pipe } = await pipeline({ vault: vaultPart });
+      const e = await pipe.release(req('cvm-reboot', hsm, 'RSA_AES_KEY_WRAP_256')).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(VerificationError);
+      expect((e as VerificationError).step).toBe('release-enc');
+      expect((e as Error).message).toBe('release response is wrapped with enc CKM_RSA_AES_KEY_WRAP, but RSA_AES_KEY_WRAP_256 was requested');
     });
 
     it('VM reboot (swtpm restarted): the cached token\'s key is gone; re-attested once, released', async () => {

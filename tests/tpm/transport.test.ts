@@ -71,10 +71,11 @@ describe('TPM transports with hostile peers', () => {
   });
 
   it.each([
-    ['/dev/null', /short response \(0 bytes\)/],
+    // /dev/null never has anything to read: a device that does not answer, given up at the deadline.
+    ['/dev/null', /no response within 300 ms: the TPM is not answering/],
     ['/dev/zero', /response declares 0 bytes/],
   ])('a device that does not answer like a TPM (%s): typed error, the command named', async (dev, msg) => {
-    const c = new TpmClient(new DeviceTransport(dev));
+    const c = new TpmClient(new DeviceTransport(dev, { timeoutMs: 300 }));
     try {
       const e = await c.pcrRead(0x000b, [0]).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(TpmTransportError);

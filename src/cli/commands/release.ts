@@ -19,7 +19,7 @@ import { detectPlatform, readCaFiles, vaultParts, type Platform } from '../relea
 import { thumbprint } from './import-key';
 
 export const usage =
-  'skr release --maa HOST --akv HOST --kid NAME[/VERSION] [--out FILE] [--format jwk|pem|raw] [--tpm /dev/tpmrm0|tcp:127.0.0.1:PORT] [--simulate]\n' +
+  'skr release --maa HOST --akv HOST --kid NAME[/VERSION] [--out FILE] [--format jwk|pem|raw] [--tpm /dev/tpmrm0|tcp:127.0.0.1:PORT] [--tpm-timeout SECONDS] [--simulate]\n' +
   '      [--enc CKM_RSA_AES_KEY_WRAP|RSA_AES_KEY_WRAP_256|RSA_AES_KEY_WRAP_384] [--imds URL] [--client-id ID] [--ca FILE] [--managed-hsm]\n' +
   '      release one key on this VM/container (CVM: vTPM; ACI: SEV-SNP) and write it to a new file (mode 0600, default ./NAME.<format>);\n' +
   '      prints only the key id and its thumbprint.';
@@ -40,22 +40,37 @@ export function encodeReleasedKey(jwk: JsonWebKey, format: Format): { data: Buff
   return { data, material: der };
 }
 
-/** Create `file` (never an existing path, never through a symlink), mode 0600, and write `data`. */
-export function writeNewSecretFile(file: string, data: Buffer): void {
-  let fd: number;
+/**
+ * Create `file` (never an existing path, never through a symlink), mode 0600, and return its descriptor.
+ * Done before anything is released, so a path that cannot be written (exists, a symlink, a missing or
+ * unwritable directory) is refused first.
+ */
+export function createNewSecretFile(file: string): number {
   try {
     const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
-    fd = fs.openSync(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+    const fd = fs.openSync(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+    fs.fchmodSync(fd, 0o600);
+    return fd;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') throw new CliError(`${file} exists: refusing to overwrite it (remove it or give another --out)`, 1);
     if (code === 'ELOOP') throw new CliError(`${file} is a symbolic link: refusing to write through it`, 1);
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new CliError(`cannot create ${file}: its directory ${path.dirname(file)} does not exist`, 1);
     throw new CliError(`cannot create ${file}: ${code ?? (e as Error).message}`, 1);
   }
+}
+
+/** Write `data` to a descriptor from createNewSecretFile (the caller closes it). */
+export function writeSecretFile(fd: number, data: Buffer): void {
+  fs.writeSync(fd, data);
+  fs.fsyncSync(fd);
+}
+
+/** Create `file` (never an existing path, never through a symlink), mode 0600, and write `data`. */
+export function writeNewSecretFile(file: string, data: Buffer): void {
+  const fd = createNewSecretFile(file);
   try {
-    fs.fchmodSync(fd, 0o600);
-    fs.writeSync(fd, data);
-    fs.fsyncSync(fd);
+    writeSecretFile(fd, data);
   } finally {
     fs.closeSync(fd);
   }
@@ -78,6 +93,7 @@ export async function releaseCommand(args: string[], io: Out): Promise<number> {
       'client-id': { type: 'string' },
       ca: { type: 'string', multiple: true },
       'managed-hsm': { type: 'boolean' },
+      'tpm-timeout': { type: 'string' },
     },
   });
   if (positionals.length || !values.maa || !values.akv || !values.kid) throw new CliError(`usage: ${usage}`);
@@ -87,18 +103,59 @@ export async function releaseCommand(args: string[], io: Out): Promise<number> {
   const maa = parseEndpoint('maa', values.maa);
   const akv = parseEndpoint('akv', values.akv);
   // The sidecar's own settings from the environment (SKR_RELEASE_ENC, the security-context variables).
-  const settings = loadServerConfig({ port: '0' });
+  const settings = loadServerConfig({ port: '0', ...(values['tpm-timeout'] !== undefined ? { tpmTimeout: values['tpm-timeout'] } : {}) });
   const enc = values.enc !== undefined ? parseReleaseEnc(values.enc, '--enc') : settings.releaseEnc;
   const out = path.resolve(values.out ?? `${name}.${EXT[format]}`);
-  // Fail before attesting when the file cannot be written.
-  if (fs.existsSync(out) || isSymlink(out)) throw new CliError(`${out} exists: refusing to overwrite it (remove it or give another --out)`, 1);
   const extraCaPem = readCaFiles(values.ca ?? []);
+  // Everything is checked before attesting: the output file is created now (empty, 0600) and removed
+  // again should the release fail; the key type is checked against --format before the key is unwrapped.
+  const fd = createNewSecretFile(out);
+  let written = false;
+  try {
+    written = await releaseInto(fd, out, { ...values, enc, format, maa, akv, kid: values.kid, extraCaPem, settings }, io);
+  } finally {
+    fs.closeSync(fd);
+    if (!written) fs.rmSync(out, { force: true });
+  }
+  return 0;
+}
+
+/** The released key's type must have the asked format (an oct key has no PEM form). */
+export function checkFormatFor(format: Format): (kty: string) => void {
+  return (kty) => {
+    if ((kty === 'oct' || kty === 'oct-HSM') && format === 'pem') throw new CliError('--format pem is for RSA and EC keys; write an oct key as raw or jwk (nothing was written)');
+  };
+}
+
+interface ReleaseValues {
+  tpm?: string;
+  simulate?: boolean;
+  imds?: string;
+  'client-id'?: string;
+  'managed-hsm'?: boolean;
+  kid: string;
+  enc: ReturnType<typeof parseReleaseEnc>;
+  format: Format;
+  maa: ReturnType<typeof parseEndpoint>;
+  akv: ReturnType<typeof parseEndpoint>;
+  extraCaPem: string[];
+  settings: ReturnType<typeof loadServerConfig>;
+}
+
+/** Release and write into the reserved file; true once written. */
+async function releaseInto(fd: number, out: string, v: ReleaseValues, io: Out): Promise<boolean> {
+  const { enc, format, maa, akv, extraCaPem, settings } = v;
+  const values = v;
 
   const fetch = createHttpsFetch({ extraCaPem });
   let platform: Platform | undefined;
   let released: ReleasedKey;
   try {
-    platform = await detectPlatform({ ...(values.tpm ? { tpm: values.tpm } : {}), ...(values.simulate ? { simulate: true } : {}), ...(values.imds ? { imds: values.imds } : {}) }, fetch, settings.securityContextEnv);
+    platform = await detectPlatform(
+      { ...(values.tpm ? { tpm: values.tpm } : {}), ...(values.simulate ? { simulate: true } : {}), ...(values.imds ? { imds: values.imds } : {}), tpmTimeoutMs: settings.limits.tpmCommandTimeoutMs },
+      fetch,
+      settings.securityContextEnv,
+    );
     io.err(`skr release: platform ${platform.name}`);
     const pipeline = new KeyReleasePipeline({
       attester: platform.attester,
@@ -109,7 +166,7 @@ export async function releaseCommand(args: string[], io: Out): Promise<number> {
       maaTokenReuse: { enabled: false },
     });
     try {
-      released = await pipeline.release({ maaEndpoint: maa, akvEndpoint: akv, kid: values.kid });
+      released = await pipeline.release({ maaEndpoint: maa, akvEndpoint: akv, kid: values.kid, checkKeyType: checkFormatFor(format) });
     } catch (e) {
       // A refusal's hints (the 403 explanation) go to stderr with the error line main prints.
       if (e instanceof ReleaseRefusedError) for (const h of e.explanation?.hints ?? []) io.err(`skr release: hint: ${h}`);
@@ -121,20 +178,12 @@ export async function releaseCommand(args: string[], io: Out): Promise<number> {
   }
   const { data, material } = encodeReleasedKey(released.jwk, format);
   try {
-    writeNewSecretFile(out, data);
+    writeSecretFile(fd, data);
     io.out(released.keyId);
     io.out(`thumbprint ${thumbprint(material)}`);
     io.err(`skr release: ${released.jwk.kty} key written to ${out} (${format}, mode 0600)`);
   } finally {
     wipe(data, material);
   }
-  return 0;
-}
-
-function isSymlink(p: string): boolean {
-  try {
-    return fs.lstatSync(p).isSymbolicLink();
-  } catch {
-    return false;
-  }
+  return true;
 }

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { decodeBase64Strict } from '../../common/bytes';
 import { hclToJson, isHclReport, parseHclReport, type HclReport } from '../../cvm/hcl';
 import { describePolicy, parseReport, reportToJson, type ReportJson } from '../../snp/report';
 import { parseProduct, type DecodedTcb } from '../../snp/tcb';
@@ -24,11 +25,13 @@ export function hclBytesFromFile(data: Buffer): Buffer | undefined {
       const o = JSON.parse(text) as { hcl_report?: unknown; hcl_evidence?: unknown };
       if (typeof o.hcl_report === 'string') hex = o.hcl_report;
       else if (typeof o.hcl_evidence === 'string' && o.hcl_evidence.length <= MAX_HEX_BYTES * 2) {
-        // /attest/combined carries it as base64.
-        const b = Buffer.from(o.hcl_evidence, 'base64');
+        // /attest/combined carries it as base64 (strict: Buffer.from would skip what is not base64).
+        const b = decodeBase64Strict(o.hcl_evidence);
+        if (!b) throw new CliError('hcl_evidence is not valid base64');
         return isHclReport(b) ? b : undefined;
       }
-    } catch {
+    } catch (e) {
+      if (e instanceof CliError) throw e;
       return undefined;
     }
   } else if (/^[0-9a-fA-F]+$/.test(text)) {
@@ -102,6 +105,17 @@ export function formatReport(j: ReportJson, policyRaw: bigint): string[] {
   return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`);
 }
 
+/** The claims as printed are bounded too (their depth is, by the parser): a hostile report cannot flood the terminal. */
+export const MAX_CLAIMS_OUTPUT_CHARS = 64 * 1024;
+
+function claimsLines(claims: unknown): string[] {
+  const text = JSON.stringify(claims, null, 2);
+  const shown = text.length > MAX_CLAIMS_OUTPUT_CHARS ? text.slice(0, MAX_CLAIMS_OUTPUT_CHARS) : text;
+  const lines = shown.split('\n').map((l) => `  ${l}`);
+  if (shown.length < text.length) lines.push(`  ... (${text.length - shown.length} more characters not shown; --json prints them)`);
+  return lines;
+}
+
 /** The HCL view: its header, the embedded report's rows, then the runtime claims (exact JSON, indented). */
 export function formatHcl(hcl: HclReport, product: Parameters<typeof hclToJson>[1]): string[] {
   const j = hclToJson(hcl, product);
@@ -117,7 +131,7 @@ export function formatHcl(hcl: HclReport, product: Parameters<typeof hclToJson>[
     ...formatReport(j.report, hcl.report.policy).map((l) => `  ${l}`),
     '',
     'runtime claims:',
-    ...JSON.stringify(j.claims, null, 2).split('\n').map((l) => `  ${l}`),
+    ...claimsLines(j.claims),
   ];
 }
 

@@ -6,9 +6,9 @@ import { redactString } from '../../server/logger';
 import { CliError, type Out } from '../io';
 
 export const usage =
-  'skr serve [--port N] [--platform auto|aci|azure-cvm] [--tpm tcp:127.0.0.1:PORT|/dev/tpmrm0] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR] [--extra-ca PEM]... [--request-deadline SECONDS]\n' +
+  'skr serve [--port N] [--platform auto|aci|azure-cvm] [--tpm tcp:127.0.0.1:PORT|/dev/tpmrm0] [--tpm-timeout SECONDS] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR] [--extra-ca PEM]... [--request-deadline SECONDS]\n' +
   '      serve the sidecar API on 127.0.0.1 (env: Port, LogLevel, LogFile, SkrSideCarArgs, SKR_ALLOWED_MAA, SKR_ALLOWED_AKV,\n' +
-  '      SKR_ALLOWED_KIDS, SKR_ATTEST_MAA_KEYS, SKR_ALLOWED_HOSTS, SKR_ALLOWED_ORIGINS, SKR_API_SECRET[_FILE], SKR_REQUEST_DEADLINE_SECONDS,\n' +
+  '      SKR_ALLOWED_KIDS, SKR_ATTEST_MAA_KEYS, SKR_ALLOWED_HOSTS, SKR_ALLOWED_ORIGINS, SKR_API_SECRET[_FILE], SKR_REQUEST_DEADLINE_SECONDS, SKR_TPM_TIMEOUT_SECONDS,\n' +
   '      SKR_PLATFORM, SKR_TPM). --platform auto (default) uses the SEV-SNP device of an ACI/AKS container group, else the vTPM\n' +
   '      of an Azure confidential VM, else refuses to start; --simulate simulates an ACI container group';
 
@@ -47,6 +47,7 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
       simulate: { type: 'boolean' },
       platform: { type: 'string' },
       tpm: { type: 'string' },
+      'tpm-timeout': { type: 'string' },
       'security-policy': { type: 'string' },
       'security-context-dir': { type: 'string' },
       'log-level': { type: 'string' },
@@ -62,6 +63,7 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
     simulate: values.simulate,
     platform: values.platform,
     tpm: values.tpm,
+    tpmTimeout: values['tpm-timeout'],
     securityPolicy: values['security-policy'],
     logLevel: values['log-level'],
     logFile: values['log-file'],
