@@ -164,6 +164,14 @@ function valueHints(c: ConditionResult, claims: Record<string, unknown>): string
   return hints;
 }
 
+/** Why no authority could match the token's issuer (nothing when one matches). */
+function issuerHints(ev: ReturnType<typeof evaluateReleasePolicy>): string[] {
+  if (ev.tokenIssuer === undefined) return ['the token has no "iss" claim, so no authority can match'];
+  if (ev.authorities.some((a) => a.issuerMatches)) return [];
+  const issuer = ev.tokenIssuer;
+  return ev.authorities.map((a) => authorityHint(a.authority, issuer)).filter((h): h is string => h !== undefined);
+}
+
 /**
  * Evaluate and explain. `lines` is a table of every authority and condition; `hints` name likely
  * causes for a denial (empty when granted).
@@ -183,14 +191,7 @@ export function explainPolicy(policy: ReleasePolicy, claims: Record<string, unkn
   const hints: string[] = [];
   if (!ev.granted) {
     const matching = ev.authorities.filter((a) => a.issuerMatches);
-    if (ev.tokenIssuer === undefined) {
-      hints.push('the token has no "iss" claim, so no authority can match');
-    } else if (matching.length === 0) {
-      for (const a of ev.authorities) {
-        const h = authorityHint(a.authority, ev.tokenIssuer);
-        if (h) hints.push(h);
-      }
-    }
+    hints.push(...issuerHints(ev));
     const relevant = matching.length > 0 ? matching : ev.authorities;
     for (const a of relevant) for (const c of blockingLeaves(a.tree)) hints.push(...valueHints(c, safeClaims));
   }
@@ -265,14 +266,7 @@ export function explainVerdict(policy: ReleasePolicy, claims: Record<string, unk
 
   const hints: string[] = [];
   if (!ev.granted) {
-    if (ev.tokenIssuer === undefined) {
-      hints.push('the token has no "iss" claim, so no authority can match');
-    } else if (matching.length === 0) {
-      for (const a of ev.authorities) {
-        const h = authorityHint(a.authority, ev.tokenIssuer);
-        if (h) hints.push(h);
-      }
-    }
+    hints.push(...issuerHints(ev));
     if (best) for (const c of best.blocking) hints.push(...valueHints(c, safeClaims));
   }
   const failing = (best?.blocking ?? []).slice(0, VERDICT_LIMITS.failing).map((c): FailingClaim => ({
