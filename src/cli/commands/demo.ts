@@ -190,10 +190,10 @@ async function postJson(url: string, body: unknown): Promise<{ status: number; b
  */
 async function cvmDemo(state: LocalState, io: Out, c: DemoClients): Promise<number> {
   const authority = `https://${state.maaEndpoint}`;
-  const cvmClaims = POLICY_TEMPLATES['azure-cvm'][0].map((x) => ({ ...x }));
-  const importOct = async (name: string, claims: { claim: string; equals: string }[]) => {
+  const cvmGroups = POLICY_TEMPLATES['azure-cvm'].map((g) => g.map((x) => ({ ...x })));
+  const importOct = async (name: string, groups: { claim: string; equals: string }[][]) => {
     const material = randomBytes(32);
-    const policy = buildReleasePolicy({ authority, anyOfGroups: [claims] });
+    const policy = buildReleasePolicy({ authority, anyOfGroups: groups });
     const k = await importReleasableKey({
       vaultEndpoint: state.hsmEndpoint, name, jwk: sdkJwkFor('oct-HSM', material), policy, credential: c.credential, fetch: c.fetch, relaxedChallenge: true,
     });
@@ -217,8 +217,8 @@ async function cvmDemo(state: LocalState, io: Out, c: DemoClients): Promise<numb
   };
 
   io.out(`1. importing an oct-HSM key into the Managed HSM emulator (${state.hsmEndpoint}) with the CVM release policy`);
-  io.out(`   (--policy-template azure-cvm): authority ${authority}, ${cvmClaims.map((x) => `${x.claim} = ${x.equals}`).join(', ')}`);
-  const good = await importOct('skr-demo-cvm-key', cvmClaims);
+  io.out(`   (--policy-template azure-cvm): authority ${authority}, ${cvmGroups.map((g) => g.map((x) => `${x.claim} = ${x.equals}`).join(' and ')).join(', or ')}`);
+  const good = await importOct('skr-demo-cvm-key', cvmGroups);
   io.out(`   imported ${good.keyId} (material thumbprint ${thumbprint(good.material)})`);
 
   io.out(`2. POST ${state.sidecarUrl}/key/release {"kid": "${good.kid}"}: guest attestation, vault release to the vTPM key, RSA_Decrypt in the vTPM`);
@@ -232,7 +232,7 @@ async function cvmDemo(state: LocalState, io: Out, c: DemoClients): Promise<numb
   if (!m1.same) return 1;
 
   io.out('3. refusal: a policy written with the top-level claim names (x-ms-attestation-type, x-ms-compliance-status)');
-  const topLevel = await importOct('skr-demo-cvm-top-level', cvmClaims.map((x) => ({ claim: x.claim.replace(/^x-ms-isolation-tee\./, ''), equals: x.equals })));
+  const topLevel = await importOct('skr-demo-cvm-top-level', cvmGroups.map((g) => g.map((x) => ({ claim: x.claim.replace(/^x-ms-isolation-tee\./, ''), equals: x.equals }))));
   wipe(topLevel.material);
   if (!refused('its policy names top-level claims', await releaseKid(topLevel.kid))) return 1;
   // The VM's own token, explained against that policy (what `skr policy explain` prints).
@@ -252,10 +252,7 @@ async function cvmDemo(state: LocalState, io: Out, c: DemoClients): Promise<numb
   io.out('   policy (azure-compliant-cvm) refuses. The local VM is not debuggable and cannot be switched at run time, so this');
   io.out('   shows the same condition from the other side: a key whose policy admits only azure-noncompliant-cvm (what a');
   io.out('   debuggable VM carries) is refused to this compliant VM.');
-  const nonCompliant = await importOct('skr-demo-cvm-debuggable-only', [
-    { claim: 'x-ms-isolation-tee.x-ms-attestation-type', equals: 'sevsnpvm' },
-    { claim: 'x-ms-isolation-tee.x-ms-compliance-status', equals: 'azure-noncompliant-cvm' },
-  ]);
+  const nonCompliant = await importOct('skr-demo-cvm-debuggable-only', cvmGroups.map((g) => g.map((x) => (x.claim.endsWith('x-ms-compliance-status') ? { ...x, equals: 'azure-noncompliant-cvm' } : x))));
   wipe(nonCompliant.material);
   if (!refused('its policy demands another compliance status', await releaseKid(nonCompliant.kid))) return 1;
 
