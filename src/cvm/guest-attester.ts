@@ -21,7 +21,8 @@ import { MAA_UPSTREAM } from '../maa/client';
 import { verifyMaaToken, type JwksCache } from '../maa/verify-token';
 import type { AttestationReport } from '../snp/report';
 import { reportDataFor } from '../snp/report';
-import { checkGuestToken, GuestAttestation, readOsRelease, readTcgLog, tpmPartOf } from './guest-attestation';
+import { checkGuestToken, GuestAttestation, isolationOf, readOsRelease, readTcgLog, tpmPartOf } from './guest-attestation';
+import { isTdxHcl } from './hcl';
 import { atTpmStep } from './tpm-step';
 
 /** The client-payload key carrying the caller's runtime data (MAA base64-encodes the value). */
@@ -35,6 +36,8 @@ export interface AzureGuestAttesterOptions {
   guest: GuestAttestation;
   /** The VCEK chain for the embedded report (the collateral provider over IMDS THIM). */
   chainFor(report: AttestationReport, signal?: AbortSignal): Promise<AmdCertChain>;
+  /** TDX CVMs: the TD quote of a TDREPORT (IMDS /acc/tdquote). */
+  tdQuote?: (tdReport: Buffer, signal?: AbortSignal) => Promise<Buffer>;
   fetch: FetchLike;
   userAgent?: string;
   tpmGate?: Gate;
@@ -64,13 +67,20 @@ export class AzureGuestAttester implements Attester {
     const { guest } = this.opts;
 
     const ev = await gate.run(() => telemetry.stage('device', () => atTpmStep('vTPM evidence (HCL refresh, AK, quote, ephemeral key)', () => guest.collect({ userData: reportDataFor(runtimeData) }))), signal);
-    const chain = await telemetry.stage('collateral', () => this.opts.chainFor(ev.hcl.report, signal));
+    const hcl = ev.hcl;
+    const tdQuote = this.opts.tdQuote;
+    const isolation = await telemetry.stage('collateral', () =>
+      isolationOf(hcl, {
+        ...(isTdxHcl(hcl) ? {} : { collateral: () => this.opts.chainFor(hcl.report, signal) }),
+        ...(tdQuote ? { tdQuote: (r: Buffer) => tdQuote(r, signal) } : {}),
+      }),
+    );
     const body = serializeAzureGuestRequest({
       os: this.os,
       tcgLog: (this.opts.tcgLog ?? readTcgLog)(),
       clientPayload,
       tpm: tpmPartOf(ev),
-      isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: chain.vcekPem + chain.chainPem, runtimeClaims: ev.hcl.claimsBytes },
+      isolation,
     });
     return telemetry.stage('maa', async () => {
       const envelope = await postAzureGuest(

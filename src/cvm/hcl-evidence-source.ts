@@ -6,10 +6,12 @@
  *   runtime_data → sha256 (+32 zero bytes) = user-data → runtime claims → sha256 = SNP REPORT_DATA → VCEK signature.
  * The evidence is the embedded report plus the whole HCL report; nothing is returned unless the
  * claims carry exactly the requested user data and hash to REPORT_DATA (never other or older evidence).
+ * On a TDX CVM the hardware report is the TDREPORT, and the evidence adds its TD quote from IMDS
+ * (`/acc/tdquote`), without which a TDREPORT proves nothing off the machine.
  */
 import { DeviceError } from '../common/errors';
 import type { Evidence, EvidenceSource, ReportRequest } from '../snp/evidence';
-import { checkHclClaimsBinding } from './hcl';
+import { checkClaimsBinding, isTdxHcl } from './hcl';
 import { USER_DATA_SIZE } from './nv-indices';
 import { atTpmStep } from './tpm-step';
 import type { VtpmEvidence } from './vtpm-evidence';
@@ -18,7 +20,11 @@ export class HclEvidenceSource implements EvidenceSource {
   readonly kind = 'azure-cvm-vtpm' as const;
   readonly description: string;
 
-  constructor(private readonly vtpm: VtpmEvidence) {
+  constructor(
+    private readonly vtpm: VtpmEvidence,
+    /** TDX: the TD quote of a TDREPORT (IMDS /acc/tdquote). */
+    private readonly tdQuote?: (tdReport: Buffer) => Promise<Buffer>,
+  ) {
     this.description = `Azure confidential VM vTPM HCL report (${vtpm.tpm.transport.description})`;
   }
 
@@ -29,11 +35,14 @@ export class HclEvidenceSource implements EvidenceSource {
     }
     const { raw, hcl } = await atTpmStep('vTPM user-data refresh (write NV 0x01400002, read NV 0x01400001)', () => this.vtpm.refreshWithUserData(req.reportData));
     // The paravisor is trusted for this, but a report whose claims do not hash to REPORT_DATA is no evidence at all.
+    const reportData = isTdxHcl(hcl) ? hcl.tdReport.reportData : hcl.report.reportData;
     try {
-      checkHclClaimsBinding(hcl.report, hcl.claimsBytes, hcl.varData.hashType);
+      checkClaimsBinding(reportData, hcl.claimsBytes, hcl.varData.hashType);
     } catch (e) {
       throw new DeviceError('ERR_HCL_REPORT', `the vTPM returned an HCL report that fails ${(e as Error).message}`, { cause: e });
     }
-    return { report: hcl.snpReportBytes, hclReport: raw };
+    if (!isTdxHcl(hcl)) return { report: hcl.snpReportBytes, hclReport: raw };
+    if (!this.tdQuote) throw new DeviceError('ERR_HCL_REPORT', 'the vTPM holds a TDX HCL report, and no TD quote source (IMDS /acc/tdquote) is configured');
+    return { report: hcl.tdReportBytes, hclReport: raw, tdQuote: await this.tdQuote(hcl.tdReportBytes) };
   }
 }

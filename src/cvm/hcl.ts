@@ -150,6 +150,12 @@ export function parseTdxHclReport(input: Uint8Array): TdxHclReport {
 }
 
 export type HclTee = 'sevsnp' | 'tdx';
+/** An HCL report of either TEE, as the vTPM holds it. */
+export type CvmHcl = HclReport | TdxHclReport;
+
+export function isTdxHcl(h: CvmHcl): h is TdxHclReport {
+  return 'tdReport' in h;
+}
 export type AnyHclReport = { tee: 'sevsnp'; hcl: HclReport } | { tee: 'tdx'; hcl: TdxHclReport };
 
 /** Either TEE, chosen by the report type the paravisor wrote. */
@@ -205,8 +211,10 @@ export interface VerifiedHclReport {
 }
 
 /** Claims binding, VMPL 0, then the embedded report (chain, TCB, signature) with src/certs' step names. */
-export function verifyHclReport(input: Uint8Array | HclReport, chain: AmdCertChain, trust: TrustStore, opts: VerifyOptions = {}): VerifiedHclReport {
-  const hcl = input instanceof Uint8Array ? parseHclReport(input) : input;
+export function verifyHclReport(input: Uint8Array | CvmHcl, chain: AmdCertChain, trust: TrustStore, opts: VerifyOptions = {}): VerifiedHclReport {
+  const parsed = input instanceof Uint8Array ? parseHclReport(input) : input;
+  if (isTdxHcl(parsed)) throw bad('a TDX report is verified through the TD quote of its TDREPORT (src/tdx/verify), not an AMD chain');
+  const hcl = parsed;
   checkHclClaimsBinding(hcl.report, hcl.claimsBytes, hcl.varData.hashType);
   checkHclVmpl(hcl.report);
   const verified = verifyReport(hcl.snpReportBytes, chain, trust, opts);

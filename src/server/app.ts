@@ -144,7 +144,7 @@ export function createApp(deps: AppDeps): Express {
     }
     const upstreams = health.snapshot();
     // "message" is what reference clients read; details appear once an upstream has been used.
-    const platform = attestation.platform ? { platform: attestation.platform } : {};
+    const platform = { ...(attestation.platform ? { platform: attestation.platform } : {}), ...(attestation.tee ? { tee: attestation.tee } : {}) };
     res.json(Object.keys(upstreams).length ? { message: 'Status OK', ...platform, details: { evidence: attestation.describe(), upstreams } } : { message: 'Status OK', ...platform });
   });
 
@@ -170,6 +170,11 @@ export function createApp(deps: AppDeps): Express {
     const data = runtimeData(body(req));
     guardRuntimeKeys(data, 'evidence');
     const r = await withDeadline(deadlineMs, () => attestation.rawReport(reportDataFor(data)));
+    // Azure TDX CVM: the TD quote and the HCL report (its TDREPORT is what the quote signs), both hex.
+    if (r.tdQuote) {
+      res.json({ td_quote: r.tdQuote.toString('hex'), hcl_report: (r.hclReport ?? Buffer.alloc(0)).toString('hex') });
+      return;
+    }
     // Azure CVM: the HCL report too (its claims' user-data is sha256(runtime_data) + zeros; REPORT_DATA = sha256(claims)).
     res.json({ report: r.report.toString('hex'), ...(r.hclReport ? { hcl_report: r.hclReport.toString('hex') } : {}) });
   });
@@ -178,6 +183,11 @@ export function createApp(deps: AppDeps): Express {
     const data = runtimeData(body(req));
     guardRuntimeKeys(data, 'evidence');
     const c = await withDeadline(deadlineMs, () => attestation.combined(reportDataFor(data)));
+    if (c.tdQuote || !c.chain) {
+      // Azure TDX CVM: the TD quote (its PCK chain inside) and the HCL report, both base64.
+      res.json({ td_quote: (c.tdQuote ?? Buffer.alloc(0)).toString('base64'), hcl_evidence: (c.hclReport ?? Buffer.alloc(0)).toString('base64'), uvm_endorsements: c.uvmEndorsementsBase64 });
+      return;
+    }
     res.json({
       endorsed_tcb: c.chain.tcbm.toString(16).padStart(16, '0'),
       endorsements: Buffer.from(joinPem(c.chain.vcekPem, c.chain.chainPem), 'utf8').toString('base64'),

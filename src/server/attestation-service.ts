@@ -13,20 +13,29 @@ export interface SidecarAttestationOptions {
   referenceInfoBase64?: string;
   /** `aci` or `azure-cvm`. */
   platform?: string;
+  /** On a CVM: `sevsnp` or `tdx`. */
+  tee?: 'sevsnp' | 'tdx';
 }
 
 export class SidecarAttestation implements AttestationService {
   readonly platform?: string;
+  readonly tee?: 'sevsnp' | 'tdx';
   constructor(private readonly opts: SidecarAttestationOptions) {
     if (opts.platform) this.platform = opts.platform;
+    if (opts.tee) this.tee = opts.tee;
   }
 
   async rawReport(reportData: Buffer): Promise<RawAttestation> {
     const e = await this.opts.evidence.getReport({ reportData });
-    return { report: e.report, ...(e.hclReport ? { hclReport: e.hclReport } : {}) };
+    return { report: e.report, ...(e.hclReport ? { hclReport: e.hclReport } : {}), ...(e.tdQuote ? { tdQuote: e.tdQuote } : {}) };
   }
 
   async combined(reportData: Buffer): Promise<CombinedAttestation> {
+    if (this.tee === 'tdx') {
+      // No AMD chain on TDX: the quote carries its PCK chain (certification data type 5).
+      const e = await this.opts.evidence.getReport({ reportData });
+      return { report: e.report, ...(e.hclReport ? { hclReport: e.hclReport } : {}), ...(e.tdQuote ? { tdQuote: e.tdQuote } : {}), uvmEndorsementsBase64: '' };
+    }
     const { evidence, chain } = await this.opts.collateral.getEvidenceWithChain({ reportData });
     return { report: evidence.report, ...(evidence.hclReport ? { hclReport: evidence.hclReport } : {}), chain, uvmEndorsementsBase64: this.opts.referenceInfoBase64 ?? '' };
   }

@@ -10,13 +10,18 @@ export interface RawAttestation {
   report: Buffer;
   /** Azure CVM: the whole HCL report (its runtime claims carry the requested REPORT_DATA as user-data). */
   hclReport?: Buffer;
+  /** Azure TDX CVM: the TD quote of the HCL report's TDREPORT (`report` is then the TDREPORT). */
+  tdQuote?: Buffer;
 }
 
 export interface CombinedAttestation {
   report: Buffer;
   /** Azure CVM: the whole HCL report `report` is embedded in. */
   hclReport?: Buffer;
-  chain: AmdCertChain;
+  /** SEV-SNP: the AMD chain of the report. Absent on TDX, whose quote carries its PCK chain. */
+  chain?: AmdCertChain;
+  /** Azure TDX CVM: the TD quote. */
+  tdQuote?: Buffer;
   /** reference-info-base64 exactly as the platform provided it ('' when none). */
   uvmEndorsementsBase64: string;
 }
@@ -38,6 +43,8 @@ export interface AttestationService {
   describe(): string;
   /** `aci` or `azure-cvm` (shown by /status). */
   readonly platform?: string;
+  /** On an Azure CVM, the TEE: `sevsnp` or `tdx` (shown by /status). */
+  readonly tee?: string;
 }
 
 /** What POST /key/release needs. */

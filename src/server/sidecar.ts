@@ -12,7 +12,7 @@ import { collateralSourceFromArgs } from '../certs/sources/from-args';
 import { readSecurityContext } from '../certs/thim';
 import type { CollateralSource } from '../certs/types';
 import { decodeBase64Strict } from '../common/bytes';
-import { ConfigError } from '../common/errors';
+import { ConfigError, DeviceError } from '../common/errors';
 import type { EvidenceSource } from '../snp/evidence';
 import type { SimulatedPlatform } from '../snp/simulator';
 import { CollateralProvider } from '../certs/provider';
@@ -97,6 +97,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   let contextDir = opts.securityContextDir;
   let cvmTpm: TpmClient | undefined;
   let cvmEvidence: VtpmEvidence | undefined;
+  /** The CVM's TEE, from the HCL report's type (SEV-SNP or TDX). */
+  let cvmTee: 'sevsnp' | 'tdx' | undefined;
+  /** TDX: the TD quote of a TDREPORT from IMDS; bound to the outbound client once it exists. */
+  let tdQuote: ((tdReport: Buffer, signal?: AbortSignal) => Promise<Buffer>) | undefined;
   let ownedContextDir: string | undefined;
   const removeOwnedContextDir = () => {
     if (ownedContextDir) fs.rmSync(ownedContextDir, { recursive: true, force: true });
@@ -125,7 +129,15 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       const { VtpmEvidence } = await import('../cvm/vtpm-evidence');
       const { HclEvidenceSource } = await import('../cvm/hcl-evidence-source');
       cvmEvidence = new VtpmEvidence(cvmTpm);
-      evidence = new HclEvidenceSource(cvmEvidence);
+      const { hclTeeOf } = await import('../cvm/hcl');
+      cvmTee = hclTeeOf(await cvmEvidence.readHclBytes());
+      if (!cvmTee) throw new DeviceError('ERR_HCL_REPORT', 'NV 0x01400001 holds no HCL report of type 2 (SEV-SNP) or 4 (TDX)');
+      if (cvmTee === 'tdx') {
+        const { fetchTdQuote } = await import('../tdx/imds-quote');
+        tdQuote = (r, signal) => fetchTdQuote(r, { baseUrl: config.imdsEndpoint, fetch: createHttpsFetch({ extraCaPem: config.extraCaPem }) }, signal);
+      }
+      evidence = new HclEvidenceSource(cvmEvidence, tdQuote);
+      logger.info('Azure confidential VM', { tee: cvmTee === 'tdx' ? 'Intel TDX' : 'AMD SEV-SNP' });
     }
   }
   const platformName = cvmTpm ? 'azure-cvm' : 'aci';
@@ -175,6 +187,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       userAgent: config.args.maaconfig?.user_agent,
       tpmGate: deviceGate,
       telemetry,
+      ...(tdQuote ? { tdQuote } : {}),
     });
     // The vTPM's ephemeral key is the KEK (CVM-PROTOCOL §7): same TPM connection, same gate as the
     // attester and the evidence source, so one TPM sequence runs at a time.
@@ -186,7 +199,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     attester = new SevSnpAttester({ collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
     keks = new SoftwareKekSource(fastPath.wrappingKeyPool);
   }
-  const attestation = new SidecarAttestation({ evidence, collateral, attester, referenceInfoBase64: context.referenceInfoBase64, platform: platformName });
+  const attestation = new SidecarAttestation({ evidence, collateral, attester, referenceInfoBase64: context.referenceInfoBase64, platform: platformName, ...(cvmTee ? { tee: cvmTee } : {}) });
   const tokens = new TokenProvider({
     clientId: config.args.identity?.client_id,
     ...(config.imdsEndpoint ? { imdsEndpoint: config.imdsEndpoint } : {}),

@@ -20,7 +20,7 @@ import { MaaEnvelopeError } from '../../src/maa/azure-guest-envelope';
 import { postAzureGuest } from '../../src/maa/azure-guest-client';
 import { serializeAzureGuestRequest, type AzureGuestRequestInput } from '../../src/maa/azure-guest-request';
 import { MaaRefusedError } from '../../src/maa/errors';
-import { hclReportData } from '../../src/cvm/hcl';
+import { hclReportData, type HclReport } from '../../src/cvm/hcl';
 import { akTemplate, marshalPublic2b, SwtpmTcpTransport, TPM_ALG, TpmClient } from '../../src/tpm';
 import { startSwtpm, type Swtpm } from '../helpers/swtpm';
 
@@ -59,7 +59,7 @@ describe('guest attestation on swtpm against the MAA emulator', () => {
       os: OS,
       clientPayload: { nonce: 'n-1' },
       tpm: { ...tpmPartOf(ev), ...over },
-      isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: thim().vcekCert + thim().certificateChain, runtimeClaims: claims ?? ev.hcl.claimsBytes },
+      isolation: { snpReport: (ev.hcl as HclReport).snpReportBytes, vcekCertChainPem: thim().vcekCert + thim().certificateChain, runtimeClaims: claims ?? ev.hcl.claimsBytes },
     });
   }
   async function refusalOf(body: string): Promise<string> {

@@ -32,6 +32,7 @@ import { DEFAULT_SEVSNPVM_POLICY, policyHash } from './policy';
 import { MaaEmulatorRefusal, MAA_UNSUPPORTED_API_VERSION } from './refusal';
 import { createSigningKey, loadOrCreateSigningKey, MaaSigningKey } from './signing-key';
 import { verifySevSnpVmEvidence } from './verify-evidence';
+import { IntelTrustStore } from '../../tdx/roots';
 import { answerAzureGuest, parseVtpmCaPems } from './azure-guest';
 import { FaultInjector, handleFaultAdmin, serveGenericFault, tamperJwsSignature, WRONG_AUTHORITY, type Fault } from '../faults';
 
@@ -52,6 +53,8 @@ export interface MaaEmulatorOptions {
   trustedUvmRootFingerprints?: string[];
   /** vTPM CA certificates (PEM) that AK certificates of /attest/AzureGuest must chain to, e.g. the test-only one. */
   trustedVtpmCaPem?: string[];
+  /** Extra Intel roots (PEM) a TD quote may chain to besides Intel's pinned one, e.g. the TDX simulator's. */
+  trustedIntelRootPem?: string[];
   /** Persist the RS256 signing key here (0600) so tokens verify across restarts. */
   stateDir?: string;
   now?: () => Date;
@@ -168,6 +171,7 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
   }
 
   const vtpmCas = parseVtpmCaPems(opts.trustedVtpmCaPem ?? []);
+  const intelTrust = new IntelTrustStore({ extraRootsPem: opts.trustedIntelRootPem ?? [] });
 
   /** POST /attest/AzureGuest (azure-guest.ts): same api-version, faults and signing key as SevSnpVm. */
   async function attestAzureGuest(req: IncomingMessage, url: URL, res: ServerResponse, fault?: Fault): Promise<void> {
@@ -180,7 +184,7 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
     const body = parseBody(await readBody(req));
     const at = now();
     const iat = Math.floor(at.getTime() / 1000) - (fault?.kind === 'expired-token' ? TOKEN_LIFETIME_SECONDS + 3600 : 0);
-    const { token, jwt } = await answerAzureGuest(body, { amd: amdTrust, vtpmCas, now: at }, {
+    const { token, jwt } = await answerAzureGuest(body, { amd: amdTrust, intel: intelTrust, vtpmCas, now: at }, {
       key,
       issuer: fault?.kind === 'wrong-authority' ? WRONG_AUTHORITY : origin,
       iat,
