@@ -21,6 +21,7 @@ import { checkClaimsBinding, claimsUserData, parseTdxHclReport } from '../../src
 import { IntelTrustStore } from '../../src/tdx/roots';
 import { TEST_ONLY_INTEL_ROOT_PEM } from '../../src/tdx/simulator';
 import { checkTdReportBinding, verifyTdQuote } from '../../src/tdx/verify';
+import { runCli } from '../helpers/cli';
 import { postJson } from '../helpers/sidecar';
 import { swtpmAvailable, SWTPM_INSTALL } from '../helpers/swtpm';
 
@@ -131,4 +132,20 @@ describe('skr local --platform azure-cvm --tee tdx', () => {
     expect(r.status).toBe(403);
     expect(r.json.key).toBeUndefined();
   }, 60_000);
+
+  it('skr demo --platform azure-cvm --tee tdx: released through the vTPM before and after a reboot, refusals explained', async () => {
+    const stateFile = path.join(dir, 'demo-state.json');
+    fs.writeFileSync(stateFile, JSON.stringify(stack.state));
+    const r = await runCli('demo', '--platform', 'azure-cvm', '--tee', 'tdx', '--state-file', stateFile);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^the simulated confidential VM is an Intel TDX one/m);
+    expect(r.out).toMatch(/x-ms-isolation-tee.x-ms-attestation-type = tdxvm/);
+    expect(r.out).toMatch(/3\. refusal: a policy written with the top-level claim names[\s\S]*refused as expected \(403\)/);
+    expect(r.out).toMatch(/released after the reboot, thumbprint [0-9a-f]{16} \(matches the imported key\)/);
+    expect(r.out).toMatch(/demo OK/);
+    const wrong = await runCli('demo', '--platform', 'azure-cvm', '--tee', 'sevsnp', '--state-file', stateFile);
+    expect(wrong.code).toBe(1);
+    expect(wrong.err).toMatch(/--tee sevsnp was given but the stack of .* is `skr local --platform azure-cvm --tee tdx`/);
+  }, 120_000);
 });
