@@ -68,9 +68,19 @@ async function cvmPlatform(spec: string, imds: string | undefined, fetch: Return
   const { LocalThimSource } = await import('../../certs/sources/local-thim');
   const tpm = new TpmClient(await tpmTransport(spec));
   const thim = new LocalThimSource(imds ? { baseUrl: imds } : {});
-  const parts = cvmReleaseParts({ tpm, fetch, collateral: (s) => thim.fetch(undefined, s) });
+  // The HCL report's type says which TEE: a TDX CVM's isolation evidence is the TD quote from IMDS, not a VCEK chain.
+  const { VtpmEvidence } = await import('../../cvm/vtpm-evidence');
+  const { hclTeeOf } = await import('../../cvm/hcl');
+  const tdx = hclTeeOf(await new VtpmEvidence(tpm).readHclBytes()) === 'tdx';
+  const { fetchTdQuote } = await import('../../tdx/imds-quote');
+  const parts = cvmReleaseParts({
+    tpm,
+    fetch,
+    collateral: (s) => thim.fetch(undefined, s),
+    ...(tdx ? { tdQuote: (r: Buffer, s?: AbortSignal) => fetchTdQuote(r, imds ? { baseUrl: imds } : {}, s) } : {}),
+  });
   return {
-    name: `Azure confidential VM (vTPM ${tpm.transport.description})`,
+    name: `Azure ${tdx ? 'TDX ' : ''}confidential VM (vTPM ${tpm.transport.description})`,
     attester: parts.attester,
     keks: parts.keks,
     close: async () => {
