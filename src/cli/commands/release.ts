@@ -48,7 +48,7 @@ interface Platform {
 }
 
 /** `/dev/...` → the kernel resource manager; `tcp:HOST:PORT` → swtpm (loopback only: a TCP TPM is a simulator). */
-async function tpmTransport(spec: string) {
+export async function tpmTransport(spec: string) {
   const { DeviceTransport, SwtpmTcpTransport } = await import('../../tpm');
   const m = /^tcp:(.+):(\d{1,5})$/.exec(spec);
   if (m) {
