@@ -124,7 +124,10 @@ describe('cvm-arm-template.json: the deployment the documents describe', () => {
     expect(params.osDiskSecurityEncryptionType.allowedValues).toEqual(['VMGuestStateOnly', 'DiskWithVMGuestState']);
     expect((vmProps.hardwareProfile as Json).vmSize).toBe("[parameters('vmSize')]");
     expect(params.vmSize.defaultValue).toBe('Standard_DC2as_v5');
-    for (const size of params.vmSize.allowedValues as string[]) expect(size).toMatch(/^Standard_[DE]C\d+ad?s_v5$/);
+    // AMD SEV-SNP (a: DCasv5/DCadsv5/ECasv5) and Intel TDX (e: DCesv5/DCedsv5/ECesv5/ECedsv5), same security type.
+    const sizes = params.vmSize.allowedValues as string[];
+    for (const size of sizes) expect(size).toMatch(/^Standard_[DE]C\d+[ae]d?s_v5$/);
+    expect(sizes).toEqual(expect.arrayContaining(['Standard_DC2as_v5', 'Standard_DC2es_v5', 'Standard_EC4eds_v5']));
   });
 
   it('logs in with an SSH key only', () => {
