@@ -205,6 +205,12 @@ export function createApp(deps: AppDeps): Express {
     // Parsed once (400 for anything but an https DNS name or IP literal, naming the field): the
     // allowlist approves and MAA dials this value.
     const endpoint = parseEndpoint('maa', raw);
+    // Optional: "TdxVm" asks for MAA's TDX platform endpoint on a TDX CVM (default: the platform's own).
+    const apiRaw = b.maa_api;
+    if (apiRaw !== undefined && apiRaw !== null && apiRaw !== 'TdxVm' && apiRaw !== 'default') {
+      throw badRequest('maa_api must be "default" or "TdxVm"', typeof apiRaw === 'string' ? 'ERR_BAD_REQUEST' : 'ERR_FIELD_TYPE');
+    }
+    const api = apiRaw === 'TdxVm' ? 'TdxVm' : 'default';
     guardRuntimeKeys(data, 'token');
     try {
       maaAllow.check(endpoint);
@@ -212,7 +218,7 @@ export function createApp(deps: AppDeps): Express {
       refuse(e, 'maa_endpoint');
     }
     // The deadline covers the wait for a slot as well as the work.
-    const token = await withDeadline(deadlineMs, (signal) => slots.run(() => attestation.maaToken(endpoint, data, signal), signal));
+    const token = await withDeadline(deadlineMs, (signal) => slots.run(() => attestation.maaToken(endpoint, data, signal, { api }), signal));
     res.json({ token });
   });
 

@@ -38,7 +38,7 @@ export interface AttestationService {
    * An MAA token for fresh evidence binding `runtimeData` (REPORT_DATA = sha256(runtimeData)).
    * `maaEndpoint` is the request's endpoint, parsed once (the allowlist approved this value).
    */
-  maaToken(maaEndpoint: Endpoint, runtimeData: Buffer, signal?: AbortSignal): Promise<string>;
+  maaToken(maaEndpoint: Endpoint, runtimeData: Buffer, signal?: AbortSignal, opts?: { api?: MaaApi }): Promise<string>;
   /** One-line description of where evidence comes from, for /status and logs. */
   describe(): string;
   /** `aci` or `azure-cvm` (shown by /status). */
@@ -46,6 +46,9 @@ export interface AttestationService {
   /** On an Azure CVM, the TEE: `sevsnp` or `tdx` (shown by /status). */
   readonly tee?: string;
 }
+
+/** Which MAA endpoint `/attest/maa` uses: the platform's default, or MAA's TDX platform endpoint on a TDX CVM. */
+export type MaaApi = 'default' | 'TdxVm';
 
 /** What POST /key/release needs. */
 export interface KeyReleaseService {

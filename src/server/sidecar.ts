@@ -199,7 +199,20 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     attester = new SevSnpAttester({ collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
     keks = new SoftwareKekSource(fastPath.wrappingKeyPool);
   }
-  const attestation = new SidecarAttestation({ evidence, collateral, attester, referenceInfoBase64: context.referenceInfoBase64, platform: platformName, ...(cvmTee ? { tee: cvmTee } : {}) });
+  let tdxVm: Attester | undefined;
+  if (cvmTee === 'tdx') {
+    const { TdxVmAttester } = await import('../cvm/tdx-vm-attester');
+    tdxVm = new TdxVmAttester({ evidence, maa, fetch: outbound });
+  }
+  const attestation = new SidecarAttestation({
+    evidence,
+    collateral,
+    attester,
+    referenceInfoBase64: context.referenceInfoBase64,
+    platform: platformName,
+    ...(cvmTee ? { tee: cvmTee } : {}),
+    ...(tdxVm ? { tdxVm } : {}),
+  });
   const tokens = new TokenProvider({
     clientId: config.args.identity?.client_id,
     ...(config.imdsEndpoint ? { imdsEndpoint: config.imdsEndpoint } : {}),

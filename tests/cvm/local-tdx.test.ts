@@ -103,6 +103,25 @@ describe('skr local --platform azure-cvm --tee tdx', () => {
     expect(String(tee.tdx_mrtd)).toMatch(/^[0-9a-f]{96}$/);
   }, 30_000);
 
+  it('/attest/maa with "maa_api": "TdxVm": MAA\'s TDX platform endpoint; the token binds the runtime data through the claims\' user-data', async () => {
+    const runtimeData = Buffer.from('{"n":"tdxvm"}');
+    const before = stack.maa.issuedTokens.length;
+    const r = await postJson(`${stack.sidecar.url}/attest/maa`, { maa_endpoint: stack.state.maaEndpoint, runtime_data: runtimeData.toString('base64'), maa_api: 'TdxVm' });
+    expect(r.json.error).toBeUndefined();
+    expect(r.status).toBe(200);
+    const claims = decodeJwt(String(r.json.token));
+    // A platform token: TDX claims at the top level, no guest-attestation nesting, no vTPM key.
+    expect(claims).toMatchObject({ 'x-ms-attestation-type': 'tdxvm', 'x-ms-compliance-status': 'azure-compliant-cvm' });
+    expect(claims['x-ms-isolation-tee']).toBeUndefined();
+    expect(String(claims.tdx_mrtd)).toMatch(/^[0-9a-f]{96}$/);
+    const want = Buffer.concat([createHash('sha256').update(runtimeData).digest(), Buffer.alloc(32)]).toString('hex').toUpperCase();
+    expect((claims['x-ms-runtime'] as Record<string, unknown>)['user-data']).toBe(want);
+    expect(stack.maa.issuedTokens.length).toBe(before + 1);
+    const bad = await postJson(`${stack.sidecar.url}/attest/maa`, { maa_endpoint: stack.state.maaEndpoint, runtime_data: runtimeData.toString('base64'), maa_api: 'SgxEnclave' });
+    expect(bad.status).toBe(400);
+    expect(String(bad.json.error)).toMatch(/maa_api must be "default" or "TdxVm"/);
+  }, 30_000);
+
   it('releases oct (Managed HSM), RSA and EC (vault) keys with the CVM template through the vTPM', async () => {
     const bytes = randomBytes(32);
     const oct = await release(await importKey('tdx-oct', 'oct-HSM', bytes, stack.state.hsmEndpoint), stack.state.hsmEndpoint);

@@ -183,7 +183,7 @@ function verifyTpmEvidence(req: ParsedAzureGuestRequest, trust: AzureGuestTrust,
 
 /** The §6 claim set (registered claims are added by the signer). */
 /** The TEE claims of MAA's TDX EAT profile, from the verified quote's body. */
-function tdxTeeClaims(v: VerifiedTdQuote, runtime: Record<string, unknown>): Record<string, unknown> {
+export function tdxTeeClaims(v: VerifiedTdQuote, runtime: Record<string, unknown>): Record<string, unknown> {
   const b = v.quote.body;
   const hex = (x: Buffer) => x.toString('hex');
   const debug = tdIsDebuggable(b.tdAttributes);
