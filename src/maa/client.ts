@@ -96,11 +96,14 @@ export class MaaClient {
    * whose sha256 is the quote's REPORTDATA[0:32] (src/maa/tdx-vm.ts).
    */
   attestTdxVm(endpoint: Endpoint | string, input: TdxVmRequestInput, signal?: AbortSignal): Promise<string> {
-    const url = `${toEndpoint('maa', endpoint).origin}/attest/TdxVm?api-version=${TDX_VM_API_VERSION}`;
-    return (this.opts.telemetry ?? NO_TELEMETRY).stage('maa', () => this.post(url, serializeTdxVmRequest(input), signal));
+    return (this.opts.telemetry ?? NO_TELEMETRY).stage('maa', async () => {
+      const url = `${toEndpoint('maa', endpoint).origin}/attest/TdxVm?api-version=${TDX_VM_API_VERSION}`;
+      return this.post(url, serializeTdxVmRequest(input), signal);
+    });
   }
 
-  private attestOnce(endpoint: Endpoint | string, input: SevSnpVmRequestInput, signal?: AbortSignal): Promise<string> {
+  // async: a bad endpoint is a rejection, never a synchronous throw.
+  private async attestOnce(endpoint: Endpoint | string, input: SevSnpVmRequestInput, signal?: AbortSignal): Promise<string> {
     return this.post(this.attestUrl(endpoint), serializeSevSnpVmRequest(buildSevSnpVmRequest(input)), signal);
   }
 
