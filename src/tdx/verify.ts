@@ -18,6 +18,7 @@ import { certificateFromDer } from '../asn1/certificate';
 import { pemCertificatesToDer } from '../certs/pem';
 import { toHex } from '../common/bytes';
 import { InvalidInputError, VerificationError } from '../common/errors';
+import { pckInfo, type PckInfo } from './pck';
 import { parseTdQuote, type TdQuote } from './quote';
 import { fingerprint256, IntelTrustStore } from './roots';
 import { tdReportHashesMatch, type TdMeasurements, type TdReport } from './tdreport';
@@ -37,6 +38,8 @@ export interface VerifiedTdQuote {
   rootSha256: string;
   /** Always 'not-checked' until Intel's collateral is fetched and evaluated. */
   tcbStatus: 'not-checked';
+  /** From the (verified) PCK certificate: the FMSPC whose TCB info would decide the status. */
+  pckInfo: PckInfo;
 }
 
 function fail(step: string, message: string, cause?: unknown): never {
@@ -120,7 +123,7 @@ export function verifyTdQuote(input: Uint8Array | TdQuote, opts: TdxVerifyOption
   const ak = p256Key('td-quote-signature', quote.attestationKey);
   if (!ecdsaOk(ak, quote.signedBytes, quote.signature)) fail('td-quote-signature', 'the quote signature does not verify with its attestation key (header and TD report body)');
 
-  return { quote, ...chain, rootSha256: fingerprint256(chain.root), tcbStatus: 'not-checked' };
+  return { quote, ...chain, rootSha256: fingerprint256(chain.root), tcbStatus: 'not-checked', pckInfo: pckInfo(chain.pck) };
 }
 
 const MEASUREMENT_FIELDS: [keyof Omit<TdMeasurements, 'rtmrs'>, string][] = [

@@ -66,7 +66,7 @@ describeVectorFolder('real-azure-tdx', 'skr report decode/verify on real Azure T
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^OK: TD quote v4 signed by its attestation key, .*chained to Intel SGX Root CA \(sha256 44a0196b2b99f889…\)/);
-    expect(r.out).toContain('TCB status NOT checked');
+    expect(r.out).toMatch(/TCB status NOT checked \(needs Intel PCS collateral: .*; FMSPC [0-9a-f]{12}: https:\/\/api\.trustedservices\.intel\.com\/tdx\/certification\/v4\/tcb\?fmspc=[0-9a-f]{12}\)/);
   });
 
   it('verifies the HCL report through its quote (--td-quote, or both in one evidence document)', async () => {

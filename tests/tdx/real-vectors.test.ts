@@ -71,6 +71,9 @@ describeVectorFolder('real-azure-tdx', 'real Azure TDX evidence', () => {
     expect(v.rootLabel).toBe('Intel SGX Root CA');
     expect(v.pck.subject).toMatch(/Intel SGX PCK Certificate/);
     expect(v.tcbStatus).toBe('not-checked');
+    // What would decide it: the FMSPC of the (verified) PCK certificate's SGX extension.
+    expect(v.pckInfo.fmspc).toMatch(/^[0-9a-f]{12}$/);
+    expect(v.pckInfo.pceId).toBe('0000');
     const hcl = parseTdxHclReport(hclBytes);
     expect(() => checkTdReportBinding(v.quote, hcl.tdReport)).not.toThrow();
   });

@@ -17,7 +17,7 @@ import { parseTdQuote, quoteKind, type TdQuote } from '../../tdx/quote';
 import { IntelTrustStore } from '../../tdx/roots';
 import { checkTdReportBinding, checkTdReportHashes, verifyTdQuote } from '../../tdx/verify';
 import { TEST_ONLY_INTEL_ROOT_PEM } from '../../tdx/simulator/chain';
-import { TCB_NOT_CHECKED, tdxInputFromFile, verifiedQuoteLine, type TdxInput } from './tdx-report';
+import { tcbNotChecked, tdxInputFromFile, verifiedQuoteLine, type TdxInput } from './tdx-report';
 
 export const usage =
   'skr report verify REPORT|HCL_REPORT --certs FILE [--chain FILE] [--product P] [--trust-root PEM]... [--trust-simulator] [--kds URL] [--at TIME]\n' +
@@ -184,7 +184,7 @@ async function verifyTdx(input: TdxInput, trust: IntelTrustStore, now: Date, val
     const v = verifyTdQuote(quote, { trust, now });
     if (hcl) checkTdReportBinding(quote, hcl.tdReport);
     const hclLine = hcl ? `HCL runtime claims (${hcl.claimsBytes.length} bytes) bound by REPORTDATA, TDREPORT hashes consistent, TDREPORT = the quote's TD report body; ` : '';
-    io.out(`OK: ${hclLine}${verifiedQuoteLine(v)}; ${TCB_NOT_CHECKED}; ${validityAt}`);
+    io.out(`OK: ${hclLine}${verifiedQuoteLine(v)}; ${tcbNotChecked(v)}; ${validityAt}`);
     return 0;
   } catch (e) {
     if (e instanceof VerificationError) {

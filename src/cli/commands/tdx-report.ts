@@ -9,6 +9,7 @@ import { hclTeeOf, tdxHclToJson, type TdxHclReport } from '../../cvm/hcl';
 import { MAX_QUOTE_BYTES, quoteKind, tdQuoteToJson, type TdQuote } from '../../tdx/quote';
 import { tdReportToJson, type TdMeasurementsJson } from '../../tdx/tdreport';
 import type { VerifiedTdQuote } from '../../tdx/verify';
+import { pcsTcbInfoUrl } from '../../tdx/pck';
 
 export interface TdxInput {
   quote?: Buffer;
@@ -141,3 +142,9 @@ export function verifiedQuoteLine(v: VerifiedTdQuote): string {
 }
 
 export const TCB_NOT_CHECKED = 'TCB status NOT checked (needs Intel PCS collateral: TCB info for the FMSPC and QE identity)';
+
+/** The TCB sentence of a verdict, naming the FMSPC and where its TCB info is when the PCK certificate says. */
+export function tcbNotChecked(v: VerifiedTdQuote): string {
+  const f = v.pckInfo.fmspc;
+  return f ? `${TCB_NOT_CHECKED.slice(0, -1)}; FMSPC ${f}: ${pcsTcbInfoUrl(f)})` : TCB_NOT_CHECKED;
+}
