@@ -6,12 +6,13 @@
  *   runtime_data → sha256 (+32 zero bytes) = user-data → runtime claims → sha256 = SNP REPORT_DATA → VCEK signature.
  * The evidence is the embedded report plus the whole HCL report; nothing is returned unless the
  * claims carry exactly the requested user data and hash to REPORT_DATA (never other or older evidence).
- * On a TDX CVM the hardware report is the TDREPORT, and the evidence adds its TD quote from IMDS
- * (`/acc/tdquote`), without which a TDREPORT proves nothing off the machine.
+ * On a TDX CVM the hardware report is the TDREPORT; TdQuoteEvidenceSource (outside the device gate: it is an
+ * IMDS call, not a TPM one) adds its TD quote from IMDS (`/acc/tdquote`), without which a TDREPORT proves
+ * nothing off the machine.
  */
 import { DeviceError } from '../common/errors';
 import type { Evidence, EvidenceSource, ReportRequest } from '../snp/evidence';
-import { checkClaimsBinding, isTdxHcl } from './hcl';
+import { checkClaimsBinding, hclTeeOf, isTdxHcl } from './hcl';
 import { USER_DATA_SIZE } from './nv-indices';
 import { atTpmStep } from './tpm-step';
 import type { VtpmEvidence } from './vtpm-evidence';
@@ -20,11 +21,7 @@ export class HclEvidenceSource implements EvidenceSource {
   readonly kind = 'azure-cvm-vtpm' as const;
   readonly description: string;
 
-  constructor(
-    private readonly vtpm: VtpmEvidence,
-    /** TDX: the TD quote of a TDREPORT (IMDS /acc/tdquote). */
-    private readonly tdQuote?: (tdReport: Buffer) => Promise<Buffer>,
-  ) {
+  constructor(private readonly vtpm: VtpmEvidence) {
     this.description = `Azure confidential VM vTPM HCL report (${vtpm.tpm.transport.description})`;
   }
 
@@ -41,8 +38,26 @@ export class HclEvidenceSource implements EvidenceSource {
     } catch (e) {
       throw new DeviceError('ERR_HCL_REPORT', `the vTPM returned an HCL report that fails ${(e as Error).message}`, { cause: e });
     }
-    if (!isTdxHcl(hcl)) return { report: hcl.snpReportBytes, hclReport: raw };
-    if (!this.tdQuote) throw new DeviceError('ERR_HCL_REPORT', 'the vTPM holds a TDX HCL report, and no TD quote source (IMDS /acc/tdquote) is configured');
-    return { report: hcl.tdReportBytes, hclReport: raw, tdQuote: await this.tdQuote(hcl.tdReportBytes) };
+    return { report: isTdxHcl(hcl) ? hcl.tdReportBytes : hcl.snpReportBytes, hclReport: raw };
+  }
+}
+
+/** TDX CVMs: the inner source's evidence plus the TD quote of its TDREPORT (`report`). SEV-SNP evidence passes through. */
+export class TdQuoteEvidenceSource implements EvidenceSource {
+  readonly kind: EvidenceSource['kind'];
+  readonly description: string;
+
+  constructor(
+    private readonly inner: EvidenceSource,
+    private readonly tdQuote: (tdReport: Buffer) => Promise<Buffer>,
+  ) {
+    this.kind = inner.kind;
+    this.description = `${inner.description}, TD quotes from IMDS /acc/tdquote`;
+  }
+
+  async getReport(req: ReportRequest): Promise<Evidence> {
+    const e = await this.inner.getReport(req);
+    if (!e.hclReport || hclTeeOf(e.hclReport) !== 'tdx' || e.tdQuote) return e;
+    return { ...e, tdQuote: await this.tdQuote(e.report) };
   }
 }

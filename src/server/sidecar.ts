@@ -136,7 +136,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
         const { fetchTdQuote } = await import('../tdx/imds-quote');
         tdQuote = (r, signal) => fetchTdQuote(r, { baseUrl: config.imdsEndpoint, fetch: createHttpsFetch({ extraCaPem: config.extraCaPem }) }, signal);
       }
-      evidence = new HclEvidenceSource(cvmEvidence, tdQuote);
+      evidence = new HclEvidenceSource(cvmEvidence);
       logger.info('Azure confidential VM', { tee: cvmTee === 'tdx' ? 'Intel TDX' : 'AMD SEV-SNP' });
     }
   }
@@ -150,6 +150,12 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const deviceGate = new Semaphore(1, limits.maxQueuedReports, 'report requests', 1);
   const rawEvidence = evidence;
   evidence = new GuardedEvidenceSource(rawEvidence, deviceGate, telemetry);
+  if (tdQuote) {
+    // The IMDS call runs outside the device gate: the TPM is free while the host's quoting enclave works.
+    const quote = tdQuote;
+    const { TdQuoteEvidenceSource } = await import('../cvm/hcl-evidence-source');
+    evidence = new TdQuoteEvidenceSource(evidence, (r) => telemetry.stage('collateral', () => quote(r)));
+  }
   const releaseSlots = new Semaphore(limits.maxInFlightReleases, limits.maxQueuedReleases, 'key releases and MAA attestations', 1);
 
   // The parts of the release path (docs/architecture.md), each reporting through `telemetry`.

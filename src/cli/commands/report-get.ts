@@ -104,11 +104,11 @@ async function cvmReport(spec: string, imds: string | undefined, reportData: Buf
   const { tpmTransport } = await import('./release');
   const { TpmClient } = await import('../../tpm');
   const { VtpmEvidence } = await import('../../cvm/vtpm-evidence');
-  const { HclEvidenceSource } = await import('../../cvm/hcl-evidence-source');
+  const { HclEvidenceSource, TdQuoteEvidenceSource } = await import('../../cvm/hcl-evidence-source');
   const { fetchTdQuote } = await import('../../tdx/imds-quote');
   const tpm = new TpmClient(await tpmTransport(spec));
   try {
-    const source = new HclEvidenceSource(new VtpmEvidence(tpm), (r) => fetchTdQuote(r, imds ? { baseUrl: imds } : {}));
+    const source = new TdQuoteEvidenceSource(new HclEvidenceSource(new VtpmEvidence(tpm)), (r) => fetchTdQuote(r, imds ? { baseUrl: imds } : {}));
     const e = await source.getReport({ reportData });
     const hcl = (e.hclReport ?? Buffer.alloc(0)).toString('hex');
     return JSON.stringify(e.tdQuote ? { td_quote: e.tdQuote.toString('hex'), hcl_report: hcl } : { report: e.report.toString('hex'), hcl_report: hcl });
