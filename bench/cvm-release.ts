@@ -6,6 +6,8 @@
  *          under a PolicyPCR session (what any CVM client must do at least)
  *   first: the first release of a fresh pipeline (TPM key creation, quote, certify, MAA, vault, unwrap),
  *          with the guest attestation's own step timings.
+ * `tee: 'tdx'` runs the same on a simulated Intel TDX CVM (type-4 HCL report; the first release adds the
+ * IMDS /acc/tdquote call and the MAA emulator's TD quote verification; warm releases reuse the token as on SEV-SNP).
  * Run by bench/run.ts; also on its own: `node node_modules/.cache/skr-bench/bench/cvm-release.js [N]`.
  */
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -32,9 +34,12 @@ import { startImdsEmulator } from '../src/emulators/imds';
 import { startMaaEmulator } from '../src/emulators/maa';
 import { startVaultEmulator } from '../src/emulators/akv';
 import { SwtpmTcpTransport, TpmClient } from '../src/tpm';
+import { fetchTdQuote } from '../src/tdx/imds-quote';
+import { SimulatedTdxPlatform, TEST_ONLY_INTEL_ROOT_PEM } from '../src/tdx/simulator';
 import { startSwtpm, swtpmAvailable } from '../tests/helpers/swtpm';
 
 export interface CvmBenchResult {
+  tee: 'sevsnp' | 'tdx';
   iterations: number;
   warm: { p50: number; p99: number };
   floor: { p50: number; p99: number };
@@ -46,17 +51,18 @@ export interface CvmBenchResult {
 const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
-export async function benchCvmRelease(iterations = 200): Promise<CvmBenchResult | { skipped: string }> {
+export async function benchCvmRelease(iterations = 200, tee: 'sevsnp' | 'tdx' = 'sevsnp'): Promise<CvmBenchResult | { skipped: string }> {
   if (!swtpmAvailable()) return { skipped: 'swtpm is not installed (apt-get install -y swtpm swtpm-tools)' };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-bench-cvm-'));
   const tpm = await startSwtpm();
   const closers: { close(): Promise<void> }[] = [];
   try {
-    const cvm = await tpm.use((c) => provisionSimulatedCvm(c));
+    const tdx = tee === 'tdx' ? new SimulatedTdxPlatform() : undefined;
+    const cvm = await tpm.use((c) => provisionSimulatedCvm(c, tdx ? { tdx } : {}));
     const ca = loadOrCreateLocalCa(path.join(dir, 'ca'));
-    const maa = await startMaaEmulator({ ca, trustedArkPem: [cvm.platform.arkPem], trustedVtpmCaPem: [cvm.ca.certPem] });
+    const maa = await startMaaEmulator({ ca, trustedArkPem: [cvm.platform.arkPem], trustedVtpmCaPem: [cvm.ca.certPem], ...(tdx ? { trustedIntelRootPem: [TEST_ONLY_INTEL_ROOT_PEM] } : {}) });
     closers.push(maa);
-    const imds = await startImdsEmulator({ thim: () => cvm.platform.thimCertificates() });
+    const imds = await startImdsEmulator({ thim: () => cvm.platform.thimCertificates(), ...(tdx ? { tdQuote: (r: Buffer) => tdx.quote(r) } : {}) });
     closers.push(imds);
     const vault = await startVaultEmulator({ flavour: 'vault', ca, stateDir: path.join(dir, 'vault'), accessTokens: { publicKey: imds.publicKey, issuer: imds.issuer } });
     closers.push(vault);
@@ -74,7 +80,7 @@ export async function benchCvmRelease(iterations = 200): Promise<CvmBenchResult 
     const guest = new TpmClient(new SwtpmTcpTransport({ port: tpm.port }));
     closers.push(guest);
     let timings: Timings = {};
-    const parts = cvmReleaseParts({ tpm: guest, fetch, collateral: (s) => new LocalThimSource({ baseUrl: imds.url }).fetch(undefined, s), os: { type: 'Linux', distro: 'Ubuntu', versionMajor: 24, versionMinor: 4 }, tcgLog: Buffer.alloc(0), onTimings: (t) => (timings = t) });
+    const parts = cvmReleaseParts({ tpm: guest, fetch, collateral: (s) => new LocalThimSource({ baseUrl: imds.url }).fetch(undefined, s), os: { type: 'Linux', distro: 'Ubuntu', versionMajor: 24, versionMinor: 4 }, tcgLog: Buffer.alloc(0), onTimings: (t) => (timings = t), ...(tdx ? { tdQuote: (r: Buffer, s?: AbortSignal) => fetchTdQuote(r, { baseUrl: imds.url }, s) } : {}) });
     closers.unshift({ close: () => parts.close() });
     const vaultCall = new KeyVaultRelease({ tokens: new TokenProvider({ imdsEndpoint: imds.url }), fetch, relaxedChallengeEndpoints: [vault.endpoint] });
     const pipeline = new KeyReleasePipeline({ attester: parts.attester, keks: parts.keks, vault: vaultCall, jws: new ReleaseJwsVerifier({ extraCaPem: [ca.certPem] }), enc: 'RSA_AES_KEY_WRAP_256' });
@@ -112,6 +118,7 @@ export async function benchCvmRelease(iterations = 200): Promise<CvmBenchResult 
     warm.sort((a, b) => a - b);
     floor.sort((a, b) => a - b);
     return {
+      tee,
       iterations,
       warm: { p50: round(pct(warm, 50)), p99: round(pct(warm, 99)) },
       floor: { p50: round(pct(floor, 50)), p99: round(pct(floor, 99)) },
@@ -131,16 +138,16 @@ export function cvmBenchLines(r: CvmBenchResult | { skipped: string }): string[]
   if ('skipped' in r) return [`/key/release on a CVM (swtpm): skipped: ${r.skipped}`];
   const ms = (x: number) => `${x} ms`;
   return [
-    `CVM release, in process, concurrency 1, swtpm (n=${r.iterations})`.padEnd(56) + 'p50'.padEnd(16) + 'p99'.padEnd(16) + 'vs floor p50',
-    '  floor: vault call (ready token) + 1 TPM RSA_Decrypt'.padEnd(56) + ms(r.floor.p50).padEnd(16) + ms(r.floor.p99).padEnd(16) + '1',
-    '  warm (token + loaded TPM key reused)'.padEnd(56) + ms(r.warm.p50).padEnd(16) + ms(r.warm.p99).padEnd(16) + String(r.p50VsFloor),
+    `${r.tee === 'tdx' ? 'TDX ' : 'SEV-SNP '}CVM release, in process, concurrency 1, swtpm (n=${r.iterations})`.padEnd(66) + 'p50'.padEnd(16) + 'p99'.padEnd(16) + 'vs floor p50',
+    '  floor: vault call (ready token) + 1 TPM RSA_Decrypt'.padEnd(66) + ms(r.floor.p50).padEnd(16) + ms(r.floor.p99).padEnd(16) + '1',
+    '  warm (token + loaded TPM key reused)'.padEnd(66) + ms(r.warm.p50).padEnd(16) + ms(r.warm.p99).padEnd(16) + String(r.p50VsFloor),
     `  first release ${ms(r.firstReleaseMs)}; its guest attestation (ms): ${JSON.stringify(r.firstAttestationTimingsMs)}`,
     `  goal: warm p50 ≤ 1.5 x floor: ${r.p50VsFloor <= 1.5 ? 'met' : 'NOT met'}`,
   ];
 }
 
 if (require.main === module) {
-  benchCvmRelease(Number(process.argv[2] ?? 200)).then(
+  benchCvmRelease(Number(process.argv[2] ?? 200), process.argv[3] === 'tdx' ? 'tdx' : 'sevsnp').then(
     (r) => {
       process.stdout.write(cvmBenchLines(r).join('\n') + '\n');
       process.exit(0);

@@ -79,12 +79,43 @@ function authorityHint(authority: string, issuer: string): string | undefined {
 
 /**
  * Which kind of MAA token this is, from its top-level `x-ms-attestation-type`: an Azure confidential VM token
- * (`azurevm`, SEV-SNP claims nested under x-ms-isolation-tee) or a container/SEV-SNP VM token (`sevsnpvm`,
+ * (`azurevm`, SEV-SNP or TDX claims nested under x-ms-isolation-tee) or a container/SEV-SNP VM token (`sevsnpvm`,
  * SEV-SNP claims at the top level).
  */
 function tokenPlatform(claims: Record<string, unknown>): 'cvm' | 'container' | undefined {
   const t = claims['x-ms-attestation-type'];
   return t === 'azurevm' ? 'cvm' : t === 'sevsnpvm' ? 'container' : undefined;
+}
+
+/** The CVM token's TEE, from the nested `x-ms-isolation-tee.x-ms-attestation-type` (Azure CVMs: SEV-SNP or TDX). */
+function cvmTee(claims: Record<string, unknown>): 'sevsnpvm' | 'tdxvm' | undefined {
+  const t = lookupClaim(claims, `${TEE_PREFIX}x-ms-attestation-type`);
+  return t.present && (t.value === 'sevsnpvm' || t.value === 'tdxvm') ? t.value : undefined;
+}
+
+const TEE_NAME = { sevsnpvm: 'SEV-SNP', tdxvm: 'TDX' } as const;
+/** What each TEE's claims look like in a CVM token (MAA's TDX EAT profile; CVM-PROTOCOL §6 for SEV-SNP). */
+const TEE_EXAMPLES = { sevsnpvm: 'x-ms-sevsnpvm-* (e.g. x-ms-isolation-tee.x-ms-sevsnpvm-is-debuggable)', tdxvm: 'tdx_* (e.g. x-ms-isolation-tee.tdx_mrtd, tdx_mrseam, tdx_td_attributes_debug)' } as const;
+
+/**
+ * A condition for the other CPU vendor: the policy admits only SEV-SNP (or only TDX) CVMs, or names a claim
+ * that only the other vendor's tokens carry.
+ */
+function vendorHint(c: ConditionResult, claims: Record<string, unknown>): string | undefined {
+  const tee = cvmTee(claims);
+  if (!tee) return undefined;
+  const other = tee === 'tdxvm' ? 'sevsnpvm' : 'tdxvm';
+  if (c.claim === `${TEE_PREFIX}x-ms-attestation-type` && c.operator === 'equals' && c.expected === other) {
+    return `this token is from a ${TEE_NAME[tee]} confidential VM ("${tee}") and this condition admits only ` +
+      `"${other}" (${TEE_NAME[other]}): add a group for "${tee}" (\`skr import-key --policy-template azure-cvm\` admits both, as Azure's default CVM policy does)`;
+  }
+  const bare = c.claim.startsWith(TEE_PREFIX) ? c.claim.slice(TEE_PREFIX.length) : c.claim;
+  const isOtherClaim = other === 'sevsnpvm' ? bare.startsWith('x-ms-sevsnpvm-') : bare.startsWith('tdx_');
+  if (!c.present && isOtherClaim) {
+    return `claim "${c.claim}" is a ${TEE_NAME[other]} claim, but this token is from a ${TEE_NAME[tee]} confidential VM ("${tee}"), ` +
+      `whose TEE claims are ${TEE_EXAMPLES[tee]}`;
+  }
+  return undefined;
 }
 
 /**
@@ -119,19 +150,21 @@ function nestingHint(c: ConditionResult, claims: Record<string, unknown>): strin
     return `claim "${c.claim}" is absent but "${other}" is at the top level of the token (${show(r.value)}): use "${other}"`;
   }
   if (c.present) {
-    // Only CVM tokens reach here: the top-level claim exists with the VM's value, the SEV-SNP one is nested.
-    return `in this Azure confidential VM token the top-level "${c.claim}" is ${show(c.actual)} (the VM); the SEV-SNP ` +
+    // Only CVM tokens reach here: the top-level claim exists with the VM's value, the TEE's one is nested.
+    return `in this Azure confidential VM token the top-level "${c.claim}" is ${show(c.actual)} (the VM); the ${TEE_NAME[cvmTee(claims) ?? 'sevsnpvm']} ` +
       `claim is "${other}" (${show(r.value)}): use "${other}"`;
   }
   return `claim "${c.claim}" is absent but "${other}" exists (${show(r.value)}): confidential-VM tokens nest the ` +
-    `SEV-SNP claims under x-ms-isolation-tee; use "${other}"`;
+    `TEE's claims (SEV-SNP or TDX) under x-ms-isolation-tee; use "${other}"`;
 }
 
 function valueHints(c: ConditionResult, claims: Record<string, unknown>): string[] {
   const hints: string[] = [];
   const nestHint = nestingHint(c, claims);
   if (nestHint) hints.push(nestHint);
-  if (!c.present && !nestHint && c.operator !== 'exists') {
+  const vendor = nestHint ? undefined : vendorHint(c, claims);
+  if (vendor) hints.push(vendor);
+  if (!c.present && !nestHint && !vendor && c.operator !== 'exists') {
     const root = c.claim.split('.')[0].toLowerCase();
     const similar = Object.keys(claims).find((k) => k.toLowerCase() === root && k !== c.claim.split('.')[0]);
     if (similar !== undefined) hints.push(`claim "${c.claim}" is absent; claim names are case-sensitive and the token has "${similar}"`);

@@ -4,6 +4,8 @@
  *
  * azure-cvm: Azure confidential VMs attest through MAA's guest attestation, whose token nests the SNP
  * claims under `x-ms-isolation-tee` (CVM-PROTOCOL §6); a policy with the top-level names never matches.
+ * As Azure's default CVM release policy, it admits both CPU vendors: `sevsnpvm` (AMD SEV-SNP) or `tdxvm`
+ * (Intel TDX), each with the compliant-CVM status (one group per vendor: groups are alternatives).
  */
 import { InvalidInputError } from '../common/errors';
 
@@ -11,6 +13,10 @@ export const POLICY_TEMPLATES = {
   'azure-cvm': [
     [
       { claim: 'x-ms-isolation-tee.x-ms-attestation-type', equals: 'sevsnpvm' },
+      { claim: 'x-ms-isolation-tee.x-ms-compliance-status', equals: 'azure-compliant-cvm' },
+    ],
+    [
+      { claim: 'x-ms-isolation-tee.x-ms-attestation-type', equals: 'tdxvm' },
       { claim: 'x-ms-isolation-tee.x-ms-compliance-status', equals: 'azure-compliant-cvm' },
     ],
   ],

@@ -7,6 +7,9 @@
  * child process) provisioned as a simulated Azure confidential VM (src/cvm/simulator), behind the
  * simulated paravisor's TCP proxy; the MAA emulator trusts the local vTPM CA and serves
  * /attest/AzureGuest; the sidecar runs `--platform azure-cvm --tpm tcp:127.0.0.1:<proxy>`.
+ * `tee: 'tdx'` makes it an Intel TDX CVM: a simulated TD module writes the HCL report's TDREPORT (type 4),
+ * the IMDS emulator's /acc/tdquote is served by the simulated quoting enclave (TEST-ONLY Intel-like chain),
+ * and the MAA emulator trusts that chain's root explicitly, verifying the quote with src/tdx.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -20,15 +23,20 @@ import { loadServerConfig, releaseTuningFromProcess, type ServerLimits } from '.
 import { createLogger, type LogLevel, type Logger } from '../server/logger';
 import { startSidecar, type RunningSidecar } from '../server/sidecar';
 import { SimulatedPlatform, TEST_ONLY_UVM_ROOT_SHA256 } from '../snp/simulator';
+import { SimulatedTdxPlatform, TEST_ONLY_INTEL_ROOT_PEM } from '../tdx/simulator';
 import { ParavisorProxy, provisionSimulatedCvm, startSwtpmProcess, type SimulatedCvm } from '../cvm/simulator';
 import { SwtpmTcpTransport, swtpmPowerOn, TpmClient } from '../tpm';
 
 export type LocalPlatform = 'aci' | 'azure-cvm';
+/** The CPU vendor of a simulated `azure-cvm`: AMD SEV-SNP (default) or Intel TDX. */
+export type LocalTee = 'sevsnp' | 'tdx';
 
 /** What `skr local` writes to its state file: how other tools (and people) reach the stack. */
 export interface LocalState {
   /** `aci` (simulated SEV-SNP container group) or `azure-cvm` (swtpm as a simulated confidential VM). */
   platform: LocalPlatform;
+  /** azure-cvm: which TEE the simulated CVM has (absent in state files of older versions: SEV-SNP). */
+  tee?: LocalTee;
   sidecarUrl: string;
   maaEndpoint: string;
   vaultEndpoint: string;
@@ -72,6 +80,8 @@ export interface LocalStackOptions {
   limits?: Partial<ServerLimits>;
   /** Default aci. */
   platform?: LocalPlatform;
+  /** azure-cvm: `sevsnp` (default) or `tdx`. */
+  tee?: LocalTee;
   /** `enc` of the sidecar's vault releases on azure-cvm (`skr local` passes SKR_RELEASE_ENC; default RSA_AES_KEY_WRAP_256). */
   releaseEnc?: ReleaseEnc;
   /**
@@ -104,6 +114,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   const platform = new SimulatedPlatform();
   const started: { close(): Promise<void> }[] = [];
   const onCvm = opts.platform === 'azure-cvm';
+  const tdx = onCvm && opts.tee === 'tdx' ? new SimulatedTdxPlatform() : undefined;
   try {
     let cvm: SimulatedCvm | undefined;
     let tpm: LocalState['tpm'];
@@ -113,13 +124,17 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       // One connection to swtpm (it serves one at a time), owned by the proxy; provisioning uses it first.
       const inner = new SwtpmTcpTransport({ port: swtpm.port });
       started.push({ close: () => inner.close() });
-      cvm = await provisionSimulatedCvm(new TpmClient(inner), { platform });
+      cvm = await provisionSimulatedCvm(new TpmClient(inner), { platform, ...(tdx ? { tdx } : {}) });
       const proxy = new ParavisorProxy(cvm.transport(inner));
       const proxyPort = await proxy.listen(0);
       started.push(proxy);
       tpm = { endpoint: `tcp:127.0.0.1:${proxyPort}`, swtpmPid: swtpm.pid, swtpmStateDir: swtpm.stateDir, swtpmCtrlPort: swtpm.ctrlPort };
     }
-    const imds = await startImdsEmulator({ stateDir: path.join(dir, 'imds'), thim: () => platform.thimCertificates() });
+    const imds = await startImdsEmulator({
+      stateDir: path.join(dir, 'imds'),
+      thim: () => platform.thimCertificates(),
+      ...(tdx ? { tdQuote: (r: Buffer) => tdx.quote(r) } : {}),
+    });
     started.push(imds);
     const maa = await startMaaEmulator({
       ca,
@@ -127,6 +142,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       trustedArkPem: [platform.arkPem],
       trustedUvmRootFingerprints: [TEST_ONLY_UVM_ROOT_SHA256],
       ...(cvm ? { trustedVtpmCaPem: [cvm.ca.certPem] } : {}),
+      ...(tdx ? { trustedIntelRootPem: [TEST_ONLY_INTEL_ROOT_PEM] } : {}),
     });
     started.push(maa);
     const accessTokens = { publicKey: imds.publicKey, issuer: imds.issuer };
@@ -167,6 +183,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
 
     const state: LocalState = {
       platform: onCvm ? 'azure-cvm' : 'aci',
+      ...(onCvm ? { tee: tdx ? ('tdx' as const) : ('sevsnp' as const) } : {}),
       sidecarUrl: sidecar.url,
       maaEndpoint: maa.endpoint,
       vaultEndpoint: vault.endpoint,

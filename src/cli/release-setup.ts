@@ -32,17 +32,21 @@ export interface Platform {
   name: string;
   attester: Attester;
   keks: KeyEncryptionKeySource;
-  /** Test-only hardware (the simulator, or swtpm): its AMD chain is the simulator's, not AMD's. */
+  /** Test-only hardware (the simulator, or swtpm): its AMD / Intel chain is the simulator's, not the vendor's. */
   simulated: boolean;
-  /** The platform's SEV-SNP report as it answers now (on a CVM, the one inside the vTPM's HCL report). */
+  /** The CPU vendor's TEE: an SEV-SNP report (ACI, SEV-SNP CVMs) or a TDREPORT (TDX CVMs). */
+  tee: 'sevsnp' | 'tdx';
+  /** The platform's hardware report as it answers now: the SEV-SNP report, or on TDX the TDREPORT (on a CVM, the one in the vTPM's HCL report). */
   evidence(signal?: AbortSignal): Promise<{ report: Buffer; what: string }>;
-  /** The VCEK chain for `report` from this platform's collateral source (THIM / the security context). */
+  /** SEV-SNP: the VCEK chain for `report` from this platform's collateral source (THIM / the security context). */
   collateral(report: Buffer, signal?: AbortSignal): Promise<{ chain: AmdCertChain; from: string }>;
+  /** TDX: the TD quote of a TDREPORT from IMDS (`/acc/tdquote`). */
+  tdQuote?(tdReport: Buffer, signal?: AbortSignal): Promise<{ quote: Buffer; from: string }>;
   close(): Promise<void>;
 }
 
 /** `/dev/...` → the kernel resource manager; `tcp:HOST:PORT` → swtpm (loopback only: a TCP TPM is a simulator). */
-async function tpmTransport(spec: string, timeoutMs: number | undefined) {
+export async function tpmTransport(spec: string, timeoutMs?: number) {
   const { DeviceTransport, SwtpmTcpTransport } = await import('../tpm');
   const m = /^tcp:(.+):(\d{1,5})$/.exec(spec);
   if (m) {
@@ -63,17 +67,31 @@ async function cvmPlatform(spec: string, imds: string | undefined, fetch: Fetch,
   const { LocalThimSource } = await import('../certs/sources/local-thim');
   const tpm = new TpmClient(await tpmTransport(spec, tpmTimeoutMs));
   const thim = new LocalThimSource(imds ? { baseUrl: imds } : {});
-  const parts = cvmReleaseParts({ tpm, fetch, collateral: (s) => thim.fetch(undefined, s) });
+  // The HCL report's type says which TEE: a TDX CVM's isolation evidence is the TD quote from IMDS, not a VCEK chain.
+  const { hclTeeOf } = await import('../cvm/hcl');
+  const tdx = hclTeeOf(await new VtpmEvidence(tpm).readHclBytes()) === 'tdx';
+  const { fetchTdQuote } = await import('../tdx/imds-quote');
+  const tdQuote = (r: Buffer, s?: AbortSignal) => fetchTdQuote(r, imds ? { baseUrl: imds } : {}, s);
+  const parts = cvmReleaseParts({
+    tpm,
+    fetch,
+    collateral: (s) => thim.fetch(undefined, s),
+    ...(tdx ? { tdQuote } : {}),
+  });
+  const { isTdxHcl } = await import('../cvm/hcl');
+  const where = `HCL report in vTPM NV 0x01400001 (${tpm.transport.description})`;
   return {
-    name: `Azure confidential VM (vTPM ${tpm.transport.description})`,
+    name: `Azure ${tdx ? 'TDX ' : ''}confidential VM (vTPM ${tpm.transport.description})`,
     attester: parts.attester,
     keks: parts.keks,
     simulated: spec.startsWith('tcp:'),
+    tee: tdx ? 'tdx' : 'sevsnp',
     evidence: async () => {
       const { hcl } = await new VtpmEvidence(tpm).readHclReport();
-      return { report: hcl.snpReportBytes, what: `HCL report in vTPM NV 0x01400001 (${tpm.transport.description})` };
+      return isTdxHcl(hcl) ? { report: hcl.tdReportBytes, what: `TDREPORT in the ${where}` } : { report: hcl.snpReportBytes, what: where };
     },
     collateral: async (_report, signal) => ({ chain: await thim.fetch(undefined, signal), from: `THIM at ${imds ?? 'IMDS 169.254.169.254'}` }),
+    tdQuote: async (r, signal) => ({ quote: await tdQuote(r, signal), from: `IMDS ${imds ?? '169.254.169.254'}/acc/tdquote` }),
     close: async () => {
       await parts.close().catch(() => undefined);
       await tpm.close().catch(() => undefined);
@@ -114,6 +132,7 @@ async function aciPlatform(simulate: boolean, fetch: Fetch, env: SecurityContext
     attester,
     keks: new SoftwareKekSource(),
     simulated: simulate,
+    tee: 'sevsnp',
     evidence: async () => ({ report: (await source.getReport({ reportData: randomBytes(64) })).report, what: `SEV-SNP report from ${source.description}` }),
     collateral: async (report, signal) => ({
       chain: await collateral.chainForReport(parseReport(report), signal),

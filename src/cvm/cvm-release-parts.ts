@@ -30,6 +30,8 @@ export interface CvmAttesterOptions {
   lock: TpmLock;
   /** The VCEK chain of the HCL report's SNP report: IMDS THIM on Azure (e.g. LocalThimSource.fetch). */
   collateral: (signal?: AbortSignal) => Promise<AmdCertChain>;
+  /** TDX CVMs: the TD quote of a TDREPORT (IMDS /acc/tdquote); with it the VCEK chain is never fetched. */
+  tdQuote?: (tdReport: Buffer, signal?: AbortSignal) => Promise<Buffer>;
   /** Outbound HTTPS for MAA (and its JWKS). */
   fetch?: FetchLike;
   client?: AzureGuestClientOptions;
@@ -66,14 +68,17 @@ export class CvmAttester implements Attester {
   async attest(endpoint: Endpoint, runtimeData: Buffer, signal?: AbortSignal): Promise<string> {
     const kekN = runtimeKeyModulus(runtimeData);
     if (kekN === undefined) throw new VerificationError('maa-token-tpm-key', 'CVM attestation: the runtime data holds no RSA key (expected the TPM KEK\'s JWKS)');
-    const collateral: AmdCertChain = await this.opts.collateral(signal);
     const o = this.opts;
+    // Fetched outside the TPM lock; a TDX CVM needs none (its quote comes from IMDS after the HCL read).
+    const collateral: AmdCertChain | undefined = o.tdQuote ? undefined : await o.collateral(signal);
+    const tdQuote = o.tdQuote;
     const result = await o.lock.run(async () => {
       const ephemeralKey = o.keks ? await this.currentKey(o.keks, kekN) : undefined;
       return attestGuest({
         tpm: o.tpm,
         maaEndpoint: endpoint.origin,
-        collateral,
+        ...(collateral ? { collateral } : {}),
+        ...(tdQuote ? { tdQuote: (r: Buffer) => tdQuote(r, signal) } : {}),
         // A fresh nonce per attestation, echoed (and checked) in x-ms-runtime.client-payload.
         clientPayload: { nonce: randomBytes(16).toString('hex') },
         ...(o.fetch ? { fetch: o.fetch } : {}),

@@ -19,7 +19,7 @@ import { serializeAzureGuestRequest, type AzureGuestRequestInput } from '../maa/
 import { verifyMaaToken, type JwksCache } from '../maa/verify-token';
 import { ephemeralKeyTemplate, PCRS_0_7, policyAuth, policyPcrDigest, rsaKeyOf, TPM_RH, TPM_SE, TpmClient, TpmError, type CreatedPrimary } from '../tpm';
 import { parsePublic2b } from '../tpm/structures';
-import type { HclReport } from './hcl';
+import { isTdxHcl, type CvmHcl } from './hcl';
 import { AK_HANDLE } from './nv-indices';
 import { VtpmEvidence } from './vtpm-evidence';
 
@@ -97,7 +97,8 @@ export interface LoadedEphemeralKey {
 }
 
 export interface CollectedEvidence {
-  hcl: HclReport;
+  /** SEV-SNP or TDX (isTdxHcl). */
+  hcl: CvmHcl;
   akCert: Buffer;
   akPub: Buffer;
   pcrs: { index: number; digest: Buffer }[];
@@ -204,7 +205,9 @@ export interface AttestGuestOptions {
    * The VCEK chain for the embedded report: on Azure, IMDS THIM (`/metadata/THIM/amd/certification`,
    * e.g. src/certs LocalThimSource or the collateral provider).
    */
-  collateral: AmdCertChain;
+  collateral?: AmdCertChain;
+  /** TDX CVMs: the TD quote of the HCL report's TDREPORT (IMDS /acc/tdquote, src/tdx/imds-quote). */
+  tdQuote?: (tdReport: Buffer) => Promise<Buffer>;
   /** Echoed by MAA in x-ms-runtime.client-payload (values base64-encoded on the wire). */
   clientPayload?: Record<string, string>;
   /** Attest this loaded ephemeral key instead of creating one (see CollectOptions). */
@@ -255,6 +258,23 @@ export function checkGuestToken(claims: Record<string, unknown>, encKeyPub: Buff
   }
 }
 
+/**
+ * The AzureGuest isolation evidence for the HCL report's TEE: the SNP report with its VCEK chain, or the TD
+ * quote of the TDREPORT (IMDS), each with the exact runtime-claims bytes.
+ */
+export async function isolationOf(
+  hcl: CvmHcl,
+  src: { collateral?: AmdCertChain | (() => Promise<AmdCertChain>); tdQuote?: (tdReport: Buffer) => Promise<Buffer> },
+): Promise<AzureGuestRequestInput['isolation']> {
+  if (isTdxHcl(hcl)) {
+    if (!src.tdQuote) throw new VerificationError('tdx-quote-source', 'tdx-quote-source: the HCL report is a TDX one and no TD quote source (IMDS /acc/tdquote) is configured');
+    return { tdQuote: await src.tdQuote(hcl.tdReportBytes), runtimeClaims: hcl.claimsBytes };
+  }
+  if (!src.collateral) throw new VerificationError('chain-format', 'chain-format: the HCL report is an SEV-SNP one and no VCEK chain is configured');
+  const chain = typeof src.collateral === 'function' ? await src.collateral() : src.collateral;
+  return { snpReport: hcl.snpReportBytes, vcekCertChainPem: chain.vcekPem + chain.chainPem, runtimeClaims: hcl.claimsBytes };
+}
+
 /** The whole guest attestation: collect, call MAA, open, verify. */
 /** The request's `tpm` part from what the vTPM produced (one mapping, shared with the tests' forged requests). */
 export function tpmPartOf(ev: CollectedEvidence): AzureGuestRequestInput['tpm'] {
@@ -275,12 +295,13 @@ export async function attestGuest(o: AttestGuestOptions): Promise<GuestAttestati
   const total = performance.now();
   const ga = new GuestAttestation(o.tpm, o.evidence, o.debug);
   const ev = await ga.collect({ ...(o.userData ? { userData: o.userData } : {}), ...(o.ephemeralKey ? { ephemeralKey: o.ephemeralKey } : {}) }, t);
+  const isolation = await timed(t, isTdxHcl(ev.hcl) ? 'imds.tdQuote' : 'collateral', () => isolationOf(ev.hcl, { collateral: o.collateral, tdQuote: o.tdQuote }));
   const body = serializeAzureGuestRequest({
     os: o.os ?? readOsRelease(),
     tcgLog: o.tcgLog ?? readTcgLog(),
     clientPayload: o.clientPayload ?? {},
     tpm: tpmPartOf(ev),
-    isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: o.collateral.vcekPem + o.collateral.chainPem, runtimeClaims: ev.hcl.claimsBytes },
+    isolation,
   });
   const envelope = await timed(t, 'maa.attest', () => postAzureGuest(o.maaEndpoint, body, { ...(o.client ?? {}), ...(o.fetch ? { fetch: o.fetch } : {}) }));
   const token = await ga.openEnvelope(envelope, ev.encKeyPub, t, o.ephemeralKey);

@@ -22,7 +22,8 @@ import { verifyMaaToken, type JwksCache } from '../maa/verify-token';
 import type { AttestationReport } from '../snp/report';
 import { reportDataFor } from '../snp/report';
 import { StaleKekError } from '../akv/kek';
-import { checkGuestToken, GuestAttestation, readOsRelease, readTcgLog, TPM_KEY_KID, tpmPartOf, type LoadedEphemeralKey } from './guest-attestation';
+import { checkGuestToken, GuestAttestation, isolationOf, readOsRelease, readTcgLog, TPM_KEY_KID, tpmPartOf, type LoadedEphemeralKey } from './guest-attestation';
+import { isTdxHcl } from './hcl';
 import type { LoadedKey } from './tpm-kek';
 import { atTpmStep } from './tpm-step';
 
@@ -37,6 +38,8 @@ export interface AzureGuestAttesterOptions {
   guest: GuestAttestation;
   /** The VCEK chain for the embedded report (the collateral provider over IMDS THIM). */
   chainFor(report: AttestationReport, signal?: AbortSignal): Promise<AmdCertChain>;
+  /** TDX CVMs: the TD quote of a TDREPORT (IMDS /acc/tdquote). */
+  tdQuote?: (tdReport: Buffer, signal?: AbortSignal) => Promise<Buffer>;
   fetch: FetchLike;
   userAgent?: string;
   tpmGate?: Gate;
@@ -102,13 +105,20 @@ export class AzureGuestAttester implements Attester {
         ),
       signal,
     );
-    const chain = await telemetry.stage('collateral', () => this.opts.chainFor(ev.hcl.report, signal));
+    const hcl = ev.hcl;
+    const tdQuote = this.opts.tdQuote;
+    const isolation = await telemetry.stage('collateral', () =>
+      isolationOf(hcl, {
+        ...(isTdxHcl(hcl) ? {} : { collateral: () => this.opts.chainFor(hcl.report, signal) }),
+        ...(tdQuote ? { tdQuote: (r: Buffer) => tdQuote(r, signal) } : {}),
+      }),
+    );
     const body = serializeAzureGuestRequest({
       os: this.os,
       tcgLog: (this.opts.tcgLog ?? readTcgLog)(),
       clientPayload,
       tpm: tpmPartOf(ev),
-      isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: chain.vcekPem + chain.chainPem, runtimeClaims: ev.hcl.claimsBytes },
+      isolation,
     });
     return telemetry.stage('maa', async () => {
       const envelope = await postAzureGuest(

@@ -7,7 +7,7 @@
 import { DeviceError } from '../common/errors';
 import { TPMA_NV, TpmClient, TpmError } from '../tpm';
 import { Serializer } from '../tpm/transport';
-import { claimsUserData, HclReport, MAX_HCL_BYTES, parseHclReport } from './hcl';
+import { claimsUserData, MAX_HCL_BYTES, parseAnyHclReport, type CvmHcl } from './hcl';
 import { AK_CERT_INDEX, HCL_REPORT_INDEX, USER_DATA_INDEX, USER_DATA_SIZE } from './nv-indices';
 
 export const AK_CERT_NOT_PROVISIONED_HINT = 'the vTPM AK certificate is not provisioned yet (normal in the first minutes after deployment): retry later';
@@ -41,9 +41,10 @@ export class VtpmEvidence {
     return this.tpm.nvRead(HCL_REPORT_INDEX, { size: pub.dataSize });
   }
 
-  async readHclReport(): Promise<{ raw: Buffer; hcl: HclReport }> {
+  /** The HCL report of either TEE (SEV-SNP report or TDX TDREPORT inside). */
+  async readHclReport(): Promise<{ raw: Buffer; hcl: CvmHcl }> {
     const raw = await this.readHclBytes();
-    return { raw, hcl: parseHclReport(raw) };
+    return { raw, hcl: parseAnyHclReport(raw).hcl };
   }
 
   /** The whole AK certificate index (Microsoft's client sends all of it, padding included). */
@@ -63,7 +64,7 @@ export class VtpmEvidence {
    * (`user-data` = their upper-case hex). Fails with ERR_HCL_USER_DATA_STALE when the report does not
    * follow within refreshTimeoutMs: never returns a report bound to other user data.
    */
-  refreshWithUserData(userData: Buffer): Promise<{ raw: Buffer; hcl: HclReport }> {
+  refreshWithUserData(userData: Buffer): Promise<{ raw: Buffer; hcl: CvmHcl }> {
     if (userData.length !== USER_DATA_SIZE) throw new RangeError(`user data must be ${USER_DATA_SIZE} bytes, got ${userData.length}`);
     return this.lock.run(async () => {
       await this.ensureUserDataIndex();
@@ -75,7 +76,7 @@ export class VtpmEvidence {
       let last: string | undefined;
       for (let attempt = 0; ; attempt++) {
         const raw = await this.readHclUnlocked();
-        const hcl = parseHclReport(raw);
+        const hcl = parseAnyHclReport(raw).hcl;
         last = claimsUserData(hcl.claims);
         if (last !== undefined && last.toUpperCase() === want) return { raw, hcl };
         if (Date.now() >= until) {

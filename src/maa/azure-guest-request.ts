@@ -6,6 +6,10 @@
  *       OSVersionMinor, OSBuild, TcgLogs, ClientPayload, TpmInfo{...}, IsolationInfo{Type "SevSnp",
  *       Evidence{Proof: base64(JSON{SnpReport: base64url, VcekCertChain: base64}), RunTimeData: base64}} }) }
  *
+ * On an Intel TDX CVM the isolation evidence is the TD quote itself (Microsoft's C++ client,
+ * IsolationInfo::CreateTdxEvidence; the Python tools agree on the shape):
+ *       IsolationInfo{Type "Tdx", Evidence{Proof: base64(TD quote), RunTimeData: base64(runtime claims)}}
+ *
  * Encodings copy Microsoft's C++ client (standard base64 inside, base64url without padding outside);
  * the parser accepts either alphabet, as MAA does.
  */
@@ -43,15 +47,30 @@ export interface AzureGuestRequestInput {
     encKeyCertifyInfo: Buffer;
     encKeyCertifyInfoSignature: Buffer;
   };
-  isolation: {
-    /** The 1184-byte SNP report from the HCL report. */
-    snpReport: Buffer;
-    /** THIM vcekCert + certificateChain (PEM). */
-    vcekCertChainPem: string;
-    /** The exact runtime-claims bytes of the HCL report. */
-    runtimeClaims: Buffer;
-  };
+  isolation: SnpIsolation | TdxIsolation;
 }
+
+export interface SnpIsolation {
+  /** The 1184-byte SNP report from the HCL report. */
+  snpReport: Buffer;
+  /** THIM vcekCert + certificateChain (PEM). */
+  vcekCertChainPem: string;
+  /** The exact runtime-claims bytes of the HCL report. */
+  runtimeClaims: Buffer;
+}
+
+export interface TdxIsolation {
+  /** The TD quote IMDS returned for the HCL report's TDREPORT. */
+  tdQuote: Buffer;
+  runtimeClaims: Buffer;
+}
+
+export function isTdxIsolation(i: SnpIsolation | TdxIsolation): i is TdxIsolation {
+  return 'tdQuote' in i;
+}
+
+/** Microsoft's client caps TD quotes at 8 KiB. */
+const MAX_TD_QUOTE = 8192;
 
 const b64 = (b: Uint8Array | string) => Buffer.from(b as Uint8Array).toString('base64');
 
@@ -59,7 +78,16 @@ const b64 = (b: Uint8Array | string) => Buffer.from(b as Uint8Array).toString('b
 export function attestationInfo(i: AzureGuestRequestInput): Record<string, unknown> {
   const payload: Record<string, string> = {};
   for (const [k, v] of Object.entries(i.clientPayload)) payload[k] = b64(Buffer.from(v, 'utf8'));
-  const proof = JSON.stringify({ SnpReport: i.isolation.snpReport.toString('base64url'), VcekCertChain: b64(i.isolation.vcekCertChainPem) });
+  const iso = i.isolation;
+  const isolationInfo = isTdxIsolation(iso)
+    ? { Type: 'Tdx', Evidence: { Proof: b64(iso.tdQuote), RunTimeData: b64(iso.runtimeClaims) } }
+    : {
+        Type: 'SevSnp',
+        Evidence: {
+          Proof: b64(JSON.stringify({ SnpReport: iso.snpReport.toString('base64url'), VcekCertChain: b64(iso.vcekCertChainPem) })),
+          RunTimeData: b64(iso.runtimeClaims),
+        },
+      };
   return {
     AttestationProtocolVersion: AZURE_GUEST_PROTOCOL_VERSION,
     OSType: b64(i.os.type),
@@ -80,7 +108,7 @@ export function attestationInfo(i: AzureGuestRequestInput): Record<string, unkno
       PcrSet: i.tpm.pcrs.map((p) => p.index),
       PCRs: i.tpm.pcrs.map((p) => ({ Index: p.index, Digest: b64(p.digest) })),
     },
-    IsolationInfo: { Type: 'SevSnp', Evidence: { Proof: b64(proof), RunTimeData: b64(i.isolation.runtimeClaims) } },
+    IsolationInfo: isolationInfo,
   };
 }
 
@@ -184,8 +212,13 @@ export function parseAzureGuestRequest(body: unknown): ParsedAzureGuestRequest {
     encKeyCertifyInfoSignature: bytes(t.EncKeyCertifyInfoSignature, 'TpmInfo.EncKeyCertifyInfoSignature', 512),
   };
   const iso = obj(info.IsolationInfo, 'IsolationInfo');
-  if (iso.Type !== 'SevSnp') throw bad('IsolationInfo.Type', `"${String(iso.Type).slice(0, 40)}" is not supported (SevSnp only)`);
+  if (iso.Type !== 'SevSnp' && iso.Type !== 'Tdx') throw bad('IsolationInfo.Type', `"${String(iso.Type).slice(0, 40)}" is not supported (SevSnp or Tdx)`);
   const ev = obj(iso.Evidence, 'IsolationInfo.Evidence');
+  if (iso.Type === 'Tdx') {
+    const tdQuote = bytes(ev.Proof, 'IsolationInfo.Evidence.Proof', MAX_TD_QUOTE);
+    const runtimeClaims = bytes(ev.RunTimeData, 'IsolationInfo.Evidence.RunTimeData', 16 * 1024);
+    return { os, tcgLog, clientPayload, tpm, isolation: { tdQuote, runtimeClaims } };
+  }
   const proof = obj(parseJson(bytes(ev.Proof, 'IsolationInfo.Evidence.Proof', 64 * 1024), 'IsolationInfo.Evidence.Proof'), 'IsolationInfo.Evidence.Proof');
   const snpReport = bytes(proof.SnpReport, 'Proof.SnpReport', REPORT_SIZE);
   if (snpReport.length !== REPORT_SIZE) throw bad('Proof.SnpReport', `must be ${REPORT_SIZE} bytes, got ${snpReport.length}`);

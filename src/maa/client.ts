@@ -13,6 +13,7 @@ import { fetchWithRetry, type AttemptInfo, type FetchLike } from '../common/http
 import { registerSecret } from '../common/redact';
 import { MaaRefusedError, parseMaaErrorBody } from './errors';
 import { buildSevSnpVmRequest, serializeSevSnpVmRequest, type SevSnpVmRequestInput } from './request';
+import { serializeTdxVmRequest, TDX_VM_API_VERSION, type TdxVmRequestInput } from './tdx-vm';
 
 export const DEFAULT_MAA_API_VERSION = '2020-10-01';
 /** Name of this upstream in errors and metrics. */
@@ -90,9 +91,23 @@ export class MaaClient {
     return (this.opts.telemetry ?? NO_TELEMETRY).stage('maa', () => this.attestOnce(endpoint, input, signal));
   }
 
+  /**
+   * MAA's TDX platform endpoint (`/attest/TdxVm`, its own api-version): the TD quote and the runtime data
+   * whose sha256 is the quote's REPORTDATA[0:32] (src/maa/tdx-vm.ts).
+   */
+  attestTdxVm(endpoint: Endpoint | string, input: TdxVmRequestInput, signal?: AbortSignal): Promise<string> {
+    return (this.opts.telemetry ?? NO_TELEMETRY).stage('maa', async () => {
+      const url = `${toEndpoint('maa', endpoint).origin}/attest/TdxVm?api-version=${TDX_VM_API_VERSION}`;
+      return this.post(url, serializeTdxVmRequest(input), signal);
+    });
+  }
+
+  // async: a bad endpoint is a rejection, never a synchronous throw.
   private async attestOnce(endpoint: Endpoint | string, input: SevSnpVmRequestInput, signal?: AbortSignal): Promise<string> {
-    const url = this.attestUrl(endpoint);
-    const body = serializeSevSnpVmRequest(buildSevSnpVmRequest(input));
+    return this.post(this.attestUrl(endpoint), serializeSevSnpVmRequest(buildSevSnpVmRequest(input)), signal);
+  }
+
+  private async post(url: string, body: string, signal?: AbortSignal): Promise<string> {
     const res = await fetchWithRetry(
       url,
       {

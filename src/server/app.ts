@@ -144,7 +144,7 @@ export function createApp(deps: AppDeps): Express {
     }
     const upstreams = health.snapshot();
     // "message" is what reference clients read; details appear once an upstream has been used.
-    const platform = attestation.platform ? { platform: attestation.platform } : {};
+    const platform = { ...(attestation.platform ? { platform: attestation.platform } : {}), ...(attestation.tee ? { tee: attestation.tee } : {}) };
     // A CVM's TPM that stopped answering leaves the sidecar unable to serve anything: not OK until it answers again.
     if (upstreams.tpm && !upstreams.tpm.healthy) {
       res.status(503).json({ message: 'Status NOT OK', ...platform, details: { evidence: attestation.describe(), upstreams } });
@@ -175,6 +175,11 @@ export function createApp(deps: AppDeps): Express {
     const data = runtimeData(body(req));
     guardRuntimeKeys(data, 'evidence');
     const r = await withDeadline(deadlineMs, () => attestation.rawReport(reportDataFor(data)));
+    // Azure TDX CVM: the TD quote and the HCL report (its TDREPORT is what the quote signs), both hex.
+    if (r.tdQuote) {
+      res.json({ td_quote: r.tdQuote.toString('hex'), hcl_report: (r.hclReport ?? Buffer.alloc(0)).toString('hex') });
+      return;
+    }
     // Azure CVM: the HCL report too (its claims' user-data is sha256(runtime_data) + zeros; REPORT_DATA = sha256(claims)).
     res.json({ report: r.report.toString('hex'), ...(r.hclReport ? { hcl_report: r.hclReport.toString('hex') } : {}) });
   });
@@ -183,6 +188,11 @@ export function createApp(deps: AppDeps): Express {
     const data = runtimeData(body(req));
     guardRuntimeKeys(data, 'evidence');
     const c = await withDeadline(deadlineMs, () => attestation.combined(reportDataFor(data)));
+    if (c.tdQuote || !c.chain) {
+      // Azure TDX CVM: the TD quote (its PCK chain inside) and the HCL report, both base64.
+      res.json({ td_quote: (c.tdQuote ?? Buffer.alloc(0)).toString('base64'), hcl_evidence: (c.hclReport ?? Buffer.alloc(0)).toString('base64'), uvm_endorsements: c.uvmEndorsementsBase64 });
+      return;
+    }
     res.json({
       endorsed_tcb: c.chain.tcbm.toString(16).padStart(16, '0'),
       endorsements: Buffer.from(joinPem(c.chain.vcekPem, c.chain.chainPem), 'utf8').toString('base64'),
@@ -200,6 +210,12 @@ export function createApp(deps: AppDeps): Express {
     // Parsed once (400 for anything but an https DNS name or IP literal, naming the field): the
     // allowlist approves and MAA dials this value.
     const endpoint = parseEndpoint('maa', raw);
+    // Optional: "TdxVm" asks for MAA's TDX platform endpoint on a TDX CVM (default: the platform's own).
+    const apiRaw = b.maa_api;
+    if (apiRaw !== undefined && apiRaw !== null && apiRaw !== 'TdxVm' && apiRaw !== 'default') {
+      throw badRequest('maa_api must be "default" or "TdxVm"', typeof apiRaw === 'string' ? 'ERR_BAD_REQUEST' : 'ERR_FIELD_TYPE');
+    }
+    const api = apiRaw === 'TdxVm' ? 'TdxVm' : 'default';
     guardRuntimeKeys(data, 'token');
     try {
       maaAllow.check(endpoint);
@@ -207,7 +223,7 @@ export function createApp(deps: AppDeps): Express {
       refuse(e, 'maa_endpoint');
     }
     // The deadline covers the wait for a slot as well as the work.
-    const token = await withDeadline(deadlineMs, (signal) => slots.run(() => attestation.maaToken(endpoint, data, signal), signal));
+    const token = await withDeadline(deadlineMs, (signal) => slots.run(() => attestation.maaToken(endpoint, data, signal, { api }), signal));
     res.json({ token });
   });
 

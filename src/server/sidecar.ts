@@ -12,7 +12,7 @@ import { collateralSourceFromArgs } from '../certs/sources/from-args';
 import { readSecurityContext } from '../certs/thim';
 import type { CollateralSource } from '../certs/types';
 import { decodeBase64Strict } from '../common/bytes';
-import { ConfigError } from '../common/errors';
+import { ConfigError, DeviceError } from '../common/errors';
 import type { EvidenceSource } from '../snp/evidence';
 import type { SimulatedPlatform } from '../snp/simulator';
 import { CollateralProvider } from '../certs/provider';
@@ -149,6 +149,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   let contextDir = opts.securityContextDir;
   let cvmTpm: TpmClient | undefined;
   let cvmEvidence: VtpmEvidence | undefined;
+  /** The CVM's TEE, from the HCL report's type (SEV-SNP or TDX). */
+  let cvmTee: 'sevsnp' | 'tdx' | undefined;
+  /** TDX: the TD quote of a TDREPORT from IMDS; bound to the outbound client once it exists. */
+  let tdQuote: ((tdReport: Buffer, signal?: AbortSignal) => Promise<Buffer>) | undefined;
   let ownedContextDir: string | undefined;
   const removeOwnedContextDir = () => {
     if (ownedContextDir) fs.rmSync(ownedContextDir, { recursive: true, force: true });
@@ -177,7 +181,15 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       const { VtpmEvidence } = await import('../cvm/vtpm-evidence');
       const { HclEvidenceSource } = await import('../cvm/hcl-evidence-source');
       cvmEvidence = new VtpmEvidence(cvmTpm);
+      const { hclTeeOf } = await import('../cvm/hcl');
+      cvmTee = hclTeeOf(await cvmEvidence.readHclBytes());
+      if (!cvmTee) throw new DeviceError('ERR_HCL_REPORT', 'NV 0x01400001 holds no HCL report of type 2 (SEV-SNP) or 4 (TDX)');
+      if (cvmTee === 'tdx') {
+        const { fetchTdQuote } = await import('../tdx/imds-quote');
+        tdQuote = (r, signal) => fetchTdQuote(r, { baseUrl: config.imdsEndpoint, fetch: createHttpsFetch({ extraCaPem: config.extraCaPem }) }, signal);
+      }
       evidence = new HclEvidenceSource(cvmEvidence);
+      logger.info('Azure confidential VM', { tee: cvmTee === 'tdx' ? 'Intel TDX' : 'AMD SEV-SNP' });
     }
   }
   const platformName = cvmTpm ? 'azure-cvm' : 'aci';
@@ -190,6 +202,12 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const deviceGate = new Semaphore(1, limits.maxQueuedReports, 'report requests', 1);
   const rawEvidence = evidence;
   evidence = new GuardedEvidenceSource(rawEvidence, deviceGate, telemetry);
+  if (tdQuote) {
+    // The IMDS call runs outside the device gate: the TPM is free while the host's quoting enclave works.
+    const quote = tdQuote;
+    const { TdQuoteEvidenceSource } = await import('../cvm/hcl-evidence-source');
+    evidence = new TdQuoteEvidenceSource(evidence, (r) => telemetry.stage('collateral', () => quote(r)));
+  }
   const releaseSlots = new Semaphore(limits.maxInFlightReleases, limits.maxQueuedReleases, 'key releases and MAA attestations', 1);
 
   // The parts of the release path (docs/architecture.md), each reporting through `telemetry`.
@@ -243,12 +261,26 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       tpmGate: deviceGate,
       telemetry,
       keks: tpmKek,
+      ...(tdQuote ? { tdQuote } : {}),
     });
   } else {
     attester = new SevSnpAttester({ collateral, maa, referenceInfoBase64: context.referenceInfoBase64 });
     keks = new SoftwareKekSource(fastPath.wrappingKeyPool);
   }
-  const attestation = new SidecarAttestation({ evidence, collateral, attester, referenceInfoBase64: context.referenceInfoBase64, platform: platformName });
+  let tdxVm: Attester | undefined;
+  if (cvmTee === 'tdx') {
+    const { TdxVmAttester } = await import('../cvm/tdx-vm-attester');
+    tdxVm = new TdxVmAttester({ evidence, maa, fetch: outbound });
+  }
+  const attestation = new SidecarAttestation({
+    evidence,
+    collateral,
+    attester,
+    referenceInfoBase64: context.referenceInfoBase64,
+    platform: platformName,
+    ...(cvmTee ? { tee: cvmTee } : {}),
+    ...(tdxVm ? { tdxVm } : {}),
+  });
   const tokens = new TokenProvider({
     clientId: config.args.identity?.client_id,
     ...(config.imdsEndpoint ? { imdsEndpoint: config.imdsEndpoint } : {}),

@@ -38,6 +38,8 @@ export interface Evidence {
    * REPORT_DATA is sha256 of the runtime claims, whose `user-data` is the requested REPORT_DATA.
    */
   hclReport?: Buffer;
+  /** Azure TDX confidential VM: `report` is the HCL report's TDREPORT and this is its TD quote (IMDS). */
+  tdQuote?: Buffer;
 }
 
 export interface ReportRequest {

@@ -52,7 +52,15 @@ describe('nested x-ms-isolation-tee claims', () => {
 
   it('the import template builds the nested policy under the config authority', () => {
     const cfg = parseImportKeyConfig(applyPolicyTemplate({ key: { kid: 'k', kty: 'RSA-HSM', authority: { endpoint: 'sharedweu.weu.attest.azure.net' }, akv: { endpoint: 'v.vault.azure.net' } } }, 'azure-cvm'));
-    expect(policyFromConfig(cfg)).toEqual({ version: '1.0.0', anyOf: [{ authority: MAA, allOf: [...POLICY_TEMPLATES['azure-cvm'][0]] }] });
+    expect(policyFromConfig(cfg)).toEqual({ version: '1.0.0', anyOf: POLICY_TEMPLATES['azure-cvm'].map((g) => ({ authority: MAA, allOf: [...g] })) });
     expect(evaluateReleasePolicy(policyFromConfig(cfg), cvmToken()).granted).toBe(true);
+  });
+
+  it('the template admits TDX CVMs too (x-ms-attestation-type tdxvm), as Azure\'s default CVM policy does, and nothing else', () => {
+    const cfg = parseImportKeyConfig(applyPolicyTemplate({ key: { kid: 'k', kty: 'RSA-HSM', authority: { endpoint: 'sharedweu.weu.attest.azure.net' }, akv: { endpoint: 'v.vault.azure.net' } } }, 'azure-cvm'));
+    const policy = policyFromConfig(cfg);
+    expect(evaluateReleasePolicy(policy, cvmToken({ 'x-ms-attestation-type': 'tdxvm' })).granted).toBe(true);
+    expect(evaluateReleasePolicy(policy, cvmToken({ 'x-ms-attestation-type': 'sgx' })).granted).toBe(false);
+    expect(evaluateReleasePolicy(policy, cvmToken({ 'x-ms-attestation-type': 'tdxvm', 'x-ms-compliance-status': 'azure-noncompliant-cvm' })).granted).toBe(false);
   });
 });

@@ -54,10 +54,11 @@ describe('skr import-key --policy-template azure-cvm and skr release on a CVM', 
     const imp = await run('import-key', '-c', config('cvm-cli-rsa', 'RSA-HSM', vault), '--policy-template', 'azure-cvm', '--ca', caFile, '--imds', imds.url, '--key-out', keyOut);
     expect(imp.code).toBe(0);
     const policy = JSON.parse(imp.out.split('\n')[1]) as { anyOf: { authority: string; allOf: unknown[] }[] };
-    expect(policy.anyOf).toEqual([{ authority: maa.url, allOf: [
-      { claim: 'x-ms-isolation-tee.x-ms-attestation-type', equals: 'sevsnpvm' },
+    // Both CPU vendors' CVMs, as Azure's default CVM release policy: SEV-SNP or TDX, each compliant.
+    expect(policy.anyOf).toEqual(['sevsnpvm', 'tdxvm'].map((t) => ({ authority: maa.url, allOf: [
+      { claim: 'x-ms-isolation-tee.x-ms-attestation-type', equals: t },
       { claim: 'x-ms-isolation-tee.x-ms-compliance-status', equals: 'azure-compliant-cvm' },
-    ] }]);
+    ] })));
     const importThumb = /material thumbprint ([0-9a-f]{16})/.exec(imp.err)?.[1];
     expect(importThumb).toBeDefined();
 

@@ -20,7 +20,7 @@ import { ENVELOPE_REFUSED, MaaEnvelopeError } from '../../src/maa/azure-guest-en
 import { postAzureGuest } from '../../src/maa/azure-guest-client';
 import { serializeAzureGuestRequest, type AzureGuestRequestInput } from '../../src/maa/azure-guest-request';
 import { MaaRefusedError } from '../../src/maa/errors';
-import { hclReportData } from '../../src/cvm/hcl';
+import { hclReportData, type HclReport } from '../../src/cvm/hcl';
 import { akTemplate, marshalPublic2b, rsaKeyOf, SwtpmTcpTransport, TPM_ALG, TpmClient } from '../../src/tpm';
 import { parsePublic2b } from '../../src/tpm/structures';
 import { startSwtpm, type Swtpm } from '../helpers/swtpm';
@@ -60,7 +60,7 @@ describe('guest attestation on swtpm against the MAA emulator', () => {
       os: OS,
       clientPayload: { nonce: 'n-1' },
       tpm: { ...tpmPartOf(ev), ...over },
-      isolation: { snpReport: ev.hcl.snpReportBytes, vcekCertChainPem: thim().vcekCert + thim().certificateChain, runtimeClaims: claims ?? ev.hcl.claimsBytes },
+      isolation: { snpReport: (ev.hcl as HclReport).snpReportBytes, vcekCertChainPem: thim().vcekCert + thim().certificateChain, runtimeClaims: claims ?? ev.hcl.claimsBytes },
     });
   }
   async function refusalOf(body: string): Promise<string> {

@@ -67,7 +67,7 @@ describe('skr local --platform azure-cvm (CLI, child process)', () => {
       const pid = state.tpm?.swtpmPid as number;
       expect(() => process.kill(pid, 0)).not.toThrow();
       expect(out).toContain('SIMULATED Azure confidential VM');
-      expect(await (await fetch(`${state.sidecarUrl}/status`)).json()).toEqual({ message: 'Status OK', platform: 'azure-cvm' });
+      expect(await (await fetch(`${state.sidecarUrl}/status`)).json()).toEqual({ message: 'Status OK', platform: 'azure-cvm', tee: 'sevsnp' });
 
       child.kill('SIGTERM');
       expect(await exited).toBe(0);

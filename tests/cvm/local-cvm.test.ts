@@ -41,12 +41,12 @@ describe('skr local --platform azure-cvm (swtpm + simulated paravisor + MAA Azur
 
   const runtime = Buffer.from(JSON.stringify({ purpose: 'cvm-test', nonce: 'b2f1' }));
 
-  it('publishes the platform and the vTPM endpoint in its state; /status says azure-cvm', async () => {
+  it('publishes the platform and the vTPM endpoint in its state; /status says azure-cvm and its TEE (sevsnp)', async () => {
     expect(stack.state.platform).toBe('azure-cvm');
     expect(stack.state.tpm?.endpoint).toMatch(/^tcp:127\.0\.0\.1:\d+$/);
     expect(stack.sidecar.platformName).toBe('azure-cvm');
     const res = await fetch(`${stack.sidecar.url}/status`);
-    expect(await res.json()).toEqual({ message: 'Status OK', platform: 'azure-cvm' });
+    expect(await res.json()).toEqual({ message: 'Status OK', platform: 'azure-cvm', tee: 'sevsnp' });
   });
 
   it('/attest/maa returns a guest token with the §6 claims, bound to the runtime data twice', async () => {

@@ -45,3 +45,22 @@ export function cvmClaims(tee: Record<string, unknown> = {}, iss = SHARED_MAA): 
     'x-ms-runtime': { 'client-payload': { nonce: 'MTIzNA==' }, keys: [{ kid: 'TpmEphemeralEncryptionKey', key_ops: ['encrypt'] }] },
   };
 }
+
+/** An Azure TDX confidential VM's token: as cvmClaims, with MAA's TDX claims under x-ms-isolation-tee. */
+export function tdxCvmClaims(tee: Record<string, unknown> = {}, iss = SHARED_MAA): Record<string, unknown> {
+  const c = cvmClaims({}, iss);
+  const nested = { ...(c['x-ms-isolation-tee'] as Record<string, unknown>) };
+  delete nested['x-ms-sevsnpvm-is-debuggable'];
+  delete nested['x-ms-sevsnpvm-vmpl'];
+  c['x-ms-isolation-tee'] = {
+    ...nested,
+    'x-ms-attestation-type': 'tdxvm',
+    tdx_mrtd: '024a32b0'.padEnd(96, '0'),
+    tdx_mrseam: 'ab'.repeat(48),
+    tdx_td_attributes_debug: false,
+    tdx_rtmr0: 'cd'.repeat(48),
+    attester_tcb_status: 'UpToDate',
+    ...tee,
+  };
+  return c;
+}

@@ -2,7 +2,7 @@
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { InvalidInputError } from '../../src/common/errors';
 import { MaaEnvelopeError, openEnvelopeWithKey, parseEnvelope, TRANSPORT_KEY_AAD } from '../../src/maa/azure-guest-envelope';
-import { attestationInfo, parseAzureGuestRequest, serializeAzureGuestRequest, type AzureGuestRequestInput } from '../../src/maa/azure-guest-request';
+import { attestationInfo, parseAzureGuestRequest, serializeAzureGuestRequest, type AzureGuestRequestInput, type SnpIsolation } from '../../src/maa/azure-guest-request';
 
 const input: AzureGuestRequestInput = {
   os: { type: 'Linux', distro: 'Ubuntu', versionMajor: 22, versionMinor: 4 },
@@ -40,7 +40,7 @@ describe('AzureGuest request', () => {
     const tpm = info.TpmInfo as Record<string, unknown>;
     expect(tpm.PcrSet).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     const proof = JSON.parse(Buffer.from((info.IsolationInfo as { Evidence: { Proof: string } }).Evidence.Proof, 'base64').toString()) as Record<string, string>;
-    expect(Buffer.from(proof.SnpReport, 'base64url').equals(input.isolation.snpReport)).toBe(true);
+    expect(Buffer.from(proof.SnpReport, 'base64url').equals((input.isolation as SnpIsolation).snpReport)).toBe(true);
 
     const p = parseAzureGuestRequest(body);
     expect(p.os).toEqual({ ...input.os, build: 'NotApplication' });
@@ -58,7 +58,7 @@ describe('AzureGuest request', () => {
     ['OS major version 0', withInfo((i) => (i.OSVersionMajor = 0)), /OSVersionMajor: must not be 0/],
     ['PCRs that do not follow PcrSet', withInfo((i) => ((i.TpmInfo as Record<string, unknown>).PcrSet = [0, 1, 2, 3, 4, 5, 6, 9])), /PCRs\[7\]\.Index/],
     ['a 31-byte PCR digest', withInfo((i) => ((i.TpmInfo as { PCRs: { Digest: string }[] }).PCRs[0].Digest = randomBytes(31).toString('base64'))), /32-byte/],
-    ['TDX isolation', withInfo((i) => ((i.IsolationInfo as Record<string, unknown>).Type = 'Tdx')), /"Tdx" is not supported/],
+    ['SGX isolation', withInfo((i) => ((i.IsolationInfo as Record<string, unknown>).Type = 'Sgx')), /"Sgx" is not supported \(SevSnp or Tdx\)/],
     ['an oversized AK certificate', withInfo((i) => ((i.TpmInfo as Record<string, unknown>).AikCert = randomBytes(9000).toString('base64'))), /AikCert: is longer than 8192/],
   ])('refuses %s with the field named', (_what, body, msg) => {
     let err: unknown;

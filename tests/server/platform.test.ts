@@ -97,7 +97,7 @@ describe('platform detection at start-up', () => {
         expect(s.platformName).toBe('azure-cvm');
         expect(s.evidence.kind).toBe('azure-cvm-vtpm');
         expect(s.evidence.description).toContain(`swtpm 127.0.0.1:${tpm.port}`);
-        expect(await (await fetch(`${s.url}/status`)).json()).toEqual({ message: 'Status OK', platform: 'azure-cvm' });
+        expect(await (await fetch(`${s.url}/status`)).json()).toEqual({ message: 'Status OK', platform: 'azure-cvm', tee: 'sevsnp' });
       } finally {
         await s.close();
         s.logger.close();

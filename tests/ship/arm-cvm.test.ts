@@ -124,7 +124,10 @@ describe('cvm-arm-template.json: the deployment the documents describe', () => {
     expect(params.osDiskSecurityEncryptionType.allowedValues).toEqual(['VMGuestStateOnly', 'DiskWithVMGuestState']);
     expect((vmProps.hardwareProfile as Json).vmSize).toBe("[parameters('vmSize')]");
     expect(params.vmSize.defaultValue).toBe('Standard_DC2as_v5');
-    for (const size of params.vmSize.allowedValues as string[]) expect(size).toMatch(/^Standard_[DE]C\d+ad?s_v5$/);
+    // AMD SEV-SNP (a: DCasv5/DCadsv5/ECasv5) and Intel TDX (e: DCesv5/DCedsv5/ECesv5/ECedsv5), same security type.
+    const sizes = params.vmSize.allowedValues as string[];
+    for (const size of sizes) expect(size).toMatch(/^Standard_[DE]C\d+[ae]d?s_v5$/);
+    expect(sizes).toEqual(expect.arrayContaining(['Standard_DC2as_v5', 'Standard_DC2es_v5', 'Standard_EC4eds_v5']));
   });
 
   it('logs in with an SSH key only', () => {
@@ -562,19 +565,21 @@ describe('arm/cvm/importkeyconfig.json: the CVM release policy', () => {
   it('is an RSA-HSM key (what a Premium vault holds) named as the template\'s keyName default, bound to the regional shared MAA', () => {
     expect(cfg.key.kty).toBe('RSA-HSM');
     expect(cfg.key.kid).toBe(params.keyName.defaultValue);
-    expect(policy.anyOf.map((a) => a.authority)).toEqual([iss]);
+    expect(policy.anyOf.map((a) => a.authority)).toEqual([iss, iss]);
   });
 
   it('builds a valid policy whose conditions are the nested x-ms-isolation-tee claims', () => {
     expect(decodeReleasePolicy(encodeReleasePolicy(policy))).toEqual(policy);
-    expect(policy.anyOf[0].allOf).toEqual([
-      { claim: 'x-ms-isolation-tee.x-ms-attestation-type', equals: 'sevsnpvm' },
+    // Either CPU vendor, as Azure's default CVM policy and `--policy-template azure-cvm`.
+    expect(policy.anyOf.map((a) => a.allOf)).toEqual(['sevsnpvm', 'tdxvm'].map((t) => [
+      { claim: 'x-ms-isolation-tee.x-ms-attestation-type', equals: t },
       { claim: 'x-ms-isolation-tee.x-ms-compliance-status', equals: 'azure-compliant-cvm' },
-    ]);
+    ]));
   });
 
-  it('grants a CVM guest token from that MAA', () => {
+  it('grants a CVM guest token from that MAA, SEV-SNP or TDX', () => {
     expect(evaluateReleasePolicy(policy, cvmClaims()).granted).toBe(true);
+    expect(evaluateReleasePolicy(policy, cvmClaims({ 'x-ms-attestation-type': 'tdxvm' })).granted).toBe(true);
   });
 
   it('refuses the same claims at the top level only (the platform-path token shape)', () => {
@@ -582,6 +587,8 @@ describe('arm/cvm/importkeyconfig.json: the CVM release policy', () => {
     const ev = evaluateReleasePolicy(policy, top);
     expect(ev.granted).toBe(false);
     expect(failedConditions(ev).map((c) => [c.claim, c.present])).toEqual([
+      ['x-ms-isolation-tee.x-ms-attestation-type', false],
+      ['x-ms-isolation-tee.x-ms-compliance-status', false],
       ['x-ms-isolation-tee.x-ms-attestation-type', false],
       ['x-ms-isolation-tee.x-ms-compliance-status', false],
     ]);

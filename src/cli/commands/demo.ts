@@ -16,11 +16,12 @@ import { DEFAULT_STATE_DIR, STATE_FILE_NAME } from './local';
 import { thumbprint } from './import-key';
 
 export const usage =
-  'skr demo [--platform aci|azure-cvm] [--state-file FILE]\n' +
+  'skr demo [--platform aci|azure-cvm [--tee sevsnp|tdx]] [--state-file FILE]\n' +
   '      against a running `skr local`: import an oct-HSM key bound to the simulated platform into the Managed HSM emulator,\n' +
   '      release it through the sidecar, then show a refused release for a key pinned to another HOST_DATA;\n' +
   '      on `skr local --platform azure-cvm`: a key with the CVM policy released through the vTPM, then the refusals for\n' +
-  '      top-level claim names, a compliance status the VM does not have, and a release after a simulated reboot';
+  '      top-level claim names, a compliance status the VM does not have, and a release after a simulated reboot\n' +
+  '      (the same on `--tee tdx`: the CVM policy template admits sevsnpvm and tdxvm)';
 
 export function readLocalState(file: string): LocalState {
   let text: string;
@@ -86,7 +87,7 @@ async function postRelease(s: LocalState, kid: string): Promise<{ status: number
 }
 
 export async function demoCommand(args: string[], io: Out): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'state-file': { type: 'string' }, platform: { type: 'string' } } });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'state-file': { type: 'string' }, platform: { type: 'string' }, tee: { type: 'string' } } });
   if (positionals.length) throw new CliError(`usage: ${usage}`);
   const wanted = values.platform;
   if (wanted !== undefined && wanted !== 'aci' && wanted !== 'azure-cvm') throw new CliError(`--platform "${wanted.slice(0, 32)}" is not aci or azure-cvm\nusage: ${usage}`);
@@ -95,6 +96,12 @@ export async function demoCommand(args: string[], io: Out): Promise<number> {
   const platform = state.platform ?? 'aci';
   if (wanted !== undefined && wanted !== platform) {
     throw new CliError(`--platform ${wanted} was given but the stack of ${stateFile} is \`skr local --platform ${platform}\`: start \`skr local --platform ${wanted}\` or drop --platform`, 1);
+  }
+  const wantedTee = values.tee;
+  if (wantedTee !== undefined && wantedTee !== 'sevsnp' && wantedTee !== 'tdx') throw new CliError(`--tee "${wantedTee.slice(0, 32)}" is not sevsnp or tdx\nusage: ${usage}`);
+  const tee = platform === 'azure-cvm' ? (state.tee ?? 'sevsnp') : undefined;
+  if (wantedTee !== undefined && wantedTee !== tee) {
+    throw new CliError(`--tee ${wantedTee} was given but the stack of ${stateFile} is ${tee ? `\`skr local --platform azure-cvm --tee ${tee}\`` : `\`skr local --platform ${platform}\``}: start \`skr local --platform azure-cvm --tee ${wantedTee}\` or drop --tee`, 1);
   }
   await checkLocalStackRunning(state, stateFile);
   let ca: string;
@@ -125,7 +132,7 @@ export async function demoCommand(args: string[], io: Out): Promise<number> {
 
   try {
     // Symmetric (oct-HSM) keys live in Managed HSM only, as in Azure.
-    io.out(`1. importing an oct-HSM key into the Managed HSM emulator (${state.hsmEndpoint}), release policy pinned to`);
+  io.out(`1. importing an oct-HSM key into the Managed HSM emulator (${state.hsmEndpoint}), release policy pinned to`);
     io.out(`   HOST_DATA ${state.hostData} and authority https://${state.maaEndpoint}`);
     const material = randomBytes(32);
     const good = await importReleasableKey({
@@ -190,10 +197,10 @@ async function postJson(url: string, body: unknown): Promise<{ status: number; b
  */
 async function cvmDemo(state: LocalState, io: Out, c: DemoClients): Promise<number> {
   const authority = `https://${state.maaEndpoint}`;
-  const cvmClaims = POLICY_TEMPLATES['azure-cvm'][0].map((x) => ({ ...x }));
-  const importOct = async (name: string, claims: { claim: string; equals: string }[]) => {
+  const cvmGroups = POLICY_TEMPLATES['azure-cvm'].map((g) => g.map((x) => ({ ...x })));
+  const importOct = async (name: string, groups: { claim: string; equals: string }[][]) => {
     const material = randomBytes(32);
-    const policy = buildReleasePolicy({ authority, anyOfGroups: [claims] });
+    const policy = buildReleasePolicy({ authority, anyOfGroups: groups });
     const k = await importReleasableKey({
       vaultEndpoint: state.hsmEndpoint, name, jwk: sdkJwkFor('oct-HSM', material), policy, credential: c.credential, fetch: c.fetch, relaxedChallenge: true,
     });
@@ -216,9 +223,10 @@ async function cvmDemo(state: LocalState, io: Out, c: DemoClients): Promise<numb
     return true;
   };
 
+  io.out(`the simulated confidential VM is ${state.tee === 'tdx' ? 'an Intel TDX one (HCL report type 4, TD quote from IMDS /acc/tdquote)' : 'an AMD SEV-SNP one (HCL report type 2)'}`);
   io.out(`1. importing an oct-HSM key into the Managed HSM emulator (${state.hsmEndpoint}) with the CVM release policy`);
-  io.out(`   (--policy-template azure-cvm): authority ${authority}, ${cvmClaims.map((x) => `${x.claim} = ${x.equals}`).join(', ')}`);
-  const good = await importOct('skr-demo-cvm-key', cvmClaims);
+  io.out(`   (--policy-template azure-cvm): authority ${authority}, ${cvmGroups.map((g) => g.map((x) => `${x.claim} = ${x.equals}`).join(' and ')).join(', or ')}`);
+  const good = await importOct('skr-demo-cvm-key', cvmGroups);
   io.out(`   imported ${good.keyId} (material thumbprint ${thumbprint(good.material)})`);
 
   io.out(`2. POST ${state.sidecarUrl}/key/release {"kid": "${good.kid}"}: guest attestation, vault release to the vTPM key, RSA_Decrypt in the vTPM`);
@@ -232,7 +240,7 @@ async function cvmDemo(state: LocalState, io: Out, c: DemoClients): Promise<numb
   if (!m1.same) return 1;
 
   io.out('3. refusal: a policy written with the top-level claim names (x-ms-attestation-type, x-ms-compliance-status)');
-  const topLevel = await importOct('skr-demo-cvm-top-level', cvmClaims.map((x) => ({ claim: x.claim.replace(/^x-ms-isolation-tee\./, ''), equals: x.equals })));
+  const topLevel = await importOct('skr-demo-cvm-top-level', cvmGroups.map((g) => g.map((x) => ({ claim: x.claim.replace(/^x-ms-isolation-tee\./, ''), equals: x.equals }))));
   wipe(topLevel.material);
   if (!refused('its policy names top-level claims', await releaseKid(topLevel.kid))) return 1;
   // The VM's own token, explained against that policy (what `skr policy explain` prints).
@@ -252,10 +260,7 @@ async function cvmDemo(state: LocalState, io: Out, c: DemoClients): Promise<numb
   io.out('   policy (azure-compliant-cvm) refuses. The local VM is not debuggable and cannot be switched at run time, so this');
   io.out('   shows the same condition from the other side: a key whose policy admits only azure-noncompliant-cvm (what a');
   io.out('   debuggable VM carries) is refused to this compliant VM.');
-  const nonCompliant = await importOct('skr-demo-cvm-debuggable-only', [
-    { claim: 'x-ms-isolation-tee.x-ms-attestation-type', equals: 'sevsnpvm' },
-    { claim: 'x-ms-isolation-tee.x-ms-compliance-status', equals: 'azure-noncompliant-cvm' },
-  ]);
+  const nonCompliant = await importOct('skr-demo-cvm-debuggable-only', cvmGroups.map((g) => g.map((x) => (x.claim.endsWith('x-ms-compliance-status') ? { ...x, equals: 'azure-noncompliant-cvm' } : x))));
   wipe(nonCompliant.material);
   if (!refused('its policy demands another compliance status', await releaseKid(nonCompliant.kid))) return 1;
 

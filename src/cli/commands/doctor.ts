@@ -160,6 +160,18 @@ function maaSummary(token: string): string {
   return `iss ${clip(String(c.iss), 120)}, attestation type ${clip(type || '?', 40)}${typeof status === 'string' ? `, ${clip(status, 40)}` : ''}`;
 }
 
+/** TDX: the quote IMDS makes of this TDREPORT verifies to Intel's pinned root and carries this TDREPORT. */
+async function checkTdQuote(p: Platform, tdReportBytes: Buffer, signal: AbortSignal): Promise<string> {
+  const { verifyTdQuote, checkTdReportBinding } = await import('../../tdx/verify');
+  const { IntelTrustStore } = await import('../../tdx/roots');
+  const { parseTdReport } = await import('../../tdx/tdreport');
+  const roots = p.simulated ? [(await import('../../tdx/simulator')).TEST_ONLY_INTEL_ROOT_PEM] : [];
+  const { quote, from } = await (p.tdQuote as NonNullable<Platform['tdQuote']>)(tdReportBytes, signal);
+  const v = verifyTdQuote(quote, { trust: new IntelTrustStore({ extraRootsPem: roots }) });
+  checkTdReportBinding(v.quote, parseTdReport(tdReportBytes));
+  return `TD quote from ${from} verifies to ${v.rootLabel}${p.simulated ? ' (SIMULATED test-only root)' : ''} and carries this TDREPORT; TCB status not checked (needs Intel's TCB info for FMSPC ${v.pckInfo.fmspc ?? '?'})`;
+}
+
 export async function doctorCommand(args: string[], io: Out): Promise<number> {
   let parsed;
   try {
@@ -242,14 +254,22 @@ export async function doctorCommand(args: string[], io: Out): Promise<number> {
       platform = await detectPlatform(choice, fetch, settings.securityContextEnv);
       const ev = await platform.evidence(signal);
       report = ev.report;
+      if (platform.tee === 'tdx') {
+        const { parseTdReport } = await import('../../tdx/tdreport');
+        return `${platform.name}: ${ev.what} answered (MRTD ${parseTdReport(ev.report).mrTd.toString('hex').slice(0, 16)}…)`;
+      }
       const r = parseReport(ev.report);
       return `${platform.name}: ${ev.what} answered (reported TCB ${tcbToHex(r.reportedTcb)}, VMPL ${r.vmpl})`;
     });
 
-    await check('collateral', ['platform'], platform?.name.startsWith('Azure confidential VM')
-      ? 'the VM must reach IMDS (169.254.169.254): THIM serves the VCEK chain of this TCB'
-      : 'the container group\'s security context (UVM_HOST_AMD_CERTIFICATE / host-amd-cert-base64) or THIM must give the VCEK chain of this TCB', async (signal) => {
+    const collateralFix = platform?.tee === 'tdx'
+      ? 'the VM must reach IMDS (169.254.169.254): /acc/tdquote turns the TDREPORT into a TD quote signed by the quoting enclave'
+      : platform?.name.includes('confidential VM')
+        ? 'the VM must reach IMDS (169.254.169.254): THIM serves the VCEK chain of this TCB'
+        : 'the container group\'s security context (UVM_HOST_AMD_CERTIFICATE / host-amd-cert-base64) or THIM must give the VCEK chain of this TCB';
+    await check('collateral', ['platform'], collateralFix, async (signal) => {
       const p = platform as Platform;
+      if (p.tee === 'tdx' && p.tdQuote) return checkTdQuote(p, report as Buffer, signal);
       const { chain, from } = await p.collateral(report as Buffer, signal);
       const roots = p.simulated ? Object.values((await import('../../snp/simulator')).TEST_ONLY_ROOTS).map((r) => r.arkPem) : [];
       const v = verifyReport(report as Buffer, chain, new TrustStore({ extraRootsPem: roots }));

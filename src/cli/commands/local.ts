@@ -10,10 +10,11 @@ import { exitOnSignals } from './serve';
 export type { LocalState } from '../local-stack';
 
 export const usage =
-  'skr local [--platform aci|azure-cvm] [--port 8080] [--state-dir DIR] [--state-file FILE] [--log-level L]\n' +
+  'skr local [--platform aci|azure-cvm [--tee sevsnp|tdx]] [--port 8080] [--state-dir DIR] [--state-file FILE] [--log-level L]\n' +
   '      run the whole stack on loopback: the sidecar on a simulated SEV-SNP platform (test AMD chain) with IMDS, MAA,\n' +
   '      Key Vault and Managed HSM emulators; --platform azure-cvm runs a swtpm (apt-get install -y swtpm swtpm-tools)\n' +
-  '      provisioned as a simulated Azure confidential VM behind a simulated paravisor, and MAA\'s /attest/AzureGuest';
+  '      provisioned as a simulated Azure confidential VM behind a simulated paravisor, and MAA\'s /attest/AzureGuest;\n' +
+  '      --tee tdx makes it an Intel TDX CVM (simulated TD module and quoting enclave, TEST-ONLY Intel-like chain, IMDS /acc/tdquote)';
 
 export const DEFAULT_STATE_DIR = process.env.SKR_LOCAL_STATE_DIR ?? path.join(os.homedir(), '.skr-local');
 export const STATE_FILE_NAME = 'state.json';
@@ -37,7 +38,9 @@ export function summary(s: LocalState, stateFile: string): string[] {
   const u = s.sidecarUrl;
   const runtime = Buffer.from('{"purpose":"demo"}').toString('base64');
   return [
-    s.platform === 'azure-cvm'
+    s.platform === 'azure-cvm' && s.tee === 'tdx'
+      ? 'skr local: stack ready on 127.0.0.1 (SIMULATED Azure TDX confidential VM: swtpm with a TEST vTPM CA, TD quotes chain to a TEST Intel-like root)'
+      : s.platform === 'azure-cvm'
       ? 'skr local: stack ready on 127.0.0.1 (SIMULATED Azure confidential VM: swtpm with a TEST vTPM CA, reports chain to a TEST AMD root)'
       : 'skr local: stack ready on 127.0.0.1 (SIMULATED SEV-SNP platform: reports chain to a TEST AMD root, not AMD\'s)',
     '',
@@ -57,7 +60,7 @@ export function summary(s: LocalState, stateFile: string): string[] {
     `  curl -s -X POST ${u}/attest/raw -d '{"runtime_data":"${runtime}"}'`,
     `  curl -s -X POST ${u}/attest/maa -d '{"maa_endpoint":"${s.maaEndpoint}","runtime_data":"${runtime}"}'`,
     s.platform === 'azure-cvm'
-      ? '  npx skr demo --platform azure-cvm   # imports a key with the CVM policy, releases it through the vTPM, shows refusals'
+      ? `  npx skr demo --platform azure-cvm${s.tee === 'tdx' ? ' --tee tdx' : ''}   # imports a key with the CVM policy, releases it through the vTPM, shows refusals`
       : '  npx skr demo        # imports a key bound to this platform and releases it through the sidecar',
     '',
     'Ctrl-C stops everything.',
@@ -68,11 +71,14 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { platform: { type: 'string' }, port: { type: 'string' }, 'state-dir': { type: 'string' }, 'state-file': { type: 'string' }, 'log-level': { type: 'string' } },
+    options: { platform: { type: 'string' }, tee: { type: 'string' }, port: { type: 'string' }, 'state-dir': { type: 'string' }, 'state-file': { type: 'string' }, 'log-level': { type: 'string' } },
   });
   if (positionals.length) throw new CliError(`unexpected argument "${positionals[0]}"\nusage: ${usage}`);
   const platform = values.platform ?? 'aci';
   if (platform !== 'aci' && platform !== 'azure-cvm') throw new CliError(`--platform "${platform.slice(0, 40)}" is not aci or azure-cvm\nusage: ${usage}`);
+  const tee = values.tee ?? 'sevsnp';
+  if (tee !== 'sevsnp' && tee !== 'tdx') throw new CliError(`--tee "${tee.slice(0, 40)}" is not sevsnp or tdx\nusage: ${usage}`);
+  if (values.tee !== undefined && platform !== 'azure-cvm') throw new CliError(`--tee is for --platform azure-cvm (ACI container groups are SEV-SNP)\nusage: ${usage}`);
   // Every argument is checked before anything is printed or started.
   let port: number;
   let logLevel: ReturnType<typeof parseLogLevel>;
@@ -88,7 +94,7 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   const releaseEnc = parseReleaseEnc(process.env.SKR_RELEASE_ENC);
   const { startLocalStack } = await loadLocalStack();
   io.err(`skr local: starting (state in ${stateDir}) ...`);
-  const stack = await startLocalStack({ stateDir, port, logLevel, platform, releaseEnc });
+  const stack = await startLocalStack({ stateDir, port, logLevel, platform, releaseEnc, ...(platform === 'azure-cvm' ? { tee } : {}) });
   // Signal handlers first: whoever waits for the state file or the summary may stop us right after.
   exitOnSignals(async () => {
     await stack.close();

@@ -4,6 +4,9 @@ import { hclToJson, isHclReport, parseHclReport, type HclReport } from '../../cv
 import { describePolicy, parseReport, reportToJson, type ReportJson } from '../../snp/report';
 import { parseProduct, type DecodedTcb } from '../../snp/tcb';
 import { CliError, readInput, type Out } from '../io';
+import { parseTdQuote, quoteKind, tdQuoteToJson } from '../../tdx/quote';
+import { parseTdxHclReport, tdxHclToJson } from '../../cvm/hcl';
+import { formatTdQuote, formatTdxHcl, tdxInputFromFile } from './tdx-report';
 
 export const usage =
   'skr report decode FILE [--json] [--product Milan|Genoa|Turin]   print every field of a 1184-byte report (binary or hex),\n' +
@@ -140,6 +143,20 @@ export async function reportDecodeCommand(args: string[], io: Out): Promise<numb
   if (positionals.length !== 1) throw new CliError(`usage: ${usage}`);
   const input = await readInput(positionals[0], 'report');
   const product = values.product ? parseProduct(values.product) : 'Milan';
+  const tdx = tdxInputFromFile(input);
+  if (tdx) {
+    const quote = tdx.quote ? parseTdQuote(tdx.quote) : undefined;
+    const hcl = tdx.hcl ? parseTdxHclReport(tdx.hcl) : undefined;
+    if (values.json) {
+      io.out(JSON.stringify({ ...(quote ? { td_quote: tdQuoteToJson(quote) } : {}), ...(hcl ? { hcl_report: tdxHclToJson(hcl) } : {}) }, null, 2));
+      return 0;
+    }
+    if (quote) for (const l of formatTdQuote(quote)) io.out(l);
+    if (quote && hcl) io.out('');
+    if (hcl) for (const l of formatTdxHcl(hcl)) io.out(l);
+    return 0;
+  }
+  if (quoteKind(input) === 'sgx') throw new CliError('this is an Intel SGX enclave quote (DCAP v4/v5, TEE type 0): not a report this tool decodes');
   const hclBytes = hclBytesFromFile(input);
   if (hclBytes) {
     const hcl = parseHclReport(hclBytes);

@@ -12,7 +12,9 @@ export const usage =
   'skr report get [--runtime-data B64 | --report-data HEX] [--out FILE] [--certs-out FILE] [--simulate]\n' +
   '      take a report from the SEV-SNP device (or the simulator): REPORT_DATA = sha256(runtime data) + 32 zero bytes, as the\n' +
   '      sidecar binds it, or the given hex (up to 64 bytes, zero-padded); default all zeros. Prints hex, or writes binary to a new FILE.\n' +
-  '      --certs-out writes the VCEK, ASK and ARK the host supplies with an extended report (PEM, for skr report verify --certs).';
+  '      --certs-out writes the VCEK, ASK and ARK the host supplies with an extended report (PEM, for skr report verify --certs).\n' +
+  '      --tpm /dev/tpmrm0|tcp:127.0.0.1:PORT [--imds URL]: on an Azure confidential VM, the HCL report refreshed with that REPORT_DATA as\n' +
+  '      user data, as JSON like /attest/raw: {"report", "hcl_report"} on SEV-SNP, {"td_quote", "hcl_report"} on TDX (quote from IMDS)';
 
 /** REPORT_DATA from the flags: the sidecar's runtime-data binding, raw hex, or zeros. */
 export function reportDataFromFlags(runtimeData: string | undefined, reportData: string | undefined): Buffer {
@@ -51,6 +53,8 @@ export async function reportGetCommand(args: string[], io: Out): Promise<number>
       out: { type: 'string' },
       'certs-out': { type: 'string' },
       simulate: { type: 'boolean' },
+      tpm: { type: 'string' },
+      imds: { type: 'string' },
     },
   });
   if (positionals.length) throw new CliError(`unexpected argument "${positionals[0].slice(0, 64)}"\nusage: ${usage}`);
@@ -59,6 +63,18 @@ export async function reportGetCommand(args: string[], io: Out): Promise<number>
     if (f !== undefined && existsSync(f)) throw new CliError(`${f} exists: the report and certificates go to new files`);
   }
   if (values.out !== undefined && values.out === values['certs-out']) throw new CliError('--out and --certs-out must be different files');
+  if (values.tpm !== undefined) {
+    if (values.simulate || values['certs-out'] !== undefined) throw new CliError('--tpm takes neither --simulate nor --certs-out (the CVM\'s chain comes from IMDS)');
+    const json = await cvmReport(values.tpm, values.imds, reportData);
+    if (values.out !== undefined) {
+      newFile(values.out, json + '\n', 'report');
+      io.err(`skr report get: wrote the HCL report${json.includes('td_quote') ? ' and its TD quote' : ''} to ${values.out}`);
+    } else {
+      io.out(json);
+    }
+    return 0;
+  }
+  if (values.imds !== undefined) throw new CliError('--imds is for --tpm (an Azure confidential VM)');
   const source: EvidenceSource = values.simulate ? new SimulatedPlatform().evidenceSource() : await detectEvidenceSource();
   const certsOut = values['certs-out'];
   const { report, certTable } = await source.getReport({ reportData, ...(certsOut !== undefined ? { extended: true } : {}) });
@@ -81,4 +97,22 @@ export async function reportGetCommand(args: string[], io: Out): Promise<number>
   }
   if (values.simulate) io.err('skr report get: SIMULATED: signed by the test AMD chain that no relying party trusts (verify with --trust-simulator)');
   return 0;
+}
+
+/** The CVM's HCL report for REPORT_DATA (as user data) and, on TDX, its TD quote: the /attest/raw JSON. */
+async function cvmReport(spec: string, imds: string | undefined, reportData: Buffer): Promise<string> {
+  const { tpmTransport } = await import('../release-setup');
+  const { TpmClient } = await import('../../tpm');
+  const { VtpmEvidence } = await import('../../cvm/vtpm-evidence');
+  const { HclEvidenceSource, TdQuoteEvidenceSource } = await import('../../cvm/hcl-evidence-source');
+  const { fetchTdQuote } = await import('../../tdx/imds-quote');
+  const tpm = new TpmClient(await tpmTransport(spec));
+  try {
+    const source = new TdQuoteEvidenceSource(new HclEvidenceSource(new VtpmEvidence(tpm)), (r) => fetchTdQuote(r, imds ? { baseUrl: imds } : {}));
+    const e = await source.getReport({ reportData });
+    const hcl = (e.hclReport ?? Buffer.alloc(0)).toString('hex');
+    return JSON.stringify(e.tdQuote ? { td_quote: e.tdQuote.toString('hex'), hcl_report: hcl } : { report: e.report.toString('hex'), hcl_report: hcl });
+  } finally {
+    await tpm.close().catch(() => undefined);
+  }
 }

@@ -12,6 +12,12 @@ import { CliError, readInput, type Out } from '../io';
 import { parseRfc3339 } from '../time';
 import { checkHclClaimsBinding, checkHclVmpl, parseHclReport } from '../../cvm/hcl';
 import { hclBytesFromFile, reportBytesFromFile } from './report-decode';
+import { checkClaimsBinding, parseTdxHclReport, type TdxHclReport } from '../../cvm/hcl';
+import { parseTdQuote, quoteKind, type TdQuote } from '../../tdx/quote';
+import { IntelTrustStore } from '../../tdx/roots';
+import { checkTdReportBinding, checkTdReportHashes, verifyTdQuote } from '../../tdx/verify';
+import { TEST_ONLY_INTEL_ROOT_PEM } from '../../tdx/simulator/chain';
+import { tcbNotChecked, tdxInputFromFile, verifiedQuoteLine, type TdxInput } from './tdx-report';
 
 export const usage =
   'skr report verify REPORT|HCL_REPORT --certs FILE [--chain FILE] [--product P] [--trust-root PEM]... [--trust-simulator] [--kds URL] [--at TIME]\n' +
@@ -19,6 +25,9 @@ export const usage =
   '      (without --chain the chain is fetched from AMD KDS). The ARK must be one of AMD\'s pinned roots unless trusted explicitly.\n' +
   '      An Azure CVM HCL report ("HCLA" header) is checked first: hcl-claims-binding (REPORT_DATA = sha256 of the\n' +
   '      runtime claims, exact bytes), hcl-vmpl (VMPL 0), then its embedded report as above.\n' +
+  '      Intel TDX: a TD quote (no --certs: its PCK chain is inside) is checked at pck-chain, intel-root-pinned (the pinned\n' +
+  '      Intel SGX Root CA), qe-report-signature, qe-report-binding, td-quote-signature; a TDX HCL report needs its quote\n' +
+  '      (in the same JSON, or --td-quote FILE): hcl-claims-binding, tdreport-hashes, td-report-binding. TCB status is not checked.\n' +
   '      Certificate validity is checked at --at (RFC 3339, e.g. 2025-06-01T12:00:00Z; default now). Exit 1 names the failing step.';
 
 /**
@@ -82,14 +91,34 @@ export async function reportVerifyCommand(args: string[], io: Out): Promise<numb
       'trust-simulator': { type: 'boolean' },
       kds: { type: 'string' },
       at: { type: 'string' },
+      'td-quote': { type: 'string' },
     },
   });
-  if (positionals.length !== 1 || !values.certs) throw new CliError(`usage: ${usage}`);
+  if (positionals.length !== 1) throw new CliError(`usage: ${usage}`);
   const at = values.at !== undefined ? parseRfc3339(values.at, '--at') : undefined;
   const now = at ?? new Date();
   const validityAt = `certificate validity checked at ${now.toISOString()} (${at ? '--at' : 'now'})`;
+  const first = await readInput(positionals[0], 'report');
+  const tdx = tdxInputFromFile(first);
+  if (tdx || values['td-quote'] !== undefined) {
+    const extra = values['td-quote'] !== undefined ? tdxInputFromFile(await readInput(values['td-quote'], 'TD quote')) : undefined;
+    if (values['td-quote'] !== undefined && !extra?.quote) throw new CliError('--td-quote: no Intel TDX quote (v4/v5, TEE type 0x81) in that file');
+    const intelRoots: string[] = [];
+    for (const f of values['trust-root'] ?? []) intelRoots.push((await readInput(f, 'trust root')).toString('utf8'));
+    if (values['trust-simulator']) intelRoots.push(TEST_ONLY_INTEL_ROOT_PEM);
+    let trust: IntelTrustStore;
+    try {
+      trust = new IntelTrustStore({ extraRootsPem: intelRoots });
+    } catch (e) {
+      if (e instanceof SkrError) throw new CliError(`--trust-root: ${e.message}`);
+      throw e;
+    }
+    return verifyTdx({ quote: extra?.quote ?? tdx?.quote, hcl: tdx?.hcl }, trust, now, validityAt, io);
+  }
+  if (quoteKind(first) === 'sgx') throw new CliError('this is an Intel SGX enclave quote (DCAP v4/v5, TEE type 0): not a report this tool verifies');
+  if (!values.certs) throw new CliError(`usage: ${usage}`);
   const forcedProduct = values.product ? parseProduct(values.product) : undefined;
-  const reportInput = await readInput(positionals[0], 'report');
+  const reportInput = first;
   const certsInput = await readInput(values.certs, 'certs');
   const chainText = values.chain ? (await readInput(values.chain, 'chain')).toString('utf8') : undefined;
   const extraRootsPem: string[] = [];
@@ -127,6 +156,35 @@ export async function reportVerifyCommand(args: string[], io: Out): Promise<numb
       `OK: ${hclLine}report signed by VCEK of chip ${report.chipId.toString('hex').slice(0, 16)}… at TCB ${tcbToHex(v.vcekTcb)}, ` +
         `chained to ${v.chain.arkLabel} (${v.product}); ${validityAt}`,
     );
+    return 0;
+  } catch (e) {
+    if (e instanceof VerificationError) {
+      io.err(`FAILED at ${e.message} [${validityAt}]`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+/** TD quote alone, or TDX HCL report + its quote: every refusal names its step; TCB status is said to be unchecked. */
+async function verifyTdx(input: TdxInput, trust: IntelTrustStore, now: Date, validityAt: string, io: Out): Promise<number> {
+  if (!input.quote) {
+    throw new CliError('a TDX HCL report is verified through the TD quote of its TDREPORT: give it with --td-quote FILE (raw, hex, base64, or the IMDS /acc/tdquote answer)');
+  }
+  const quoteBytes = input.quote;
+  try {
+    const quote: TdQuote = await atStep('quote-format', () => parseTdQuote(quoteBytes));
+    let hcl: TdxHclReport | undefined;
+    if (input.hcl) {
+      const hclBytes = input.hcl;
+      hcl = await atStep('hcl-format', () => parseTdxHclReport(hclBytes));
+      checkClaimsBinding(hcl.tdReport.reportData, hcl.claimsBytes, hcl.varData.hashType);
+      checkTdReportHashes(hcl.tdReport);
+    }
+    const v = verifyTdQuote(quote, { trust, now });
+    if (hcl) checkTdReportBinding(quote, hcl.tdReport);
+    const hclLine = hcl ? `HCL runtime claims (${hcl.claimsBytes.length} bytes) bound by REPORTDATA, TDREPORT hashes consistent, TDREPORT = the quote's TD report body; ` : '';
+    io.out(`OK: ${hclLine}${verifiedQuoteLine(v)}; ${tcbNotChecked(v)}; ${validityAt}`);
     return 0;
   } catch (e) {
     if (e instanceof VerificationError) {

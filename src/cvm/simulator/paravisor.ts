@@ -13,7 +13,8 @@ import { KeyObject } from 'node:crypto';
 import { TPM_CC, TpmClient } from '../../tpm';
 import { HEADER_BYTES, MAX_RESPONSE_BYTES, Serializer, type TpmTransport } from '../../tpm/transport';
 import { SimulatedPlatform } from '../../snp/simulator';
-import { buildHclReport, hclReportData } from '../hcl';
+import { buildHclReport, buildTdxHclReport, hclReportData } from '../hcl';
+import type { SimulatedTdxPlatform } from '../../tdx/simulator';
 import { HCL_REPORT_INDEX, USER_DATA_INDEX } from '../nv-indices';
 
 /** swtpm's TPM_PT_NV_INDEX_MAX: the simulated HCL index is this size (Azure's is 2600). */
@@ -26,6 +27,8 @@ export interface SimulatedParavisorOptions {
   vmUniqueId: string;
   /** VMPL the embedded report claims (0 on Azure; others for negative tests). */
   vmpl?: number;
+  /** A TDX CVM: the report is of type 4, its TDREPORT written by this simulated TD module. */
+  tdx?: SimulatedTdxPlatform;
 }
 
 export class SimulatedParavisor {
@@ -51,9 +54,10 @@ export class SimulatedParavisor {
     );
   }
 
-  /** The HCL index content for `userData`, signed by the simulated AMD chain. */
+  /** The HCL index content for `userData`: an SNP report signed by the simulated AMD chain, or a TDREPORT (TDX). */
   report(userData: Buffer): Buffer {
     const claimsBytes = this.claimsFor(userData);
+    if (this.opts.tdx) return buildTdxHclReport({ tdReport: this.opts.tdx.tdReport(hclReportData(claimsBytes)), claimsBytes, padTo: SIMULATED_HCL_INDEX_SIZE });
     const snpReport = this.platform.signReport({ reportData: hclReportData(claimsBytes), vmpl: this.opts.vmpl ?? 0 });
     return buildHclReport({ snpReport, claimsBytes, padTo: SIMULATED_HCL_INDEX_SIZE });
   }

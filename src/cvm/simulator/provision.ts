@@ -9,6 +9,7 @@ import { rsaKeyOf, TPM_RH, TPMA_NV, TpmClient, TpmError, akTemplate } from '../.
 import type { TpmTransport } from '../../tpm/transport';
 import { SimulatedPlatform, type SimulatedPlatformOptions } from '../../snp/simulator';
 import { AK_CERT_INDEX, AK_HANDLE, HCL_REPORT_INDEX, USER_DATA_SIZE } from '../nv-indices';
+import type { SimulatedTdxPlatform } from '../../tdx/simulator';
 import { ParavisorTransport, SIMULATED_HCL_INDEX_SIZE, SimulatedParavisor } from './paravisor';
 import { createTestOnlyVtpmCa, issueTestOnlyAkCertificate, type TestOnlyVtpmCa } from './test-only-vtpm-ca';
 
@@ -25,12 +26,16 @@ export interface ProvisionOptions {
   akCertificate?: 'provisioned' | 'missing';
   vmUniqueId?: string;
   vmpl?: number;
+  /** Simulate an Intel TDX CVM with this TD module (HCL report type 4) instead of SEV-SNP. */
+  tdx?: SimulatedTdxPlatform;
 }
 
 export interface SimulatedCvm {
   platform: SimulatedPlatform;
   ca: TestOnlyVtpmCa;
   paravisor: SimulatedParavisor;
+  /** The TDX machine when the CVM is a TDX one (its quoting enclave serves IMDS /acc/tdquote). */
+  tdx?: SimulatedTdxPlatform;
   akCertDer?: Buffer;
   vmUniqueId: string;
   /** Wrap a transport to this TPM so user-data writes regenerate the report. */
@@ -72,7 +77,7 @@ export async function provisionSimulatedCvm(tpm: TpmClient, opts: ProvisionOptio
     await tpm.nvWrite(AK_CERT_INDEX, Buffer.concat([akCertDer, Buffer.alloc(SIMULATED_AK_CERT_INDEX_SIZE - akCertDer.length)]));
   }
 
-  const paravisor = new SimulatedParavisor({ platform, akPublic, vmUniqueId, ...(opts.vmpl !== undefined ? { vmpl: opts.vmpl } : {}) });
+  const paravisor = new SimulatedParavisor({ platform, akPublic, vmUniqueId, ...(opts.vmpl !== undefined ? { vmpl: opts.vmpl } : {}), ...(opts.tdx ? { tdx: opts.tdx } : {}) });
   await redefine(tpm, HCL_REPORT_INDEX, SIMULATED_HCL_INDEX_SIZE);
   await paravisor.writeReport(tpm, Buffer.alloc(USER_DATA_SIZE));
 
@@ -80,6 +85,7 @@ export async function provisionSimulatedCvm(tpm: TpmClient, opts: ProvisionOptio
     platform,
     ca,
     paravisor,
+    ...(opts.tdx ? { tdx: opts.tdx } : {}),
     ...(akCertDer ? { akCertDer } : {}),
     vmUniqueId,
     transport: (inner) => new ParavisorTransport(inner, paravisor),

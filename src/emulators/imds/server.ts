@@ -3,7 +3,10 @@
  * 127.0.0.1 like the real service at 169.254.169.254:
  *   GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=<r>[&client_id=<id>|&object_id=<id>]
  *   GET /metadata/THIM/amd/certification
- * Both need `Metadata: true`; without it IMDS answers 400 quickly, which is also what
+ *   POST /acc/tdquote {"report": base64url(TDREPORT)} → {"quote": base64url} (TDX CVMs, when a quoting
+ *     enclave is given); like the real one it does not insist on `Metadata: true` (Microsoft's Python
+ *     tools send none) and takes the report with or without base64 padding.
+ * The first two need `Metadata: true`; without it IMDS answers 400 quickly, which is also what
  * @azure/identity's availability probe (no header, no query) relies on.
  */
 import { closeServer, listenLoopback, refuseForeignRequest } from '../http-util';
@@ -11,6 +14,8 @@ import { hostGuardPolicy, type HostGuardSettings } from '../../common/host-guard
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import * as http from 'node:http';
 import { InvalidInputError } from '../../common/errors';
+import { decodeBase64Strict } from '../../common/bytes';
+import { TDREPORT_SIZE } from '../../tdx/tdreport';
 import { FaultInjector, handleFaultAdmin, serveGenericFault } from '../faults';
 import { loadOrCreateIdentityState, loadOrCreateSigningKey } from './state';
 import {
@@ -23,6 +28,9 @@ import {
 
 export const IMDS_TOKEN_PATH = '/metadata/identity/oauth2/token';
 export const IMDS_THIM_PATH = '/metadata/THIM/amd/certification';
+export const IMDS_TDQUOTE_PATH = '/acc/tdquote';
+/** A TDREPORT is 1024 bytes: its base64url in JSON is well under this. */
+const MAX_TDQUOTE_REQUEST = 8 * 1024;
 
 /** The error bodies IMDS returns (identity endpoint: OAuth-style; other metadata: a bare string). */
 export const IMDS_ERRORS = {
@@ -48,6 +56,8 @@ export interface ImdsEmulatorOptions {
   principals?: AccessTokenPrincipal[];
   /** THIM JSON served at /metadata/THIM/amd/certification; 404 when absent. */
   thim?: () => object;
+  /** The host's TD quoting enclave for POST /acc/tdquote (TDREPORT → quote; throws for a report it refuses); 404 when absent. */
+  tdQuote?: (tdReport: Buffer) => Buffer;
   /** RS256 key that signs access tokens (default: persisted in stateDir, else generated). */
   signingKey?: KeyObject;
   /** Where the signing key and generated identities persist across runs. */
@@ -68,7 +78,7 @@ export interface ImdsEmulator {
   jwks: JsonWebKeySet;
   principals: AccessTokenPrincipal[];
   defaultPrincipal: AccessTokenPrincipal;
-  /** Fault injection (routes `token`, `thim`). */
+  /** Fault injection (routes `token`, `thim`, `tdquote`). */
   faults: FaultInjector;
   /** Every access token issued, for tests that check no token reaches a log. */
   issuedTokens: string[];
@@ -146,8 +156,35 @@ export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise
     });
   };
 
-  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+  const tdQuoteEndpoint = (res: http.ServerResponse, body: Buffer): void => {
+    if (!opts.tdQuote) return send(res, 404, IMDS_ERRORS.notFound);
+    let report: Buffer | undefined;
+    try {
+      const o = JSON.parse(body.toString('utf8')) as { report?: unknown };
+      if (typeof o?.report === 'string') report = decodeBase64Strict(o.report);
+    } catch {
+      report = undefined;
+    }
+    if (!report || report.length !== TDREPORT_SIZE) return send(res, 400, { error: 'Bad request. "report" must be the base64url of a 1024-byte TDREPORT' });
+    let quote: Buffer;
+    try {
+      quote = opts.tdQuote(report);
+    } catch {
+      // The quoting enclave refuses a report it cannot verify (not this machine's, or altered).
+      return send(res, 400, { error: 'Bad request. The quoting enclave refused the report' });
+    }
+    return send(res, 200, { quote: quote.toString('base64url') });
+  };
+
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse, body?: Buffer): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    if (url.pathname === IMDS_TDQUOTE_PATH) {
+      if (req.method !== 'POST') return send(res, 405, IMDS_ERRORS.methodNotAllowed);
+      const fault = faults.take('tdquote');
+      if (fault && serveGenericFault(fault, res, (status) => ({ error: `injected fault: HTTP ${status}` }))) return;
+      if (!body) return send(res, 413, { error: 'Request body too large' });
+      return tdQuoteEndpoint(res, body);
+    }
     const known = url.pathname === IMDS_TOKEN_PATH || url.pathname === IMDS_THIM_PATH;
     if (!known) return send(res, 404, IMDS_ERRORS.notFound);
     if (req.method !== 'GET') return send(res, 405, IMDS_ERRORS.methodNotAllowed);
@@ -166,12 +203,25 @@ export async function startImdsEmulator(opts: ImdsEmulatorOptions = {}): Promise
   const server = http.createServer((req, res) => {
     if (refuseForeignRequest(req, res, guard, (error, message) => ({ error, error_description: message }))) return;
     if (handleFaultAdmin(req, res, faults)) return;
-    // Drain any body: IMDS GETs carry none, and an unread body would stall keep-alive.
-    req.resume();
-    handle(req, res).catch((err: unknown) => {
+    const fail = (err: unknown) => {
       if (!res.headersSent) send(res, 500, { error: 'internal_error', error_description: (err as Error).message });
       else res.destroy();
-    });
+    };
+    if (req.method === 'POST' && (req.url ?? '').split('?')[0] === IMDS_TDQUOTE_PATH) {
+      // The one endpoint with a body: read it, bounded (undefined when too large).
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size <= MAX_TDQUOTE_REQUEST) chunks.push(c);
+      });
+      req.on('end', () => handle(req, res, size <= MAX_TDQUOTE_REQUEST ? Buffer.concat(chunks) : undefined).catch(fail));
+      req.on('error', () => res.destroy());
+      return;
+    }
+    // Drain any body: IMDS GETs carry none, and an unread body would stall keep-alive.
+    req.resume();
+    handle(req, res).catch(fail);
   });
   const port = await listenLoopback(server, opts.port);
 

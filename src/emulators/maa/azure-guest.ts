@@ -1,8 +1,10 @@
 /**
  * The emulator's `POST /attest/AzureGuest` (Azure confidential VM guest attestation, CVM-PROTOCOL §4–6).
  * It checks what MAA checks, each refusal naming its step:
- *   1. the embedded SNP report: AMD chain to a trusted ARK, TCB, signature (src/certs step names);
- *   2. `hcl-claims-binding`: REPORT_DATA = sha256(RunTimeData) then zeros;
+ *   1. the embedded SNP report: AMD chain to a trusted ARK, TCB, signature (src/certs step names); or on
+ *      TDX (`IsolationInfo.Type "Tdx"`) the TD quote with src/tdx's verifier (pck-chain, intel-root-pinned,
+ *      qe-report-signature, qe-report-binding, td-quote-signature) against the Intel roots it trusts;
+ *   2. `hcl-claims-binding`: REPORT_DATA (the quote's REPORTDATA on TDX) = sha256(RunTimeData) then zeros;
  *   3. `ak-cert`: the AK certificate (DER, zero padding tolerated) chains to a trusted vTPM CA and is valid;
  *      `ak-cert-key`: its key is AikPub; `ak-hcl-binding`: AikPub is the claims' HCLAkPub;
  *   4. `pcr-quote`: the quote is signed by the AK and its PCR digest is sha256 of the PCRs sent;
@@ -11,7 +13,9 @@
  * then answers with the JWT (claims of §6) sealed to EncKeyPub (azure-guest-envelope).
  * Emulator choices where MAA's behaviour is not public: without TCG log parsing, `secureboot` and the
  * boot-policy claims follow the runtime claims' `vm-configuration.secure-boot`; a debuggable or non-VMPL-0
- * report is attested with `x-ms-compliance-status: azure-noncompliant-cvm` rather than refused.
+ * report (a debuggable TD on TDX) is attested with `x-ms-compliance-status: azure-noncompliant-cvm` rather
+ * than refused. TDX claims follow MAA's TDX EAT profile (`tdx_mrtd`, `tdx_mrseam`, …); `attester_tcb_status`
+ * is not claimed, since the emulator has no Intel TCB collateral to evaluate.
  */
 import { createHash, KeyObject, verify as cryptoVerify, type X509Certificate } from 'node:crypto';
 import { SignJWT } from 'jose';
@@ -21,9 +25,12 @@ import { InvalidInputError, VerificationError } from '../../common/errors';
 import { derToPem, pemCertificatesToDer } from '../../certs/pem';
 import type { TrustStore } from '../../certs/roots';
 import { verifyReport, type VerifiedReport } from '../../certs/verify';
-import { checkHclClaimsBinding, claimsKey } from '../../cvm/hcl';
+import { checkClaimsBinding, checkHclClaimsBinding, claimsKey } from '../../cvm/hcl';
+import { IntelTrustStore } from '../../tdx/roots';
+import { tdIsDebuggable } from '../../tdx/tdreport';
+import { verifyTdQuote, type VerifiedTdQuote } from '../../tdx/verify';
 import { sealEnvelope } from '../../maa/azure-guest-envelope';
-import { parseAzureGuestRequest, type ParsedAzureGuestRequest } from '../../maa/azure-guest-request';
+import { isTdxIsolation, parseAzureGuestRequest, type ParsedAzureGuestRequest, type SnpIsolation, type TdxIsolation } from '../../maa/azure-guest-request';
 import { POLICY_DEBUG_BIT } from '../../snp/report';
 import { objectName, parseAttest, parsePublic2b, rsaKeyOf, TPM_ALG, TPMA_OBJECT, TpmResponseError, type Attest } from '../../tpm';
 import { claimsFromReport } from './claims';
@@ -35,13 +42,16 @@ export const TPM_KEY_KID = 'TpmEphemeralEncryptionKey';
 
 export interface AzureGuestTrust {
   amd: TrustStore;
+  /** Intel roots a TD quote may chain to (default: Intel's pinned root only). */
+  intel?: IntelTrustStore;
   /** vTPM CA certificates an AK certificate may chain to (Azure's; for local use the test-only CA). */
   vtpmCas: X509Certificate[];
   now: Date;
 }
 
 export interface VerifiedAzureGuest {
-  verified: VerifiedReport;
+  /** The SEV-SNP report, or on TDX the verified TD quote. */
+  verified: VerifiedReport | VerifiedTdQuote;
   runtime: Record<string, unknown>;
   encKey: KeyObject;
 }
@@ -85,25 +95,50 @@ function rsaPublicOf(b: Buffer, field: string, step: string) {
   }
 }
 
+function isTdx(v: VerifiedReport | VerifiedTdQuote): v is VerifiedTdQuote {
+  return 'quote' in v;
+}
+
+/** Steps 1–2 on TDX: the TD quote, then the runtime claims bound by its REPORTDATA. */
+function verifyTdxIsolation(iso: TdxIsolation, trust: AzureGuestTrust): VerifiedTdQuote {
+  try {
+    const v = verifyTdQuote(iso.tdQuote, { trust: trust.intel ?? new IntelTrustStore(), now: trust.now });
+    checkClaimsBinding(v.quote.body.reportData, iso.runtimeClaims);
+    return v;
+  } catch (e) {
+    if (e instanceof VerificationError) refuse(e.step, e.message, e);
+    throw e;
+  }
+}
+
 export function verifyAzureGuestEvidence(req: ParsedAzureGuestRequest, trust: AzureGuestTrust): VerifiedAzureGuest {
+  const verified = isTdxIsolation(req.isolation) ? verifyTdxIsolation(req.isolation, trust) : verifySnpIsolation(req.isolation, trust);
+  return verifyTpmEvidence(req, trust, verified);
+}
+
+function verifySnpIsolation(iso: SnpIsolation, trust: AzureGuestTrust): VerifiedReport {
   // 1. The hardware report.
   let ders: Buffer[];
   try {
-    ders = pemCertificatesToDer(req.isolation.vcekCertChainPem, 'VcekCertChain');
+    ders = pemCertificatesToDer(iso.vcekCertChainPem, 'VcekCertChain');
   } catch (e) {
     refuse('chain-format', (e as Error).message, e);
   }
   if (ders.length === 0) refuse('chain-format', 'VcekCertChain holds no certificate');
   let verified: VerifiedReport;
   try {
-    verified = verifyReport(req.isolation.snpReport, { vcekPem: derToPem(ders[0]), chainPem: ders.slice(1).map(derToPem).join(''), tcbm: 0n, source: 'request' }, trust.amd, { now: trust.now });
+    verified = verifyReport(iso.snpReport, { vcekPem: derToPem(ders[0]), chainPem: ders.slice(1).map(derToPem).join(''), tcbm: 0n, source: 'request' }, trust.amd, { now: trust.now });
     // 2. The runtime claims are the ones the report vouches for.
-    checkHclClaimsBinding(verified.report, req.isolation.runtimeClaims);
+    checkHclClaimsBinding(verified.report, iso.runtimeClaims);
   } catch (e) {
     if (e instanceof VerificationError) refuse(e.step, e.message, e);
     if (e instanceof InvalidInputError) refuse('evidence-format', e.message, e);
     throw e;
   }
+  return verified;
+}
+
+function verifyTpmEvidence(req: ParsedAzureGuestRequest, trust: AzureGuestTrust, verified: VerifiedReport | VerifiedTdQuote): VerifiedAzureGuest {
   let runtime: Record<string, unknown>;
   try {
     const j: unknown = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(req.isolation.runtimeClaims));
@@ -148,18 +183,52 @@ export function verifyAzureGuestEvidence(req: ParsedAzureGuestRequest, trust: Az
 }
 
 /** The §6 claim set (registered claims are added by the signer). */
-export function azureGuestClaims(req: ParsedAzureGuestRequest, v: VerifiedAzureGuest, policyHash: string): Record<string, unknown> {
-  const r = v.verified.report;
+/** The TEE claims of MAA's TDX EAT profile, from the verified quote's body. */
+export function tdxTeeClaims(v: VerifiedTdQuote, runtime: Record<string, unknown>): Record<string, unknown> {
+  const b = v.quote.body;
+  const hex = (x: Buffer) => x.toString('hex');
+  const debug = tdIsDebuggable(b.tdAttributes);
+  return {
+    'x-ms-attestation-type': 'tdxvm',
+    'x-ms-compliance-status': debug ? NONCOMPLIANT_CVM : COMPLIANT_CVM,
+    'x-ms-runtime': runtime,
+    dbgstat: debug ? 'enabled' : 'disabled-since-boot',
+    tdx_mrconfigid: hex(b.mrConfigId),
+    tdx_mrowner: hex(b.mrOwner),
+    tdx_mrownerconfig: hex(b.mrOwnerConfig),
+    tdx_mrseam: hex(b.mrSeam),
+    tdx_mrsignerseam: hex(b.mrSignerSeam),
+    tdx_mrtd: hex(b.mrTd),
+    tdx_report_data: hex(b.reportData),
+    tdx_rtmr0: hex(b.rtmrs[0]),
+    tdx_rtmr1: hex(b.rtmrs[1]),
+    tdx_rtmr2: hex(b.rtmrs[2]),
+    tdx_rtmr3: hex(b.rtmrs[3]),
+    tdx_seam_attributes: hex(b.seamAttributes),
+    tdx_td_attributes: hex(b.tdAttributes),
+    tdx_td_attributes_debug: debug,
+    tdx_tee_tcb_svn: hex(b.teeTcbSvn),
+    tdx_xfam: hex(b.xfam),
+  };
+}
+
+function snpTeeClaims(v: VerifiedReport, runtime: Record<string, unknown>, policyHash: string): Record<string, unknown> {
+  const r = v.report;
   const debuggable = (r.policy & POLICY_DEBUG_BIT) !== 0n;
-  const vmConfig = (typeof v.runtime['vm-configuration'] === 'object' && v.runtime['vm-configuration'] !== null ? v.runtime['vm-configuration'] : {}) as Record<string, unknown>;
-  const secureBoot = vmConfig['secure-boot'] === true;
-  const snp = claimsFromReport(r, { product: v.verified.product, policyHash });
+  const snp = claimsFromReport(r, { product: v.product, policyHash });
   const tee: Record<string, unknown> = {
     'x-ms-attestation-type': 'sevsnpvm',
     'x-ms-compliance-status': r.vmpl === 0 && !debuggable ? COMPLIANT_CVM : NONCOMPLIANT_CVM,
-    'x-ms-runtime': v.runtime,
+    'x-ms-runtime': runtime,
   };
   for (const [k, val] of Object.entries(snp)) if (k.startsWith('x-ms-sevsnpvm-')) tee[k] = val;
+  return tee;
+}
+
+export function azureGuestClaims(req: ParsedAzureGuestRequest, v: VerifiedAzureGuest, policyHash: string): Record<string, unknown> {
+  const vmConfig = (typeof v.runtime['vm-configuration'] === 'object' && v.runtime['vm-configuration'] !== null ? v.runtime['vm-configuration'] : {}) as Record<string, unknown>;
+  const secureBoot = vmConfig['secure-boot'] === true;
+  const tee = isTdx(v.verified) ? tdxTeeClaims(v.verified, v.runtime) : snpTeeClaims(v.verified, v.runtime, policyHash);
   const encJwk = v.encKey.export({ format: 'jwk' });
   return {
     secureboot: secureBoot,

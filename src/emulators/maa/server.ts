@@ -17,13 +17,13 @@
  */
 import { closeServer, listenLoopback, readRequestBody, refuseForeignRequest } from '../http-util';
 import { hostGuardPolicy, type HostGuardSettings } from '../../common/host-guard';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { SignJWT } from 'jose';
 import type { IssuedCertificate } from '../../asn1/x509';
 import { TrustStore } from '../../certs/roots';
-import { InvalidInputError } from '../../common/errors';
+import { InvalidInputError, VerificationError } from '../../common/errors';
 import { MICROSOFT_UVM_ROOT_SHA256, normaliseFingerprint } from '../../cose/uvm-endorsement';
 import { parseSevSnpVmRequest, ParsedSevSnpVmRequest } from '../../maa/request';
 import { loopbackServerTls } from '../ca';
@@ -32,7 +32,10 @@ import { DEFAULT_SEVSNPVM_POLICY, policyHash } from './policy';
 import { MaaEmulatorRefusal, MAA_UNSUPPORTED_API_VERSION } from './refusal';
 import { createSigningKey, loadOrCreateSigningKey, MaaSigningKey } from './signing-key';
 import { verifySevSnpVmEvidence } from './verify-evidence';
-import { answerAzureGuest, parseVtpmCaPems } from './azure-guest';
+import { IntelTrustStore } from '../../tdx/roots';
+import { answerAzureGuest, parseVtpmCaPems, tdxTeeClaims } from './azure-guest';
+import { parseTdxVmRequest, TDX_VM_API_VERSIONS } from '../../maa/tdx-vm';
+import { verifyTdQuote, type VerifiedTdQuote } from '../../tdx/verify';
 import { FaultInjector, handleFaultAdmin, serveGenericFault, tamperJwsSignature, WRONG_AUTHORITY, type Fault } from '../faults';
 
 export const SUPPORTED_API_VERSIONS: readonly string[] = ['2020-10-01', '2022-08-01'];
@@ -52,6 +55,8 @@ export interface MaaEmulatorOptions {
   trustedUvmRootFingerprints?: string[];
   /** vTPM CA certificates (PEM) that AK certificates of /attest/AzureGuest must chain to, e.g. the test-only one. */
   trustedVtpmCaPem?: string[];
+  /** Extra Intel roots (PEM) a TD quote may chain to besides Intel's pinned one, e.g. the TDX simulator's. */
+  trustedIntelRootPem?: string[];
   /** Persist the RS256 signing key here (0600) so tokens verify across restarts. */
   stateDir?: string;
   now?: () => Date;
@@ -168,6 +173,7 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
   }
 
   const vtpmCas = parseVtpmCaPems(opts.trustedVtpmCaPem ?? []);
+  const intelTrust = new IntelTrustStore({ extraRootsPem: opts.trustedIntelRootPem ?? [] });
 
   /** POST /attest/AzureGuest (azure-guest.ts): same api-version, faults and signing key as SevSnpVm. */
   async function attestAzureGuest(req: IncomingMessage, url: URL, res: ServerResponse, fault?: Fault): Promise<void> {
@@ -180,7 +186,7 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
     const body = parseBody(await readBody(req));
     const at = now();
     const iat = Math.floor(at.getTime() / 1000) - (fault?.kind === 'expired-token' ? TOKEN_LIFETIME_SECONDS + 3600 : 0);
-    const { token, jwt } = await answerAzureGuest(body, { amd: amdTrust, vtpmCas, now: at }, {
+    const { token, jwt } = await answerAzureGuest(body, { amd: amdTrust, intel: intelTrust, vtpmCas, now: at }, {
       key,
       issuer: fault?.kind === 'wrong-authority' ? WRONG_AUTHORITY : origin,
       iat,
@@ -193,12 +199,60 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
     send(res, 200, { token });
   }
 
+  /**
+   * POST /attest/TdxVm (MAA's TDX platform endpoint): the TD quote verified with src/tdx (Intel's pinned root
+   * plus trustedIntelRootPem), REPORTDATA[0:32] = sha256(runtimeData.data), then the TDX EAT profile's claims
+   * at the top level with the JSON runtime data as x-ms-runtime. No vTPM, no envelope: a plain token.
+   */
+  async function attestTdxVm(req: IncomingMessage, url: URL, res: ServerResponse, fault?: Fault): Promise<void> {
+    const apiVersion = url.searchParams.get('api-version');
+    if (apiVersion === null || !TDX_VM_API_VERSIONS.includes(apiVersion)) {
+      throw new MaaEmulatorRefusal('api-version', `api-version ${apiVersion === null ? 'is missing' : `"${apiVersion}" is not supported`}; supported: ${TDX_VM_API_VERSIONS.join(', ')}`, {
+        maaCode: MAA_UNSUPPORTED_API_VERSION,
+      });
+    }
+    let parsed: ReturnType<typeof parseTdxVmRequest>;
+    try {
+      parsed = parseTdxVmRequest(parseBody(await readBody(req)));
+    } catch (e) {
+      if (e instanceof InvalidInputError) throw new MaaEmulatorRefusal('request-format', e.message, { cause: e });
+      throw e;
+    }
+    const at = now();
+    let verified: VerifiedTdQuote;
+    try {
+      verified = verifyTdQuote(parsed.quote, { trust: intelTrust, now: at });
+      const expected = createHash('sha256').update(parsed.runtimeData).digest();
+      if (!verified.quote.body.reportData.subarray(0, 32).equals(expected)) {
+        throw new VerificationError('runtime-data-binding', 'runtime-data-binding: the quote\'s REPORTDATA[0:32] is not sha256(runtimeData.data)');
+      }
+    } catch (e) {
+      if (e instanceof VerificationError) throw new MaaEmulatorRefusal(e.step, e.message, { cause: e });
+      throw e;
+    }
+    const claims = tdxTeeClaims(verified, parsed.runtimeJson ?? {});
+    if (!parsed.runtimeJson) delete claims['x-ms-runtime'];
+    const iat = Math.floor(at.getTime() / 1000) - (fault?.kind === 'expired-token' ? TOKEN_LIFETIME_SECONDS + 3600 : 0);
+    const issuer = fault?.kind === 'wrong-authority' ? WRONG_AUTHORITY : origin;
+    let token = await new SignJWT({ ...claims, 'x-ms-policy-hash': hash, 'x-ms-ver': '1.0', eat_profile: 'https://aka.ms/maa-eat-profile-tdxvm', intuse: 'generic' })
+      .setProtectedHeader({ alg: 'RS256', jku: `${issuer}/certs`, kid: key.kid, typ: 'JWT' })
+      .setIssuer(issuer)
+      .setIssuedAt(iat)
+      .setNotBefore(iat)
+      .setExpirationTime(iat + TOKEN_LIFETIME_SECONDS)
+      .setJti(randomBytes(32).toString('hex'))
+      .sign(key.privateKey);
+    if (fault?.kind === 'tampered-jws') token = tamperJwsSignature(token);
+    issuedTokens.push(token);
+    send(res, 200, { token });
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', origin);
     // Azure routes are case-insensitive.
     const route = url.pathname.replace(/\/+$/, '').toLowerCase();
     const method = req.method ?? 'GET';
-    const name = route === '/attest/sevsnpvm' || route === '/attest/azureguest' ? 'attest' : route === '/certs' ? 'certs' : route === '/.well-known/openid-configuration' ? 'openid' : 'other';
+    const name = route === '/attest/sevsnpvm' || route === '/attest/azureguest' || route === '/attest/tdxvm' ? 'attest' : route === '/certs' ? 'certs' : route === '/.well-known/openid-configuration' ? 'openid' : 'other';
     const fault = faults.take(name);
     if (fault && serveGenericFault(fault, res, (status) => ({ error: { code: status === 429 ? 'TooManyRequests' : 'InternalServerError', message: `injected fault: HTTP ${status}` } }))) {
       req.resume();
@@ -208,6 +262,10 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
       if (route === '/attest/sevsnpvm') {
         if (method !== 'POST') return sendError(res, 405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}; use POST`);
         return await attest(req, url, res, fault);
+      }
+      if (route === '/attest/tdxvm') {
+        if (method !== 'POST') return sendError(res, 405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}; use POST`);
+        return await attestTdxVm(req, url, res, fault);
       }
       if (route === '/attest/azureguest') {
         if (method !== 'POST') return sendError(res, 405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}; use POST`);
