@@ -78,4 +78,18 @@ describe('skr release on a simulated TDX CVM', () => {
     expect(untrusted.code).toBe(1);
     expect(untrusted.err).toMatch(/^FAILED at intel-root-pinned: /);
   }, 60_000);
+
+  it('skr doctor on the TDX CVM: the TDREPORT answers, the IMDS TD quote verifies and carries it, the key\'s policy is met', async () => {
+    const cfg = path.join(dir, 'tdx-doctor.json');
+    fs.writeFileSync(cfg, JSON.stringify({ key: { kid: 'tdx-doctor', kty: 'RSA-HSM', authority: { endpoint: maa.endpoint }, akv: { endpoint: vault.endpoint } } }));
+    expect((await run('import-key', '-c', cfg, '--policy-template', 'azure-cvm', '--ca', caFile, '--imds', imds.url)).code).toBe(0);
+    const r = await run('doctor', '--maa', maa.endpoint, '--akv', vault.endpoint, '--kid', 'tdx-doctor', '--tpm', vtpm, '--imds', imds.url, '--ca', caFile, '--json');
+    const rep = JSON.parse(r.out) as { ok: boolean; checks: { name: string; status: string; detail: string }[] };
+    expect(rep.checks.map((c) => [c.name, c.status])).toEqual([
+      ['platform', 'ok'], ['collateral', 'ok'], ['identity', 'ok'], ['maa', 'ok'], ['vault', 'ok'], ['key', 'ok'], ['policy', 'ok'],
+    ]);
+    expect(rep.checks[0].detail).toMatch(/^Azure TDX confidential VM .*TDREPORT in the HCL report .*MRTD [0-9a-f]{16}/);
+    expect(rep.checks[1].detail).toMatch(/^TD quote from IMDS .*\/acc\/tdquote verifies to .*SIMULATED test-only root.*carries this TDREPORT; TCB status not checked/);
+    expect(r.code).toBe(0);
+  }, 120_000);
 });
