@@ -39,6 +39,8 @@ export interface LocalState {
   /** sha256 of the simulated security policy: what a release policy pins as x-ms-sevsnpvm-hostdata. */
   hostData: string;
   pid: number;
+  /** With a gRPC port: the key provider's `127.0.0.1:PORT` (what an ocicrypt key-provider config names). */
+  grpcTarget?: string;
   /** azure-cvm: the simulated paravisor's TPM port (`tcp:127.0.0.1:PORT`) and the swtpm behind it. */
   tpm?: { endpoint: string; swtpmPid: number; swtpmStateDir: string; swtpmCtrlPort: number };
 }
@@ -74,6 +76,8 @@ export interface LocalStackOptions {
   platform?: LocalPlatform;
   /** `enc` of the sidecar's vault releases on azure-cvm (`skr local` passes SKR_RELEASE_ENC; default RSA_AES_KEY_WRAP_256). */
   releaseEnc?: ReleaseEnc;
+  /** Also serve the gRPC key provider on this port (0: any free one) beside the HTTP API. */
+  grpcPort?: number;
 }
 
 export interface LocalStack {
@@ -156,6 +160,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       ...(onCvm ? {} : { platform, securityContextDir: path.join(dir, 'security-context') }),
       // `skr local` takes no other settings from the environment, but the fast-path ones (the bench sets them).
       release: opts.release ?? releaseTuningFromProcess(),
+      ...(opts.grpcPort !== undefined ? { grpcPort: opts.grpcPort } : {}),
     });
     started.push(sidecar);
 
@@ -170,6 +175,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       securityContextDir: sidecar.securityContextDir ?? '',
       hostData: platform.hostData.toString('hex'),
       pid: process.pid,
+      ...(sidecar.grpc ? { grpcTarget: sidecar.grpc.target } : {}),
       ...(tpm ? { tpm } : {}),
     };
     const reboot = () => (tpm ? rebootSimulatedCvm(tpm) : Promise.reject(new Error('reboot: the aci stack has no vTPM')));
