@@ -7,8 +7,10 @@
  *
  * Bounds: one message at most `maxMessageBytes` either way, a limited number of streams per
  * connection, idle connections closed, every connection closed after a maximum age (a client that
- * never finishes its request cannot hold one), loopback peers only unless SKR_GRPC_HOST opens it.
+ * never finishes its request cannot hold one), a connection must open with the HTTP/2 preface
+ * within a few seconds, loopback peers only unless SKR_GRPC_HOST opens it.
  */
+import * as net from 'node:net';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -17,7 +19,6 @@ import { SkrError } from '../common/errors';
 import { clip } from '../common/clip';
 import { describeErrorChain } from '../common/redact';
 import { ConfigError } from '../common/errors';
-import { ForbiddenError } from '../server/allowlist';
 import { isLoopbackAddress, secretMatches } from '../server/guard';
 import { describe, MAX_ERROR_MESSAGE_CHARS, statusOf } from '../server/http-errors';
 import type { Logger } from '../server/logger';
@@ -73,6 +74,10 @@ export interface GrpcLimits {
   /** Every connection is closed after this (plus `maxConnectionAgeGraceMs` for calls still running). */
   maxConnectionAgeMs: number;
   maxConnectionAgeGraceMs: number;
+  /** Time for a new connection to send the HTTP/2 preface. */
+  handshakeTimeoutMs: number;
+  /** Open connections at once; beyond it new ones are closed at once. */
+  maxConnections: number;
 }
 
 export const DEFAULT_GRPC_LIMITS: Readonly<GrpcLimits> = Object.freeze({
@@ -81,6 +86,8 @@ export const DEFAULT_GRPC_LIMITS: Readonly<GrpcLimits> = Object.freeze({
   idleTimeoutMs: 60_000,
   maxConnectionAgeMs: 5 * 60_000,
   maxConnectionAgeGraceMs: 70_000,
+  handshakeTimeoutMs: 10_000,
+  maxConnections: 256,
 });
 
 export interface GrpcServerOptions {
@@ -103,10 +110,33 @@ export interface RunningGrpc {
   close(graceMs: number): Promise<void>;
 }
 
-/** Peer address of a call (`addr:port` from grpc-js) without its port. */
-function peerAddress(peer: string): string {
-  const m = /^(.*):\d+$/.exec(peer);
-  return (m ? m[1] : peer).replace(/^\[|\]$/g, '');
+/** What every HTTP/2 client sends first (RFC 9113 §3.4). */
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
+/**
+ * Hand the socket on once its first bytes are the HTTP/2 client preface; a socket that sends
+ * something else, or not all of it within `timeoutMs`, is closed. The bytes read are put back.
+ */
+function awaitPreface(socket: net.Socket, timeoutMs: number, then: () => void): void {
+  let got = Buffer.alloc(0);
+  const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  timer.unref();
+  const onData = (chunk: Buffer) => {
+    got = Buffer.concat([got, chunk]);
+    const n = Math.min(got.length, PREFACE.length);
+    if (!got.subarray(0, n).equals(PREFACE.subarray(0, n))) {
+      clearTimeout(timer);
+      socket.destroy();
+      return;
+    }
+    if (got.length < PREFACE.length) return;
+    clearTimeout(timer);
+    socket.off('data', onData);
+    socket.pause();
+    socket.unshift(got);
+    then();
+  };
+  socket.on('data', onData);
 }
 
 function grpcError(err: unknown): Partial<grpc.StatusObject> {
@@ -182,10 +212,6 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningG
         } else callback(null, value);
       };
       try {
-        if (loopbackOnly && !isLoopbackAddress(peerAddress(call.getPeer()))) {
-          metrics.refusals.inc({ reason: 'peer' });
-          throw new ForbiddenError('ERR_PEER_NOT_LOOPBACK', 'the key provider only serves callers on the loopback interface');
-        }
         if (opts.apiSecret && name !== 'SayHello') {
           const auth = call.metadata.get('authorization')[0];
           const mm = typeof auth === 'string' ? /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(auth) : null;
@@ -213,26 +239,49 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningG
   }
   new ReflectionService(loadProtoDefinitions()).addToServer(server);
 
+  // Our own listener hands connections to grpc-js: we decide who connects (loopback peers, a
+  // connection cap) and how long a connection may take to say it speaks HTTP/2 at all.
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  const sockets = new Set<net.Socket>();
+  const listener = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    if (loopbackOnly && !isLoopbackAddress(socket.remoteAddress)) {
+      metrics.refusals.inc({ reason: 'peer' });
+      socket.destroy();
+      return;
+    }
+    awaitPreface(socket, limits.handshakeTimeoutMs, () => injector.injectConnection(socket));
+  });
+  listener.maxConnections = limits.maxConnections;
   const port = await new Promise<number>((resolve, reject) => {
-    const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
-    server.bindAsync(`${host}:${opts.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => {
-      if (err) reject(new ConfigError(`cannot listen on ${opts.host}:${opts.port} (gRPC): ${clip(err.message, 200)}`, err));
-      else resolve(p);
-    });
+    listener.once('error', (e: NodeJS.ErrnoException) => reject(new ConfigError(`cannot listen on ${opts.host}:${opts.port} (gRPC): ${e.code ?? clip(e.message, 200)}`, e)));
+    listener.listen(opts.port, opts.host, () => resolve((listener.address() as net.AddressInfo).port));
   });
   const target = `${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`;
   let closing: Promise<void> | undefined;
   const close = (graceMs: number) =>
     (closing ??= new Promise<void>((resolve) => {
-      const force = setTimeout(() => {
+      listener.close();
+      // GOAWAY to every session: calls running may finish within the grace period, then all is cut.
+      injector.drain(graceMs);
+      const done = () => {
+        injector.destroy();
         server.forceShutdown();
+        for (const s of sockets) s.destroy();
         resolve();
-      }, graceMs);
+      };
+      if (sockets.size === 0) return done();
+      const force = setTimeout(done, graceMs);
       force.unref();
-      server.tryShutdown(() => {
+      const poll = setInterval(() => {
+        if (sockets.size > 0) return;
+        clearInterval(poll);
         clearTimeout(force);
-        resolve();
-      });
+        done();
+      }, 20);
+      poll.unref();
     }));
   return { server, port, target, close };
 }

@@ -5,7 +5,7 @@
  * Go client marshals them (tests/grpc/fixtures pins the bytes).
  */
 import * as grpc from '@grpc/grpc-js';
-import type { MessageTypeDefinition, PackageDefinition } from '@grpc/proto-loader';
+import type { PackageDefinition } from '@grpc/proto-loader';
 import { loadProtoDefinitions } from '../../src/grpc/server';
 
 let defs: PackageDefinition | undefined;
@@ -25,13 +25,6 @@ export function encodeRequest(pkg: string, method: string, value: object): Buffe
 /** protobufjs's decoding of an answer. */
 export function decodeResponse<T = Record<string, unknown>>(pkg: string, method: string, body: Buffer): T {
   return methodDef(pkg, method).responseDeserialize(body) as T;
-}
-
-export function messageTypes(): string[] {
-  defs ??= loadProtoDefinitions();
-  return Object.entries(defs)
-    .filter(([, d]) => (d as MessageTypeDefinition).format === 'Protocol Buffer 3 DescriptorProto')
-    .map(([k]) => k);
 }
 
 export type UnaryResult = { ok: true; body: Buffer } | { ok: false; code: grpc.status; details: string };
