@@ -16,6 +16,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   local: async () => import('./commands/local').then((m) => ({ usage: m.usage, run: m.localCommand })),
   'import-key': async () => import('./commands/import-key').then((m) => ({ usage: m.usage, run: m.importKeyCommand })),
   release: async () => import('./commands/release').then((m) => ({ usage: m.usage, run: m.releaseCommand })),
+  wrap: async () => import('./commands/wrap').then((m) => ({ usage: m.usage, run: m.wrapCommand })),
   demo: async () => import('./commands/demo').then((m) => ({ usage: m.usage, run: m.demoCommand })),
   'report get': async () => import('./commands/report-get').then((m) => ({ usage: m.usage, run: m.reportGetCommand })),
   'report decode': async () => import('./commands/report-decode').then((m) => ({ usage: m.usage, run: m.reportDecodeCommand })),

@@ -265,7 +265,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       await cleanUpAfterFailedStart();
       throw e;
     });
-    logger.info('gRPC key provider listening', { target: grpc.target, services: ['keyprovider.KeyProviderService', 'key_provider.KeyProviderService'] });
+    logger.info('gRPC key provider listening', { address: grpc.target, services: ['keyprovider.KeyProviderService', 'key_provider.KeyProviderService'] });
     if (!isLoopbackAddress(config.grpcHost)) logger.warn('SKR_GRPC_HOST is not a loopback address: the gRPC key provider serves callers beyond this container group', { host: config.grpcHost });
   }
 
