@@ -203,3 +203,14 @@ export function parseWrapInput(input: Buffer): { keyPath: string; optsData: Buff
 export function wrapOutput(packet: Buffer): Buffer {
   return Buffer.from(JSON.stringify({ keywrapresults: { annotation: packet.toString('base64') } }));
 }
+
+/** UnwrapKey's input as ocicrypt marshals it, for our own client (`skr demo`, the bench). */
+export function unwrapInput(packet: Buffer, agent: string = ATTESTATION_AGENT): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      op: 'keyunwrap',
+      keywrapparams: { ec: null, optsdata: null },
+      keyunwrapparams: { dc: { Parameters: { 'attestation-agent': [Buffer.from(agent).toString('base64')] } }, annotation: packet.toString('base64') },
+    }),
+  );
+}

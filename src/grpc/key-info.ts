@@ -90,17 +90,21 @@ function goString(s: string): string {
 /** The annotation packet (JSON bytes) wrapping `optsData` to the key `keyPath` names. */
 export function wrapWithKeyInfo(optsData: Uint8Array, keyPath: string): Buffer {
   const info = readKeyInfo(keyPath);
-  const key = rsaPublicKey(info.publicKeyPath);
+  return wrapToKey(optsData, { kid: path.posix.basename(keyPath), publicKey: rsaPublicKey(info.publicKeyPath), kmsEndpoint: info.kmsEndpoint, attesterEndpoint: info.attesterEndpoint });
+}
+
+/** The annotation packet wrapping `optsData` to an RSA public key, for release of `kid` from `kmsEndpoint`. */
+export function wrapToKey(optsData: Uint8Array, to: { kid: string; publicKey: KeyObject; kmsEndpoint: string; attesterEndpoint: string }): Buffer {
+  if (to.publicKey.asymmetricKeyType !== 'rsa') throw fail(`the key provider wraps to RSA keys, not ${to.publicKey.asymmetricKeyType ?? 'this key'}`);
   let wrapped: Buffer;
   try {
-    wrapped = publicEncrypt({ key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, optsData);
+    wrapped = publicEncrypt({ key: to.publicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, optsData);
   } catch {
-    throw fail(`the layer options (${optsData.length} bytes) do not fit one RSA-OAEP-SHA256 block of the key in ${quote(info.publicKeyPath)}`);
+    throw fail(`the layer options (${optsData.length} bytes) do not fit one RSA-OAEP-SHA256 block of the key for ${quote(to.kid)}`);
   }
-  const kid = path.posix.basename(keyPath);
   // Field order and omissions as the reference's struct marshals (iv is empty, so left out).
   return Buffer.from(
-    `{"kid":${goString(kid)},"wrapped_data":"${wrapped.toString('base64')}","wrap_type":"${WRAP_TYPE}",` +
-      `"kms_endpoint":${goString(info.kmsEndpoint)},"attester_endpoint":${goString(info.attesterEndpoint)}}`,
+    `{"kid":${goString(to.kid)},"wrapped_data":"${wrapped.toString('base64')}","wrap_type":"${WRAP_TYPE}",` +
+      `"kms_endpoint":${goString(to.kmsEndpoint)},"attester_endpoint":${goString(to.attesterEndpoint)}}`,
   );
 }
