@@ -195,7 +195,7 @@ async function importBenchKey(state: LocalState, name: string): Promise<void> {
 }
 
 /**
- * An RSA-HSM key in the vault for the gRPC key provider, with the same policy as the bench key, and
+ * An RSA-HSM key in the Managed HSM (where the bench key is) for the gRPC key provider, with the same policy as the bench key, and
  * an annotation packet wrapping 100 bytes of layer options to it: UnWrapKey's input.
  */
 async function importUnwrapKey(state: LocalState, name: string): Promise<{ packet: Buffer }> {
@@ -204,7 +204,7 @@ async function importUnwrapKey(state: LocalState, name: string): Promise<{ packe
   const pair = generateKeyPairSync('rsa', { modulusLength: 3072 });
   try {
     await importReleasableKey({
-      vaultEndpoint: state.vaultEndpoint,
+      vaultEndpoint: state.hsmEndpoint,
       name,
       jwk: sdkJwkFor('RSA-HSM', pair.privateKey),
       policy: buildReleasePolicy({ authority: `https://${state.maaEndpoint}`, anyOfGroups: [[{ claim: 'x-ms-sevsnpvm-hostdata', equals: state.hostData }]] }),
@@ -215,7 +215,7 @@ async function importUnwrapKey(state: LocalState, name: string): Promise<{ packe
   } finally {
     f.destroy();
   }
-  return { packet: wrapToKey(randomBytes(100), { kid: name, publicKey: pair.publicKey, kmsEndpoint: state.vaultEndpoint, attesterEndpoint: state.maaEndpoint }) };
+  return { packet: wrapToKey(randomBytes(100), { kid: name, publicKey: pair.publicKey, kmsEndpoint: state.hsmEndpoint, attesterEndpoint: state.maaEndpoint }) };
 }
 
 /** The requests a release needs from the emulators, made directly: MAA attest and vault release with a pre-made key and tokens. */
@@ -433,9 +433,9 @@ async function main(): Promise<void> {
 
     // Warm gRPC UnWrapKey (ocicrypt's call: release + RSA-OAEP unwrap) next to warm /key/release of
     // the same RSA key from the same vault, interleaved.
-    log('warm UnWrapKey vs /key/release (RSA key in the vault)');
+    log('warm UnWrapKey vs /key/release (RSA key in the Managed HSM)');
     const unwrapKey = await importUnwrapKey(stack.state, 'bench-rsa');
-    const relRsa: Step = { ...releaseStep(stack.state, 'bench-rsa'), body: JSON.stringify({ maa_endpoint: stack.state.maaEndpoint, akv_endpoint: stack.state.vaultEndpoint, kid: 'bench-rsa' }) };
+    const relRsa = releaseStep(stack.state, 'bench-rsa');
     const grpcRows = await interleaved(load, {
       httpRelease: { steps: [relRsa], concurrency: 1 },
       grpcUnwrap: { steps: [{ url: '', method: 'POST', grpcUnwrap: { target: stack.state.grpcTarget as string, packetBase64: unwrapKey.packet.toString('base64') } }], concurrency: 1 },
@@ -644,7 +644,7 @@ function printTable(o: Record<string, unknown>): void {
   lines.push(`  goals: warm p50 ≤ 1.5 x floor: ${verdict(w.p50VsFloor <= 1.5)}; cold p50 ≤ 3 x floor: ${verdict(cw.p50VsFloor <= 3)} in a warm process, ${verdict(cold.p50VsFloor <= 3)} in a fresh one`);
   lines.push('');
   const u = r.unwrapKey;
-  row('gRPC UnWrapKey (concurrency 1, RSA key, vault)', 'p50', 'p99', 'slice p50s, ms', 'vs /key/release');
+  row('gRPC UnWrapKey (concurrency 1, RSA-HSM key)', 'p50', 'p99', 'slice p50s, ms', 'vs /key/release');
   row('  /key/release of the same key', ms(u.keyReleaseRsa.p50), ms(u.keyReleaseRsa.p99), spread(u.keyReleaseRsa), '1');
   row('  UnWrapKey (release + RSA-OAEP unwrap)', ms(u.unwrapKey.p50), ms(u.unwrapKey.p99), spread(u.unwrapKey), u.p50Ratio);
   lines.push(`  goal: UnWrapKey warm p50 ≤ 1.2 x /key/release warm p50: ${verdict(u.p50Ratio <= 1.2)} (${u.p50Ratio})`);

@@ -22,6 +22,7 @@ import { ConfigError } from '../common/errors';
 import { isLoopbackAddress, secretMatches } from '../server/guard';
 import { describe, MAX_ERROR_MESSAGE_CHARS, statusOf } from '../server/http-errors';
 import type { Logger } from '../server/logger';
+import type { SidecarMetrics } from '../server/observe';
 import { outcomeOf } from '../server/release-gate';
 import { grpcCodeOf } from './grpc-status';
 import type { KeyProvider } from './key-provider';
@@ -93,7 +94,7 @@ export const DEFAULT_GRPC_LIMITS: Readonly<GrpcLimits> = Object.freeze({
 export interface GrpcServerOptions {
   keyProvider: KeyProvider;
   logger: Logger;
-  metrics: import('../server/observe').SidecarMetrics;
+  metrics: SidecarMetrics;
   host: string;
   port: number;
   limits?: Partial<GrpcLimits>;

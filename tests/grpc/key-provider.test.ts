@@ -34,7 +34,8 @@ describe('gRPC key provider on the local stack', () => {
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-grpc-'));
-    stack = await startLocalStack({ stateDir: dir, port: 0, grpcPort: 0, logger });
+    // A short deadline, so the hanging-vault case ends quickly (releases here take well under a second).
+    stack = await startLocalStack({ stateDir: dir, port: 0, grpcPort: 0, logger, limits: { requestDeadlineMs: 4000 } });
     target = stack.state.grpcTarget as string;
     const ca = fs.readFileSync(stack.state.caCertPath, 'utf8');
     fetch = createHttpsFetch({ extraCaPem: [ca], keepAlive: false });
@@ -129,6 +130,20 @@ describe('gRPC key provider on the local stack', () => {
     // Request ids differ per call; the explanation is the same.
     const strip = (s: string) => s.replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, 'ID');
     expect(strip(r.details)).toBe(strip(http.json.error as string));
+  });
+
+  it('a vault that never answers: DEADLINE_EXCEEDED naming the deadline; one answering garbage: UNAVAILABLE naming the vault', async () => {
+    const packet = ocicryptUnwrapInput(packetFor('layer-key', oaep(keyPair.publicKey, optsData)));
+    stack.vault.faults.inject({ route: 'release', kind: 'hang' });
+    const hung = await unwrap(target, 'keyprovider', packet);
+    stack.vault.faults.clear();
+    expect(hung).toEqual({ ok: false, code: status.DEADLINE_EXCEEDED, details: 'request deadline of 4 s exceeded (SKR_REQUEST_DEADLINE_SECONDS)' });
+    stack.vault.faults.inject({ route: 'release', kind: 'malformed-json', times: Infinity });
+    const failing = await unwrap(target, 'keyprovider', packet);
+    stack.vault.faults.clear();
+    expect(failing).toEqual({ ok: false, code: status.UNAVAILABLE, details: expect.stringMatching(/vault/i) });
+    // And it serves again once the vault does.
+    expect((await unwrap(target, 'keyprovider', packet)).ok).toBe(true);
   });
 
   it('wrapped to another key: INVALID_ARGUMENT that does not say how the decryption failed', async () => {
