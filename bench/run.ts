@@ -13,7 +13,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { fork, type ChildProcess } from 'node:child_process';
-import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { constants, createPrivateKey, generateKeyPairSync, privateDecrypt, publicEncrypt, randomBytes, type KeyObject } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -216,6 +216,20 @@ async function importUnwrapKey(state: LocalState, name: string): Promise<{ packe
     f.destroy();
   }
   return { packet: wrapToKey(randomBytes(100), { kid: name, publicKey: pair.publicKey, kmsEndpoint: state.hsmEndpoint, attesterEndpoint: state.maaEndpoint }) };
+}
+
+/** p50 of: import an RSA-3072 private JWK, then one RSA-OAEP-SHA256 decryption with it (what UnWrapKey does per call). */
+function rsaUnwrapCostMs(): number {
+  const pair = generateKeyPairSync('rsa', { modulusLength: 3072 });
+  const jwk = pair.privateKey.export({ format: 'jwk' });
+  const ct = publicEncrypt({ key: pair.publicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, randomBytes(100));
+  const times: number[] = [];
+  for (let i = 0; i < 40; i++) {
+    const t0 = performance.now();
+    privateDecrypt({ key: createPrivateKey({ key: jwk, format: 'jwk' }), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, ct);
+    times.push(performance.now() - t0);
+  }
+  return pct(times.sort((a, b) => a - b), 50);
 }
 
 /** The requests a release needs from the emulators, made directly: MAA attest and vault release with a pre-made key and tokens. */
@@ -440,7 +454,17 @@ async function main(): Promise<void> {
       httpRelease: { steps: [relRsa], concurrency: 1 },
       grpcUnwrap: { steps: [{ url: '', method: 'POST', grpcUnwrap: { target: stack.state.grpcTarget as string, packetBase64: unwrapKey.packet.toString('base64') } }], concurrency: 1 },
     });
-    out.unwrapKey = { keyReleaseRsa: grpcRows.httpRelease, unwrapKey: grpcRows.grpcUnwrap, p50Ratio: round(grpcRows.grpcUnwrap.p50 / grpcRows.httpRelease.p50), goal: '<= 1.2' };
+    // What UnWrapKey must add whatever serves it: one RSA-OAEP-SHA256 decryption with a key imported
+    // fresh from the released JWK (released keys are never cached), measured here in-process.
+    const rsaDecryptMs = rsaUnwrapCostMs();
+    out.unwrapKey = {
+      keyReleaseRsa: grpcRows.httpRelease,
+      unwrapKey: grpcRows.grpcUnwrap,
+      p50Ratio: round(grpcRows.grpcUnwrap.p50 / grpcRows.httpRelease.p50),
+      rsa3072DecryptP50Ms: round(rsaDecryptMs),
+      p50RatioLessDecrypt: round((grpcRows.grpcUnwrap.p50 - rsaDecryptMs) / grpcRows.httpRelease.p50),
+      goal: '<= 1.2',
+    };
 
     // 64 concurrent releases, sustained, with memory sampled under load.
     log(`/key/release at concurrency 64 for ${SECONDS} s`);
@@ -648,6 +672,7 @@ function printTable(o: Record<string, unknown>): void {
   row('  /key/release of the same key', ms(u.keyReleaseRsa.p50), ms(u.keyReleaseRsa.p99), spread(u.keyReleaseRsa), '1');
   row('  UnWrapKey (release + RSA-OAEP unwrap)', ms(u.unwrapKey.p50), ms(u.unwrapKey.p99), spread(u.unwrapKey), u.p50Ratio);
   lines.push(`  goal: UnWrapKey warm p50 ≤ 1.2 x /key/release warm p50: ${verdict(u.p50Ratio <= 1.2)} (${u.p50Ratio})`);
+  lines.push(`  (its own RSA-3072 OAEP decryption with the fresh key: ${ms(u.rsa3072DecryptP50Ms)} here; without it ${u.p50RatioLessDecrypt} x)`);
   lines.push('');
   const s = r.release.sustained64;
   lines.push(`/key/release, concurrency 64 for ${r.settings.BENCH_SECONDS} s: ${s.requests} ok, ${s.errors} errors, ${round(s.rps, 0)} req/s, p50 ${ms(s.p50)}, p99 ${ms(s.p99)} (p99/p50 ${s.p99OverP50})`);
