@@ -7,9 +7,13 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
+import { KeyProviderClient } from '../src/grpc/client';
 
 export interface Step {
+  /** An HTTP(S) URL; ignored for a gRPC step. */
   url: string;
+  /** A gRPC UnWrapKey of this annotation packet (base64) at `target`, instead of an HTTP request. */
+  grpcUnwrap?: { target: string; packetBase64: string };
   method: 'GET' | 'POST';
   headers?: Record<string, string>;
   body?: string;
@@ -64,6 +68,10 @@ export async function runJob(job: Job): Promise<JobResult> {
     http: new http.Agent({ keepAlive: true, maxSockets: job.concurrency }),
     https: new https.Agent({ keepAlive: true, maxSockets: job.concurrency, ...(secureContext ? { secureContext } : {}) }),
   };
+  // One channel per job (HTTP/2: the workers' calls share its connection, as ocicrypt's would not
+  // need to; a closed loop at concurrency 1 is one call at a time either way).
+  const grpcTarget = job.steps.find((s) => s.grpcUnwrap)?.grpcUnwrap?.target;
+  const grpcClient = grpcTarget ? new KeyProviderClient(grpcTarget) : undefined;
   const latencies: number[] = [];
   const errorSamples: string[] = [];
   let errors = 0;
@@ -80,6 +88,10 @@ export async function runJob(job: Job): Promise<JobResult> {
       if (record || job.count !== undefined) started++;
       try {
         for (const step of job.steps) {
+          if (step.grpcUnwrap && grpcClient) {
+            await grpcClient.unwrapKey(Buffer.from(step.grpcUnwrap.packetBase64, 'base64'));
+            continue;
+          }
           const r = await send(step, agents);
           if (r.status < 200 || r.status >= 300) throw new Error(`HTTP ${r.status} from ${new URL(step.url).pathname}: ${r.body.slice(0, 200)}`);
         }
@@ -95,6 +107,7 @@ export async function runJob(job: Job): Promise<JobResult> {
   const elapsedMs = performance.now() - t0;
   agents.http.destroy();
   agents.https.destroy();
+  grpcClient?.close();
   latencies.sort((a, b) => a - b);
   return { id: job.id, ok: latencies.length, errors, errorSamples, elapsedMs, latenciesMs: latencies };
 }

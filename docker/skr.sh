@@ -4,9 +4,11 @@
 #
 #   SkrSideCarArgs  base64 JSON sidecar arguments (fallback: $1)   -> read by skr serve from the env
 #   Port            listening port on 127.0.0.1 (fallback: $2)    -> --port
+#                   (default 8080; 50000 with ServerType=grpc, as the reference)
 #   LogLevel        trace|debug|info|warning|error|fatal|panic    -> --log-level
 #   LogFile         log file path                                 -> --log-file
-#   ServerType      http (default); grpc is not supported
+#   ServerType      http (default) or grpc: the ocicrypt key provider -> --server-type
+#                   (one server type per process, as the reference)
 #
 # Outside the image:
 #   SKR_BIN         the skr command, split on spaces (default /app/dist/cli/main.js), e.g.
@@ -24,12 +26,9 @@ if [ $# -ge 2 ]; then shift 2; elif [ $# -eq 1 ]; then shift 1; fi
 
 server_type=$(printf '%s' "${ServerType:-http}" | tr '[:upper:]' '[:lower:]')
 case "$server_type" in
-  http) ;;
-  grpc)
-    echo "skr.sh: ServerType=grpc is not supported: skr-sidecar serves the HTTP API only; unset ServerType or set it to http" >&2
-    exit 2 ;;
+  http|grpc) ;;
   *)
-    echo "skr.sh: ServerType=\"${ServerType}\" is not supported: use http (the only server skr-sidecar has)" >&2
+    echo "skr.sh: ServerType=\"${ServerType}\" is not supported: use http (the HTTP API) or grpc (the ocicrypt key provider)" >&2
     exit 2 ;;
 esac
 
@@ -46,6 +45,7 @@ if [ -n "${SkrSideCarArgs:-}" ]; then export SkrSideCarArgs; else unset SkrSideC
 if [ -n "${LogFile:-}" ]; then set -- --log-file "$LogFile" "$@"; fi
 if [ -n "${LogLevel:-}" ]; then set -- --log-level "$LogLevel" "$@"; fi
 if [ -n "${Port:-}" ]; then set -- --port "$Port" "$@"; fi
+set -- --server-type "$server_type" "$@"
 
 echo "skr.sh: SkrSideCarArgs = ${SkrSideCarArgs:-(none)}" >&2
 echo "skr.sh: exec $SKR_BIN serve ${SKR_SERVE_ARGS:-}${SKR_SERVE_ARGS:+ }$*" >&2

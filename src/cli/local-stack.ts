@@ -47,6 +47,8 @@ export interface LocalState {
   /** sha256 of the simulated security policy: what a release policy pins as x-ms-sevsnpvm-hostdata. */
   hostData: string;
   pid: number;
+  /** With a gRPC port: the key provider's `127.0.0.1:PORT` (what an ocicrypt key-provider config names). */
+  grpcTarget?: string;
   /** azure-cvm: the simulated paravisor's TPM port (`tcp:127.0.0.1:PORT`) and the swtpm behind it. */
   tpm?: { endpoint: string; swtpmPid: number; swtpmStateDir: string; swtpmCtrlPort: number };
 }
@@ -89,6 +91,8 @@ export interface LocalStackOptions {
    * (`tcp:127.0.0.1:PORT`): a hostile proxy or a fake device in between. Default: the paravisor's.
    */
   sidecarTpm?: (paravisorEndpoint: string) => Promise<string>;
+  /** Also serve the gRPC key provider on this port (0: any free one) beside the HTTP API. */
+  grpcPort?: number;
 }
 
 export interface LocalStack {
@@ -178,6 +182,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       ...(onCvm ? {} : { platform, securityContextDir: path.join(dir, 'security-context') }),
       // `skr local` takes no other settings from the environment, but the fast-path ones (the bench sets them).
       release: opts.release ?? releaseTuningFromProcess(),
+      ...(opts.grpcPort !== undefined ? { grpcPort: opts.grpcPort } : {}),
     });
     started.push(sidecar);
 
@@ -193,6 +198,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       securityContextDir: sidecar.securityContextDir ?? '',
       hostData: platform.hostData.toString('hex'),
       pid: process.pid,
+      ...(sidecar.grpc ? { grpcTarget: sidecar.grpc.target } : {}),
       ...(tpm ? { tpm } : {}),
     };
     const reboot = () => (tpm ? rebootSimulatedCvm(tpm) : Promise.reject(new Error('reboot: the aci stack has no vTPM')));

@@ -17,6 +17,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   'import-key': async () => import('./commands/import-key').then((m) => ({ usage: m.usage, run: m.importKeyCommand })),
   release: async () => import('./commands/release').then((m) => ({ usage: m.usage, run: m.releaseCommand })),
   doctor: async () => import('./commands/doctor').then((m) => ({ usage: m.usage, run: m.doctorCommand })),
+  wrap: async () => import('./commands/wrap').then((m) => ({ usage: m.usage, run: m.wrapCommand })),
   demo: async () => import('./commands/demo').then((m) => ({ usage: m.usage, run: m.demoCommand })),
   'report get': async () => import('./commands/report-get').then((m) => ({ usage: m.usage, run: m.reportGetCommand })),
   'report decode': async () => import('./commands/report-decode').then((m) => ({ usage: m.usage, run: m.reportDecodeCommand })),

@@ -18,6 +18,14 @@ export const ERROR_CODES = [
   'ERR_ENDPOINT_NAME',
   'ERR_KID',
   'ERR_RELEASE_ENC',
+  // gRPC key provider (src/grpc)
+  'ERR_GRPC_MESSAGE',
+  'ERR_KEY_PROVIDER_INPUT',
+  'ERR_ANNOTATION',
+  'ERR_KEY_TYPE',
+  'ERR_UNWRAP',
+  'ERR_WRAP_KEY_INFO',
+  'ERR_NOT_SUPPORTED',
   // Who may call, and what may be reached
   'ERR_UNAUTHORIZED',
   'ERR_PEER_NOT_LOOPBACK',

@@ -19,6 +19,16 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   ERR_ENDPOINT_NAME: 400,
   ERR_KID: 400,
   ERR_RELEASE_ENC: 400,
+  ERR_GRPC_MESSAGE: 400,
+  ERR_KEY_PROVIDER_INPUT: 400,
+  ERR_ANNOTATION: 400,
+  // The kid names a key that is not RSA: the annotation names the wrong key.
+  ERR_KEY_TYPE: 400,
+  // wrapped_data does not decrypt under the released key (which one failed is not said).
+  ERR_UNWRAP: 400,
+  ERR_WRAP_KEY_INFO: 400,
+  // A call this platform cannot serve (gRPC GetReport on an Azure CVM).
+  ERR_NOT_SUPPORTED: 501,
 
   ERR_UNAUTHORIZED: 401,
   ERR_PEER_NOT_LOOPBACK: 403,

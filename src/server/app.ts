@@ -6,30 +6,25 @@
  * release slot (429) → the work itself, under one deadline (504) that every upstream call shares.
  * Nothing leaves the box for an endpoint that is not allowlisted.
  */
-import express, { type Express, type Request, type Response } from 'express';
-import { clip } from '../common/clip';
+import express, { type Express, type Request } from 'express';
 import { parseEndpoint } from '../common/endpoint';
-import { SkrError } from '../common/errors';
-import { registerSecret } from '../common/redact';
 import { reportDataFor } from '../snp/report';
-import { DEFAULT_AKV_ALLOWLIST, DEFAULT_MAA_ALLOWLIST, EndpointAllowlist, type KidAllowlist } from './allowlist';
+import type { EndpointAllowlist, KidAllowlist } from './allowlist';
 import type { AttestationService, KeyReleaseService } from './attestation';
 import { hostGuardPolicy, type HostGuardPolicy } from '../common/host-guard';
 import { callerGuard, hostGuard } from './guard';
 import { checkRuntimeKeys, type AttestMaaKeys } from './runtime-keys';
-import { badRequest, errorHandler, HttpError, statusOf } from './http-errors';
-import { Semaphore } from './limits';
+import { badRequest, errorHandler, HttpError } from './http-errors';
+import type { Semaphore } from './limits';
 import type { Logger } from './logger';
 import { PROMETHEUS_CONTENT_TYPE } from './metrics';
-import { runWithContext, SidecarMetrics, UpstreamHealth, type RequestContext } from './observe';
-import { checkKidLength } from './input-bounds';
+import { UpstreamHealth, type SidecarMetrics } from './observe';
+import { DeadlineError, outcomeOf, ReleaseGate, withDeadline } from './release-gate';
 import { jsonBody, requireJson, requiredString, runtimeData } from './request';
 import { DEFAULT_LIMITS } from './config';
 
 /** Default request body limit (config.limits.maxBodyBytes). */
 export const BODY_LIMIT = DEFAULT_LIMITS.maxBodyBytes;
-/** A caller's own access_token is redacted for this long (past any request deadline), then forgotten. */
-const CALLER_SECRET_TTL_MS = 10 * 60_000;
 
 export interface AppDeps {
   attestation: AttestationService;
@@ -56,6 +51,8 @@ export interface AppDeps {
   maxBodyBytes?: number;
   metrics?: SidecarMetrics;
   health?: UpstreamHealth;
+  /** The release path shared with the gRPC key provider; built from the fields above when absent. */
+  gate?: ReleaseGate;
 }
 
 /** Routes by name, for metric labels (never the raw path: a scanner must not mint new series). */
@@ -66,54 +63,24 @@ function routeLabel(req: Request): string {
   return ROUTES.has(r) ? r : 'other';
 }
 
-export function outcomeOf(status: number): string {
-  if (status < 400) return 'ok';
-  if (status === 403 || status === 401) return 'refused';
-  if (status === 429) return 'overloaded';
-  if (status < 500) return 'bad_request';
-  if (status === 504) return 'timeout';
-  return status === 502 ? 'upstream_error' : 'error';
-}
-
-export class DeadlineError extends SkrError {
-  constructor(ms: number) {
-    super('ERR_DEADLINE', `request deadline of ${ms / 1000} s exceeded (SKR_REQUEST_DEADLINE_SECONDS)`);
-  }
-}
-
-/**
- * Run `fn` with an AbortSignal that fires at the deadline. When it fires the request answers 504 at
- * once, whatever the layer below is doing (the signal also cancels its upstream calls).
- */
-async function withDeadline<T>(ms: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const ac = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const err = new DeadlineError(ms);
-      ac.abort(err);
-      reject(err);
-    }, ms);
-  });
-  try {
-    return await Promise.race([fn(ac.signal), expired]);
-  } catch (e) {
-    if (ac.signal.aborted) throw ac.signal.reason;
-    throw e;
-  } finally {
-    clearTimeout(timer);
-    expired.catch(() => undefined);
-  }
-}
+export { DeadlineError, outcomeOf };
 
 export function createApp(deps: AppDeps): Express {
   const { attestation, logger } = deps;
-  const metrics = deps.metrics ?? new SidecarMetrics();
+  const gate =
+    deps.gate ??
+    new ReleaseGate({
+      release: deps.release,
+      logger,
+      ...(deps.metrics ? { metrics: deps.metrics } : {}),
+      ...(deps.maaAllowlist ? { maaAllowlist: deps.maaAllowlist } : {}),
+      ...(deps.akvAllowlist ? { akvAllowlist: deps.akvAllowlist } : {}),
+      ...(deps.kidAllowlist ? { kidAllowlist: deps.kidAllowlist } : {}),
+      ...(deps.deadlineMs !== undefined ? { deadlineMs: deps.deadlineMs } : {}),
+      ...(deps.releaseSlots ? { releaseSlots: deps.releaseSlots } : {}),
+    });
+  const { metrics, maaAllow, deadlineMs, slots } = gate;
   const health = deps.health ?? new UpstreamHealth();
-  const maaAllow = deps.maaAllowlist ?? new EndpointAllowlist('maa', DEFAULT_MAA_ALLOWLIST);
-  const akvAllow = deps.akvAllowlist ?? new EndpointAllowlist('akv', DEFAULT_AKV_ALLOWLIST);
-  const deadlineMs = deps.deadlineMs ?? DEFAULT_LIMITS.requestDeadlineMs;
-  const slots = deps.releaseSlots ?? new Semaphore(DEFAULT_LIMITS.maxInFlightReleases, DEFAULT_LIMITS.maxQueuedReleases, 'key releases and MAA attestations');
   const maxDepth = deps.maxJsonDepth ?? DEFAULT_LIMITS.maxJsonDepth;
   const body = (req: Request) => jsonBody(req, maxDepth);
 
@@ -157,10 +124,7 @@ export function createApp(deps: AppDeps): Express {
     res.set('content-type', PROMETHEUS_CONTENT_TYPE).send(metrics.registry.render());
   });
 
-  const refuse = (e: unknown, reason: string): never => {
-    metrics.refusals.inc({ reason });
-    throw e;
-  };
+  const refuse = (e: unknown, reason: string): never => gate.refuse(e, reason);
   /** With a kid allowlist, no route may bind caller-chosen wrapping keys (see runtime-keys.ts). */
   const guardRuntimeKeys = (data: Buffer, use: 'token' | 'evidence'): void => {
     if (!deps.kidAllowlist || deps.attestMaaKeys === 'allow') return;
@@ -229,70 +193,16 @@ export function createApp(deps: AppDeps): Express {
 
   app.post('/key/release', async (req, res) => {
     const b = body(req);
-    const maaRaw = requiredString(b, 'maa_endpoint');
-    const akvRaw = requiredString(b, 'akv_endpoint');
-    const kid = requiredString(b, 'kid').trim();
+    const maaEndpoint = requiredString(b, 'maa_endpoint');
+    const akvEndpoint = requiredString(b, 'akv_endpoint');
+    const kid = requiredString(b, 'kid');
     const token = b.access_token;
     if (token !== undefined && token !== null && typeof token !== 'string') throw badRequest('access_token must be a string', 'ERR_FIELD_TYPE');
     const accessToken = typeof token === 'string' && token.trim() !== '' ? token.trim() : undefined;
-    registerSecret(accessToken, { ttlMs: CALLER_SECRET_TTL_MS });
-    checkKidLength(kid);
-    // Each endpoint is parsed once (a name that is not a DNS name is a 400 here, before any allowlist);
-    // the allowlists, the clients, the audience and the caches all use these values.
-    const maaEndpoint = parseEndpoint('maa', maaRaw);
-    const akvEndpoint = parseEndpoint('akv', akvRaw);
-    await audited(res, { kid, vaultHost: akvEndpoint.host, authority: maaEndpoint.origin }, async () => {
-      try {
-        maaAllow.check(maaEndpoint);
-      } catch (e) {
-        refuse(e, 'maa_endpoint');
-      }
-      try {
-        akvAllow.check(akvEndpoint);
-      } catch (e) {
-        refuse(e, 'akv_endpoint');
-      }
-      try {
-        deps.kidAllowlist?.check(kid);
-      } catch (e) {
-        refuse(e, 'kid');
-      }
-      const released = await withDeadline(deadlineMs, (signal) =>
-        slots.run(() => deps.release.release({ maaEndpoint, akvEndpoint, kid, ...(accessToken ? { accessToken } : {}) }, signal), signal),
-      );
+    await gate.release({ maaEndpoint, akvEndpoint, kid, ...(accessToken ? { accessToken } : {}) }, (released) => {
       res.json({ key: JSON.stringify(released.jwk) });
     });
   });
-
-  /** One audit line per release, whatever its outcome: who asked for which key where, never the key or a token. */
-  async function audited(res: Response, what: { kid: string; vaultHost: string; authority: string }, fn: () => Promise<void>): Promise<void> {
-    const ctx: RequestContext = { upstreamRequestIds: [] };
-    const t0 = performance.now();
-    let status = 200;
-    let code: string | undefined;
-    try {
-      await runWithContext(ctx, fn);
-      status = res.statusCode;
-    } catch (e) {
-      status = statusOf(e);
-      code = e instanceof SkrError ? e.code : 'ERR_INTERNAL';
-      throw e;
-    } finally {
-      const outcome = outcomeOf(status);
-      metrics.releases.inc({ outcome });
-      logger.info('audit: key release', {
-        audit: 'key-release',
-        kid: clip(what.kid),
-        vault: what.vaultHost,
-        authority: what.authority,
-        outcome,
-        status,
-        ...(code ? { code } : {}),
-        durationMs: Math.round(performance.now() - t0),
-        upstreamRequestIds: ctx.upstreamRequestIds,
-      });
-    }
-  }
 
   app.use((req, _res, next) => {
     next(new HttpError('ERR_NOT_FOUND', `no route ${req.method} ${req.path.slice(0, 200)}`));

@@ -6,6 +6,7 @@
  * the object built here.
  */
 import * as fs from 'node:fs';
+import { isIP } from 'node:net';
 import { ConfigError } from '../common/errors';
 import { decodeBase64Strict } from '../common/bytes';
 import { hostGuardPolicy } from '../common/host-guard';
@@ -228,10 +229,33 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   tpmCommandTimeoutMs: 30_000,
 });
 
+/** What one `skr serve` process serves, as the reference's -server_type: the HTTP API or the gRPC key provider. */
+export type ServerType = 'http' | 'grpc';
+/** The reference's port for its gRPC key provider (what ocicrypt key-provider configs name). */
+export const DEFAULT_GRPC_PORT = 50000;
+
+export function parseServerType(s: string | undefined): ServerType {
+  const v = (s ?? 'http').trim().toLowerCase();
+  if (v === 'http' || v === 'grpc') return v;
+  throw new ConfigError(`server type "${(s ?? '').slice(0, 40)}" is not http or grpc`);
+}
+
+/** SKR_GRPC_HOST: the address the gRPC key provider listens on (an IP literal; default 127.0.0.1). */
+export function parseGrpcHost(s: string | undefined): string {
+  if (s === undefined || s.trim() === '') return '127.0.0.1';
+  const v = s.trim();
+  if (isIP(v) === 0) throw new ConfigError(`SKR_GRPC_HOST "${v.slice(0, 60)}" is not an IP address`);
+  return v;
+}
+
 export interface ServerConfig {
   /** Always loopback: the sidecar serves only its own container group. */
   host: '127.0.0.1';
   port: number;
+  /** http (default) or grpc: one server type per process. */
+  serverType: ServerType;
+  /** Listen address of the gRPC key provider (SKR_GRPC_HOST; default 127.0.0.1). */
+  grpcHost: string;
   logLevel: LogLevel;
   logFile?: string;
   simulate: boolean;
@@ -275,6 +299,8 @@ export interface ServerConfig {
 
 export interface ConfigFlags {
   port?: string;
+  /** http | grpc (--server-type; skr.sh maps ServerType to it). */
+  serverType?: string;
   logLevel?: string;
   logFile?: string;
   simulate?: boolean;
@@ -392,9 +418,12 @@ export function parseMaxConnections(s: string | undefined): number {
 
 /** Flags win over env; env follows the reference's names. */
 export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  const serverType = parseServerType(flags.serverType);
   const cfg: ServerConfig = {
     host: '127.0.0.1',
-    port: parsePort(flags.port ?? env.Port),
+    port: parsePort(flags.port ?? env.Port, serverType === 'grpc' ? DEFAULT_GRPC_PORT : 8080),
+    serverType,
+    grpcHost: parseGrpcHost(env.SKR_GRPC_HOST),
     logLevel: parseLogLevel(flags.logLevel ?? env.LogLevel),
     simulate: flags.simulate === true,
     args: parseSkrSideCarArgs(flags.sidecarArgs ?? env.SkrSideCarArgs),

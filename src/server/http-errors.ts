@@ -35,8 +35,8 @@ export function badRequest(message: string, code: ErrorCode = 'ERR_BAD_REQUEST')
 /** Longest error message a caller receives (its parts quoting outside text are capped at their source). */
 export const MAX_ERROR_MESSAGE_CHARS = 1000;
 
-/** Describe an error for the client: message plus its causes' messages, redacted, bounded. */
-function describe(err: SkrError): string {
+/** Describe an error for the client (HTTP body, gRPC status message): message plus its causes' messages, redacted, bounded. */
+export function describe(err: SkrError): string {
   const msg = describeErrorChain(err);
   // A 502/504 names the upstream it is about, whatever the layer below wrote.
   const named = err instanceof UpstreamError && !msg.toLowerCase().includes(err.upstream.toLowerCase()) ? `${err.upstream}: ${msg}` : msg;

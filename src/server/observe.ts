@@ -100,6 +100,8 @@ export class SidecarMetrics {
   readonly upstreamAttempts = this.registry.register(new Counter('skr_upstream_attempts_total', 'Outbound HTTP attempts by upstream and result'));
   readonly refusals = this.registry.register(new Counter('skr_refused_requests_total', 'Requests refused before any work, by reason'));
   readonly releases = this.registry.register(new Counter('skr_key_releases_total', 'Key release requests by outcome'));
+  readonly grpcRequests = this.registry.register(new Counter('skr_grpc_requests_total', 'gRPC key provider calls by method, status code and outcome'));
+  readonly grpcRequestSeconds = this.registry.register(new Histogram('skr_grpc_request_duration_seconds', 'gRPC key provider call latency by method and outcome'));
 
   /** Gauges need live sources; sidecar assembly attaches them once they exist. */
   attach(sources: { releases?: Semaphore; device?: Semaphore; cache?: () => { primary: CacheStats; refresh?: CacheStats } }): void {

@@ -38,9 +38,12 @@ import { createApp } from './app';
 import { hostGuardPolicy } from '../common/host-guard';
 import { EndpointAllowlist, KidAllowlist } from './allowlist';
 import { Semaphore } from './limits';
+import { isLoopbackAddress } from './guard';
 import { GuardedEvidenceSource, SidecarMetrics, SidecarTelemetry, UpstreamHealth } from './observe';
 import { SidecarAttestation } from './attestation-service';
-import type { ServerConfig } from './config';
+import type { ServerConfig, ServerType } from './config';
+import { ReleaseGate } from './release-gate';
+import type { GrpcLimits, RunningGrpc } from '../grpc/server';
 import { createLogger, type Logger } from './logger';
 
 export interface SidecarOptions {
@@ -56,12 +59,22 @@ export interface SidecarOptions {
   referenceInfoBase64?: string;
   /** Wrapping-key pool and MAA token reuse over config.release (tests and the bench tune them). */
   release?: ReleaseTuning;
+  /** Also serve the gRPC key provider on this port (0: any free one) beside the HTTP API (`skr local --grpc-port`). */
+  grpcPort?: number;
+  /** Bounds of the gRPC server (tests shorten its timeouts). */
+  grpcLimits?: Partial<GrpcLimits>;
 }
 
 export interface RunningSidecar {
+  /** The HTTP API's URL, or `grpc://host:port` when this process serves the gRPC key provider only. */
   url: string;
   port: number;
-  server: Server;
+  /** http, or grpc (config.serverType): what `url` and `port` serve. */
+  serverType: ServerType;
+  /** The HTTP server (absent when the process serves gRPC only). */
+  server?: Server;
+  /** The gRPC key provider, when served (server type grpc, or `grpcPort`). */
+  grpc?: RunningGrpc;
   evidence: EvidenceSource;
   /** `aci` (SEV-SNP device or its simulation) or `azure-cvm` (vTPM). */
   platformName: 'aci' | 'azure-cvm';
@@ -310,46 +323,84 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   });
   metrics.attach({ releases: releaseSlots, device: deviceGate, cache: () => collateral.stats() });
   let shuttingDown = false;
-  const app = createApp({
-    attestation,
+  const kidAllowlist = config.allowedKids ? new KidAllowlist(config.allowedKids) : undefined;
+  // One gate for both APIs: the same allowlists, slots, deadline, audit line and counters.
+  const gate = new ReleaseGate({
     release,
     logger,
     metrics,
-    health,
-    isClosing: () => shuttingDown,
     maaAllowlist: new EndpointAllowlist('maa', config.allowedMaa),
     akvAllowlist: new EndpointAllowlist('akv', config.allowedAkv),
-    ...(config.allowedKids ? { kidAllowlist: new KidAllowlist(config.allowedKids) } : {}),
-    ...(config.attestMaaKeys ? { attestMaaKeys: config.attestMaaKeys } : {}),
-    hostGuard: hostGuardPolicy({ allowedHosts: config.allowedHosts, allowedOrigins: config.allowedOrigins }),
-    ...(config.apiSecret ? { apiSecret: config.apiSecret } : {}),
+    ...(kidAllowlist ? { kidAllowlist } : {}),
     deadlineMs: limits.requestDeadlineMs,
     releaseSlots,
-    maxJsonDepth: limits.maxJsonDepth,
-    maxBodyBytes: limits.maxBodyBytes,
   });
-
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(config.port, config.host);
-    s.once('listening', () => resolve(s));
-    s.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new ConfigError(`cannot listen on ${config.host}:${config.port}: ${e.code ?? e.message}`, e)),
-    );
-  }).catch(async (e: unknown) => {
+  const cleanUpAfterFailedStart = async () => {
     fastPath.close();
     outbound.destroy();
     removeOwnedContextDir();
     tpmWatch?.stop();
     await cvmTpm?.close().catch(() => undefined);
-    throw e;
-  });
-  // Slow or stalled clients cannot hold a socket forever.
-  server.headersTimeout = limits.headersTimeoutMs;
-  server.requestTimeout = limits.requestTimeoutMs;
-  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
-  server.maxConnections = limits.maxConnections;
-  const port = (server.address() as AddressInfo).port;
-  const url = `http://${config.host}:${port}`;
+  };
+  const grpcPort = config.serverType === 'grpc' ? config.port : opts.grpcPort;
+  let grpc: RunningGrpc | undefined;
+  if (grpcPort !== undefined) {
+    // Loaded only when served: an HTTP-only sidecar never loads grpc-js.
+    const { startGrpcServer } = await import('../grpc/server');
+    const { KeyProvider } = await import('../grpc/key-provider');
+    grpc = await startGrpcServer({
+      keyProvider: new KeyProvider({ gate, attestation }),
+      logger,
+      metrics,
+      host: config.grpcHost,
+      port: grpcPort,
+      limits: { maxMessageBytes: limits.maxBodyBytes, ...opts.grpcLimits },
+      ...(config.apiSecret ? { apiSecret: config.apiSecret } : {}),
+    }).catch(async (e: unknown) => {
+      await cleanUpAfterFailedStart();
+      throw e;
+    });
+    logger.info('gRPC key provider listening', { address: grpc.target, services: ['keyprovider.KeyProviderService', 'key_provider.KeyProviderService'] });
+    if (!isLoopbackAddress(config.grpcHost)) logger.warn('SKR_GRPC_HOST is not a loopback address: the gRPC key provider serves callers beyond this container group', { host: config.grpcHost });
+  }
+
+  let server: Server | undefined;
+  if (config.serverType === 'http') {
+    const app = createApp({
+      attestation,
+      release,
+      logger,
+      metrics,
+      health,
+      gate,
+      isClosing: () => shuttingDown,
+      ...(config.attestMaaKeys ? { attestMaaKeys: config.attestMaaKeys } : {}),
+      hostGuard: hostGuardPolicy({ allowedHosts: config.allowedHosts, allowedOrigins: config.allowedOrigins }),
+      ...(config.apiSecret ? { apiSecret: config.apiSecret } : {}),
+      ...(kidAllowlist ? { kidAllowlist } : {}),
+      maxJsonDepth: limits.maxJsonDepth,
+      maxBodyBytes: limits.maxBodyBytes,
+    });
+
+    server = await new Promise<Server>((resolve, reject) => {
+      const s = app.listen(config.port, config.host);
+      s.once('listening', () => resolve(s));
+      s.once('error', (e: NodeJS.ErrnoException) =>
+        reject(new ConfigError(`cannot listen on ${config.host}:${config.port}: ${e.code ?? e.message}`, e)),
+      );
+    }).catch(async (e: unknown) => {
+      await grpc?.close(0);
+      await cleanUpAfterFailedStart();
+      throw e;
+    });
+    // Slow or stalled clients cannot hold a socket forever.
+    server.headersTimeout = limits.headersTimeoutMs;
+    server.requestTimeout = limits.requestTimeoutMs;
+    server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+    server.maxConnections = limits.maxConnections;
+  }
+  const port = server ? (server.address() as AddressInfo).port : (grpc as RunningGrpc).port;
+  const url = server ? `http://${config.host}:${port}` : `grpc://${(grpc as RunningGrpc).target}`;
   logger.info('sidecar listening', {
     url,
     platform: platformName,
@@ -372,11 +423,19 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       shuttingDown = true;
       fastPath.close();
       tpmWatch?.stop();
-      // Requests still running get the grace period; then their sockets are closed.
-      const force = setTimeout(() => server.closeAllConnections(), limits.shutdownGraceMs);
-      force.unref();
-      server.close(() => {
-        clearTimeout(force);
+      const httpClosed = new Promise<void>((done) => {
+        if (!server) return done();
+        // Requests still running get the grace period; then their sockets are closed.
+        const s = server;
+        const force = setTimeout(() => s.closeAllConnections(), limits.shutdownGraceMs);
+        force.unref();
+        s.close(() => {
+          clearTimeout(force);
+          done();
+        });
+        s.closeIdleConnections();
+      });
+      void Promise.all([httpClosed, grpc?.close(limits.shutdownGraceMs)]).then(() => {
         outbound.destroy();
         removeOwnedContextDir();
         // The TPM connection (one at a time on swtpm) is released with the server.
@@ -387,8 +446,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
           .catch(() => undefined)
           .then(() => resolve());
       });
-      server.closeIdleConnections();
     }));
-  return { url, port, server, evidence, platformName, securityContextDir: contextDir, platform, logger, metrics, health, close, ownsSecurityContextDir: ownedContextDir !== undefined };
+  return { url, port, serverType: config.serverType, server, ...(grpc ? { grpc } : {}), evidence, platformName, securityContextDir: contextDir, platform, logger, metrics, health, close, ownsSecurityContextDir: ownedContextDir !== undefined };
 }
 

@@ -138,11 +138,11 @@ describe('a real sidecar', () => {
 
   it('closes an idle keep-alive socket by itself', async () => {
     // Wait until the sockets of the previous test are gone from the server's count.
-    while ((await new Promise<number>((r) => sidecar.server.getConnections((_e, n) => r(n)))) > 0) await new Promise((r) => setTimeout(r, 20));
+    while ((await new Promise<number>((r) => sidecar.server?.getConnections((_e, n) => r(n)))) > 0) await new Promise((r) => setTimeout(r, 20));
     const s = await connect();
     const closed = new Promise<void>((r) => s.once('close', () => r()));
     expect(await statusOn(s)).toBe('HTTP/1.1 200 OK');
     await closed;
-    expect(sidecar.server.keepAliveTimeout).toBe(200);
+    expect(sidecar.server?.keepAliveTimeout).toBe(200);
   });
 });

@@ -19,6 +19,8 @@ function buildDist() {
   const steps = [
     [tsc, '-p', 'tsconfig.build.json', '--incremental', '--tsBuildInfoFile', info],
     [path.join(REPO, 'scripts', 'chmod-bin.js')],
+    // The files the compiled code loads at run time (the key provider's .proto files), as `npm run build` copies them.
+    [path.join(REPO, 'scripts', 'copy-assets.js')],
   ];
   for (const args of steps) {
     const r = spawnSync(process.execPath, args, { cwd: REPO, encoding: 'utf8' });

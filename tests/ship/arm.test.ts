@@ -89,7 +89,14 @@ describe('aci-arm-template.json', () => {
       const script = scriptFor((c.command as string[])[0]);
       for (const name of Object.keys(envOf(c))) expect([c.name, name, script.includes(`\${${name}`)]).toEqual([c.name, name, true]);
     }
-    expect(Object.keys(envOf(containers[0])).sort()).toEqual(['LogFile', 'LogLevel', 'Port', 'SkrSideCarArgs']);
+    expect(Object.keys(envOf(containers[0])).sort()).toEqual(['LogFile', 'LogLevel', 'Port', 'ServerType', 'SkrSideCarArgs']);
+  });
+
+  it('serverType chooses the HTTP API (default) or the gRPC key provider, the values skr.sh takes', () => {
+    const p = (t.parameters as Record<string, Json>).serverType;
+    expect(p).toMatchObject({ type: 'string', defaultValue: 'http', allowedValues: ['http', 'grpc'] });
+    expect(envOf(containers[0]).ServerType).toBe("[parameters('serverType')]");
+    expect(text('docker/skr.sh')).toMatch(/^\s*http\|grpc\) ;;$/m);
   });
 
   it('the sidecar port agrees everywhere: Port env, container port, the clients\' default address, EXPOSE', () => {

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { call } from '../helpers/grpc';
 import { REPO, SKR_BIN, freePort, killAll, readJson, run, start, statusOk, stop, waitFor, type Proc } from './helpers';
 
 const SKR_SH = path.join(REPO, 'docker', 'skr.sh');
@@ -124,13 +125,26 @@ describe('skr.sh arguments', () => {
     expect(r.out).toMatch(/SkrSideCarArgs\.certcache must be an object/);
   });
 
-  it('refuses ServerType grpc with a clear message, and any other non-http value', async () => {
-    const g = await run('sh', [SKR_SH], { env: env({ SKR_BIN, ServerType: 'grpc' }) });
-    expect(g.code).toBe(2);
-    expect(g.out).toMatch(/ServerType=grpc is not supported.*HTTP API only/);
+  it('ServerType=grpc serves the key provider on Port (a real gRPC client says hello) and exits 0 on SIGTERM', async () => {
+    const port = await freePort();
+    const p = start('sh', [SKR_SH], { env: env({ SKR_BIN, ServerType: 'gRPC', Port: String(port), SKR_SERVE_ARGS: '--simulate' }) });
+    try {
+      const hello = () => call(`127.0.0.1:${port}`, 'keyprovider', 'SayHello', { name: 'skr.sh' }).then((r) => (r.ok ? r.value : undefined));
+      expect(await waitFor('gRPC SayHello', hello, 20_000, p)).toEqual({ message: 'Hello skr.sh' });
+      expect(p.output()).toMatch(/ serve .*--server-type grpc/);
+      expect(p.output()).toMatch(new RegExp(`"address":"127\\.0\\.0\\.1:${port}"`));
+      expect(p.output()).toMatch(new RegExp(`sidecar ready at grpc://127\\.0\\.0\\.1:${port}`));
+      p.child.kill('SIGTERM');
+      expect((await p.exited).code).toBe(0);
+    } finally {
+      await stop(p);
+    }
+  });
+
+  it('refuses any ServerType but http and grpc', async () => {
     const x = await run('sh', [SKR_SH], { env: env({ SKR_BIN, ServerType: 'carrier-pigeon' }) });
     expect(x.code).toBe(2);
-    expect(x.out).toMatch(/ServerType="carrier-pigeon" is not supported: use http/);
+    expect(x.out).toMatch(/ServerType="carrier-pigeon" is not supported: use http \(the HTTP API\) or grpc/);
   });
 
   it('accepts ServerType http in any case, and names a bad LogLevel (from the sidecar)', async () => {

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -10,6 +10,8 @@ import { explainPolicy } from '../../akv/policy-explain';
 import { POLICY_TEMPLATES } from '../../akv/policy-templates';
 import { wipe } from '../../common/bytes';
 import { createHttpsFetch } from '../../common/https-fetch';
+import { KeyProviderClient } from '../../grpc/client';
+import { wrapToKey } from '../../grpc/key-info';
 import type { LocalState } from '../local-stack';
 import { CliError, type Out } from '../io';
 import { DEFAULT_STATE_DIR, STATE_FILE_NAME } from './local';
@@ -21,7 +23,8 @@ export const usage =
   '      release it through the sidecar, then show a refused release for a key pinned to another HOST_DATA;\n' +
   '      on `skr local --platform azure-cvm`: a key with the CVM policy released through the vTPM, then the refusals for\n' +
   '      top-level claim names, a compliance status the VM does not have, and a release after a simulated reboot\n' +
-  '      (the same on `--tee tdx`: the CVM policy template admits sevsnpvm and tdxvm)';
+  '      (the same on `--tee tdx`: the CVM policy template admits sevsnpvm and tdxvm);\n' +
+  '      with `skr local --grpc-port N`: also an image layer key unwrapped by the gRPC key provider (UnWrapKey)';
 
 export function readLocalState(file: string): LocalState {
   let text: string;
@@ -168,6 +171,7 @@ export async function demoCommand(args: string[], io: Out): Promise<number> {
       return 1;
     }
     io.out(`   refused as expected (${r2.status}): ${String(r2.body.error)}`);
+    if (state.grpcTarget && !(await grpcDemo(state, io, { fetch, credential }, policyFor(state.hostData), 4))) return 1;
     io.out('');
     io.out('demo OK: the key bound to this platform was released; the key bound to another policy was not.');
     return 0;
@@ -283,10 +287,42 @@ async function cvmDemo(state: LocalState, io: Out, c: DemoClients): Promise<numb
   if (!m2.same) return 1;
   io.out('   (with re-attestation off the stale unwrap fails with the TPM\'s reason, e.g. TPM2_RSA_Decrypt: TPM_RC_POLICY_FAIL;');
   io.out('   the sidecar always re-attests once, so that case is shown by tests/cvm/tpm-kek-release.test.ts)');
+  if (state.grpcTarget && !(await grpcDemo(state, io, c, buildReleasePolicy({ authority, anyOfGroups: cvmGroups }), 6))) return 1;
   io.out('');
   io.out('demo OK: the key with the CVM policy was released through the vTPM, before and after a reboot; the top-level-claim');
   io.out('policy and the compliance-status policy were refused.');
   return 0;
+}
+
+/**
+ * With `skr local --grpc-port`: an encrypted image's layer options wrapped to an RSA key in the vault
+ * (as `skr wrap` does), given back by the gRPC key provider's UnWrapKey (what ocicrypt calls).
+ */
+async function grpcDemo(state: LocalState, io: Out, c: DemoClients, policy: ReleasePolicy, step: number): Promise<boolean> {
+  const target = state.grpcTarget as string;
+  io.out(`${step}. gRPC key provider at ${target}: an RSA-HSM key in the vault (${state.vaultEndpoint}) with the same policy wraps an`);
+  io.out('   image layer\'s options (`skr wrap`); UnWrapKey, as ocicrypt calls it, releases the key and unwraps them');
+  const pair = generateKeyPairSync('rsa', { modulusLength: 3072 });
+  const k = await importReleasableKey({
+    vaultEndpoint: state.vaultEndpoint, name: 'skr-demo-image-key', jwk: sdkJwkFor('RSA-HSM', pair.privateKey), policy,
+    credential: c.credential, fetch: c.fetch, relaxedChallenge: true,
+  });
+  const opts = Buffer.from(JSON.stringify({ symkey: randomBytes(32).toString('base64'), cipher: 'AES_256_CTR_HMAC_SHA256' }));
+  const packet = wrapToKey(opts, { kid: 'skr-demo-image-key', publicKey: pair.publicKey, kmsEndpoint: state.vaultEndpoint, attesterEndpoint: state.maaEndpoint });
+  io.out(`   annotation org.opencontainers.image.enc.keys.provider.attestation-agent: ${packet.toString('base64').slice(0, 48)}… (kid ${k.keyId})`);
+  const client = new KeyProviderClient(target);
+  try {
+    const back = await client.unwrapKey(packet);
+    const same = back.equals(opts);
+    io.out(`   UnWrapKey gave the layer options back, thumbprint ${thumbprint(back)} ${same ? '(matches what was wrapped)' : '(DOES NOT MATCH)'}`);
+    wipe(back, opts);
+    return same;
+  } catch (e) {
+    io.err(`   UnWrapKey FAILED: ${(e as Error).message}`);
+    return false;
+  } finally {
+    client.close();
+  }
 }
 
 function explain(policy: ReleasePolicy, token: string): string[] {

@@ -10,11 +10,12 @@ import { exitOnSignals } from './serve';
 export type { LocalState } from '../local-stack';
 
 export const usage =
-  'skr local [--platform aci|azure-cvm [--tee sevsnp|tdx]] [--port 8080] [--state-dir DIR] [--state-file FILE] [--log-level L]\n' +
+  'skr local [--platform aci|azure-cvm [--tee sevsnp|tdx]] [--port 8080] [--grpc-port N] [--state-dir DIR] [--state-file FILE] [--log-level L]\n' +
   '      run the whole stack on loopback: the sidecar on a simulated SEV-SNP platform (test AMD chain) with IMDS, MAA,\n' +
   '      Key Vault and Managed HSM emulators; --platform azure-cvm runs a swtpm (apt-get install -y swtpm swtpm-tools)\n' +
   '      provisioned as a simulated Azure confidential VM behind a simulated paravisor, and MAA\'s /attest/AzureGuest;\n' +
-  '      --tee tdx makes it an Intel TDX CVM (simulated TD module and quoting enclave, TEST-ONLY Intel-like chain, IMDS /acc/tdquote)';
+  '      --tee tdx makes it an Intel TDX CVM (simulated TD module and quoting enclave, TEST-ONLY Intel-like chain, IMDS /acc/tdquote)\n' +
+  '      --grpc-port N also serves the gRPC key provider (ocicrypt\'s KeyProviderService) on 127.0.0.1:N (state file: grpcTarget)';
 
 export const DEFAULT_STATE_DIR = process.env.SKR_LOCAL_STATE_DIR ?? path.join(os.homedir(), '.skr-local');
 export const STATE_FILE_NAME = 'state.json';
@@ -46,6 +47,7 @@ export function summary(s: LocalState, stateFile: string): string[] {
     '',
     ...(s.tpm ? [`  vTPM (paravisor)   ${s.tpm.endpoint}   (swtpm pid ${s.tpm.swtpmPid})`] : []),
     `  sidecar            ${u}`,
+    ...(s.grpcTarget ? [`  gRPC key provider  ${s.grpcTarget}   (keyprovider.KeyProviderService, key_provider.KeyProviderService)`] : []),
     `  MAA emulator       https://${s.maaEndpoint}   (maa_endpoint: ${s.maaEndpoint})`,
     `  Key Vault          https://${s.vaultEndpoint}   (akv_endpoint: ${s.vaultEndpoint})`,
     `  Managed HSM        https://${s.hsmEndpoint}   (akv_endpoint: ${s.hsmEndpoint})`,
@@ -71,7 +73,7 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { platform: { type: 'string' }, tee: { type: 'string' }, port: { type: 'string' }, 'state-dir': { type: 'string' }, 'state-file': { type: 'string' }, 'log-level': { type: 'string' } },
+    options: { platform: { type: 'string' }, tee: { type: 'string' }, port: { type: 'string' }, 'grpc-port': { type: 'string' }, 'state-dir': { type: 'string' }, 'state-file': { type: 'string' }, 'log-level': { type: 'string' } },
   });
   if (positionals.length) throw new CliError(`unexpected argument "${positionals[0]}"\nusage: ${usage}`);
   const platform = values.platform ?? 'aci';
@@ -82,8 +84,10 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   // Every argument is checked before anything is printed or started.
   let port: number;
   let logLevel: ReturnType<typeof parseLogLevel>;
+  let grpcPort: number | undefined;
   try {
     port = parsePort(values.port ?? '8080');
+    if (values['grpc-port'] !== undefined) grpcPort = parsePort(values['grpc-port']);
     logLevel = parseLogLevel(values['log-level'] ?? 'warning');
   } catch (e) {
     throw new CliError(`${(e as Error).message}\nusage: ${usage}`);
@@ -94,7 +98,7 @@ export async function localCommand(args: string[], io: Out): Promise<number> {
   const releaseEnc = parseReleaseEnc(process.env.SKR_RELEASE_ENC);
   const { startLocalStack } = await loadLocalStack();
   io.err(`skr local: starting (state in ${stateDir}) ...`);
-  const stack = await startLocalStack({ stateDir, port, logLevel, platform, releaseEnc, ...(platform === 'azure-cvm' ? { tee } : {}) });
+  const stack = await startLocalStack({ stateDir, port, logLevel, platform, releaseEnc, ...(platform === 'azure-cvm' ? { tee } : {}), ...(grpcPort !== undefined ? { grpcPort } : {}) });
   // Signal handlers first: whoever waits for the state file or the summary may stop us right after.
   exitOnSignals(async () => {
     await stack.close();

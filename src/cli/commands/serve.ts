@@ -6,7 +6,7 @@ import { redactString } from '../../server/logger';
 import { CliError, type Out } from '../io';
 
 export const usage =
-  'skr serve [--port N] [--platform auto|aci|azure-cvm] [--tpm tcp:127.0.0.1:PORT|/dev/tpmrm0] [--tpm-timeout SECONDS] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR] [--extra-ca PEM]... [--request-deadline SECONDS]\n' +
+  'skr serve [--server-type http|grpc] [--port N] [--platform auto|aci|azure-cvm] [--tpm tcp:127.0.0.1:PORT|/dev/tpmrm0] [--tpm-timeout SECONDS] [--simulate] [--security-policy FILE] [--security-context-dir DIR] [--log-level L] [--log-file F] [--cert-cache-dir DIR] [--extra-ca PEM]... [--request-deadline SECONDS]\n' +
   '      serve the sidecar API on 127.0.0.1 (env: Port, LogLevel, LogFile, SkrSideCarArgs, SKR_ALLOWED_MAA, SKR_ALLOWED_AKV,\n' +
   '      SKR_ALLOWED_KIDS, SKR_ATTEST_MAA_KEYS, SKR_ALLOWED_HOSTS, SKR_ALLOWED_ORIGINS, SKR_API_SECRET[_FILE], SKR_REQUEST_DEADLINE_SECONDS, SKR_TPM_TIMEOUT_SECONDS,\n' +
   '      SKR_PLATFORM, SKR_TPM). --platform auto (default) uses the SEV-SNP device of an ACI/AKS container group, else the vTPM\n' +
@@ -44,6 +44,7 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
     allowPositionals: true,
     options: {
       port: { type: 'string' },
+      'server-type': { type: 'string' },
       simulate: { type: 'boolean' },
       platform: { type: 'string' },
       tpm: { type: 'string' },
@@ -60,6 +61,7 @@ export async function serveCommand(args: string[], io: Out): Promise<number> {
   if (positionals.length) throw new CliError(`unexpected argument "${positionals[0]}"\nusage: ${usage}`);
   const config = loadServerConfig({
     port: values.port,
+    serverType: values['server-type'],
     simulate: values.simulate,
     platform: values.platform,
     tpm: values.tpm,
