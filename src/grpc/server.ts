@@ -17,6 +17,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { SkrError } from '../common/errors';
 import { clip } from '../common/clip';
+import { ReleaseRefusedError } from '../akv/vault-release';
 import { describeErrorChain } from '../common/redact';
 import { ConfigError } from '../common/errors';
 import { isLoopbackAddress, secretMatches } from '../server/guard';
@@ -140,7 +141,16 @@ function awaitPreface(socket: net.Socket, timeoutMs: number, then: () => void): 
   socket.on('data', onData);
 }
 
+/** Trailer carrying a refused release's explanation: the JSON object the HTTP 403 carries as `explanation`. */
+export const EXPLANATION_TRAILER = 'skr-explanation-bin';
+
 function grpcError(err: unknown): Partial<grpc.StatusObject> {
+  if (err instanceof ReleaseRefusedError && err.explanation) {
+    // Bounded at its source (release-explanation.ts), as in the HTTP answer.
+    const metadata = new grpc.Metadata();
+    metadata.set(EXPLANATION_TRAILER, Buffer.from(JSON.stringify(err.explanation), 'utf8'));
+    return { code: grpcCodeOf(statusOf(err)), details: describe(err), metadata };
+  }
   if (err instanceof SkrError) return { code: grpcCodeOf(statusOf(err)), details: describe(err) };
   return { code: grpc.status.INTERNAL, details: 'internal error' };
 }

@@ -130,6 +130,9 @@ describe('gRPC key provider on the local stack', () => {
     // Request ids differ per call; the explanation is the same.
     const strip = (s: string) => s.replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, 'ID');
     expect(strip(r.details)).toBe(strip(http.json.error as string));
+    // The structured explanation the 403 body carries, in the skr-explanation-bin trailer.
+    expect(http.json.explanation).toMatchObject({ policyRead: true, claimsSatisfyPolicy: false });
+    expect(r.explanation).toEqual(http.json.explanation);
   });
 
   it('a vault that never answers: DEADLINE_EXCEEDED naming the deadline; one answering garbage: UNAVAILABLE naming the vault', async () => {

@@ -27,7 +27,8 @@ export function decodeResponse<T = Record<string, unknown>>(pkg: string, method:
   return methodDef(pkg, method).responseDeserialize(body) as T;
 }
 
-export type UnaryResult = { ok: true; body: Buffer } | { ok: false; code: grpc.status; details: string };
+export type UnaryFailure = { ok: false; code: grpc.status; details: string; explanation?: unknown };
+export type UnaryResult = { ok: true; body: Buffer } | UnaryFailure;
 
 /** One unary call with raw request bytes. */
 export function unaryRaw(target: string, path: string, body: Buffer, opts: { metadata?: grpc.Metadata; deadlineMs?: number } = {}): Promise<UnaryResult> {
@@ -42,15 +43,18 @@ export function unaryRaw(target: string, path: string, body: Buffer, opts: { met
       { deadline: Date.now() + (opts.deadlineMs ?? 30_000) },
       (err, value) => {
         client.close();
-        if (err) resolve({ ok: false, code: err.code, details: err.details });
-        else resolve({ ok: true, body: value as Buffer });
+        if (err) {
+          // A refused release's explanation travels in the skr-explanation-bin trailer.
+          const ex = err.metadata?.get('skr-explanation-bin')[0];
+          resolve({ ok: false, code: err.code, details: err.details, ...(ex !== undefined ? { explanation: JSON.parse(ex.toString()) as unknown } : {}) });
+        } else resolve({ ok: true, body: value as Buffer });
       },
     );
   });
 }
 
 /** A call as a typed client makes it: protobufjs encodes the request and decodes the answer. */
-export async function call<T = Record<string, unknown>>(target: string, pkg: string, method: string, request: object, opts: { metadata?: grpc.Metadata } = {}): Promise<{ ok: true; value: T } | { ok: false; code: grpc.status; details: string }> {
+export async function call<T = Record<string, unknown>>(target: string, pkg: string, method: string, request: object, opts: { metadata?: grpc.Metadata } = {}): Promise<{ ok: true; value: T } | UnaryFailure> {
   const r = await unaryRaw(target, `/${pkg}.KeyProviderService/${method}`, encodeRequest(pkg, method, request), opts);
   return r.ok ? { ok: true, value: decodeResponse<T>(pkg, method, r.body) } : r;
 }
@@ -71,7 +75,7 @@ export function ocicryptWrapInput(agentParam: string, optsData: Buffer | string)
   );
 }
 
-export async function unwrap(target: string, pkg: string, input: Buffer): Promise<{ ok: true; output: Record<string, unknown> } | { ok: false; code: grpc.status; details: string }> {
+export async function unwrap(target: string, pkg: string, input: Buffer): Promise<{ ok: true; output: Record<string, unknown> } | UnaryFailure> {
   const r = await call<{ key_provider_key_wrap_protocol_output: Buffer }>(target, pkg, 'UnWrapKey', { key_provider_key_wrap_protocol_input: input });
   return r.ok ? { ok: true, output: JSON.parse(r.value.key_provider_key_wrap_protocol_output.toString('utf8')) as Record<string, unknown> } : r;
 }
