@@ -18,7 +18,7 @@ import { buildReleasePolicy, decodeReleasePolicy, encodeReleasePolicy, evaluateR
 import { explainPolicy } from '../../src/akv/policy-explain';
 import { loadServerConfig } from '../../src/server/config';
 import { STRING_FUNCTIONS, evaluate, type ArmContext } from './arm-expr';
-import { itIsWellFormedTemplate, RELEASE_USER_ROLE, type Json } from './arm-template';
+import { itIsWellFormedTemplate, KEY_READER_ROLE, RELEASE_USER_ROLE, type Json } from './arm-template';
 import { REPO } from './helpers';
 import { parseYamlSubset, YamlSubsetError } from './yaml-subset';
 
@@ -175,6 +175,14 @@ describe('cvm-arm-template.json: the deployment the documents describe', () => {
     expect(vm.identity).toEqual({ type: 'UserAssigned', userAssignedIdentities: { "[variables('identityId')]": {} } });
     // The VM comes up only once its identity may release: the first boot can already do it.
     expect(vm.dependsOn).toContain(`[extensionResourceId(variables('vaultId'), 'Microsoft.Authorization/roleAssignments', ${String(release?.name).slice(1, -1)})]`);
+  });
+
+  it('grants the identity Key Vault Reader on the vault, so a refused release can be explained (the key\'s release policy is read)', () => {
+    expect(vars.keyReaderRoleId).toBe(KEY_READER_ROLE);
+    const reader = byType('Microsoft.Authorization/roleAssignments').find((r) => String((r.properties as Json).roleDefinitionId).includes("variables('keyReaderRoleId')"));
+    expect(reader?.scope).toBe("[format('Microsoft.KeyVault/vaults/{0}', parameters('vaultName'))]");
+    expect(reader?.properties).toMatchObject({ principalId: "[reference(variables('identityId'), '2023-01-31').principalId]", principalType: 'ServicePrincipal' });
+    expect(reader?.name).toBe("[guid(variables('vaultId'), variables('identityId'), variables('keyReaderRoleId'))]");
   });
 
   it('outputs what docs/deploy-cvm.md uses', () => {

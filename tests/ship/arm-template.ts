@@ -15,6 +15,8 @@ export const loadJson = (rel: string) => JSON.parse(fs.readFileSync(path.join(RE
 
 /** Key Vault Crypto Service Release User (built-in role). */
 export const RELEASE_USER_ROLE = '08bbd89e-9f13-488c-ac41-acfcb10c90ab';
+/** Key Vault Reader: keys/read, so the sidecar can read a refused key's release policy and explain the 403. */
+export const KEY_READER_ROLE = '21090545-7ca7-4776-b22c-e363652d74d2';
 
 export function refs(src: string, kind: 'parameters' | 'variables'): Set<string> {
   return new Set([...src.matchAll(new RegExp(`${kind}\\('([^']+)'\\)`, 'g'))].map((m) => m[1]));

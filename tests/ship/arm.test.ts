@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { itIsWellFormedTemplate, loadJson as load, RELEASE_USER_ROLE, strings, type Json } from './arm-template';
+import { itIsWellFormedTemplate, loadJson as load, KEY_READER_ROLE, RELEASE_USER_ROLE, strings, type Json } from './arm-template';
 import { REPO } from './helpers';
 
 const text = (rel: string) => fs.readFileSync(path.join(REPO, rel), 'utf8');
@@ -151,6 +151,14 @@ describe('keyvault-arm-template.json', () => {
       principalType: 'ServicePrincipal',
     });
     expect(release?.dependsOn).toEqual(["[variables('vaultId')]", "[variables('identityId')]"]);
+  });
+
+  it('grants the identity Key Vault Reader on the vault, so a refused release can be explained (the key\'s release policy is read)', () => {
+    expect((t.variables as Json).keyReaderRoleId).toBe(KEY_READER_ROLE);
+    const reader = byType('Microsoft.Authorization/roleAssignments').find((r) => String((r.properties as Json).roleDefinitionId).includes("variables('keyReaderRoleId')"));
+    expect(reader?.scope).toBe("[format('Microsoft.KeyVault/vaults/{0}', parameters('vaultName'))]");
+    expect(reader?.properties).toMatchObject({ principalId: "[reference(variables('identityId'), '2023-01-31').principalId]", principalType: 'ServicePrincipal' });
+    expect(reader?.name).toBe("[guid(variables('vaultId'), variables('identityId'), variables('keyReaderRoleId'))]");
   });
 
   it('optionally grants the identity AcrPull on the registry holding the image', () => {
