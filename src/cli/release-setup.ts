@@ -28,6 +28,19 @@ type Fetch = ReturnType<typeof createHttpsFetch>;
 export const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
 export const DEFAULT_TPM = '/dev/tpmrm0';
 
+/** The parseArgs options `skr release` and `skr doctor` share: the release to make (or check) and the parts that make it. */
+export const RELEASE_OPTIONS = {
+  maa: { type: 'string' },
+  akv: { type: 'string' },
+  kid: { type: 'string' },
+  tpm: { type: 'string' },
+  simulate: { type: 'boolean' },
+  imds: { type: 'string' },
+  'client-id': { type: 'string' },
+  ca: { type: 'string', multiple: true },
+  'managed-hsm': { type: 'boolean' },
+} as const;
+
 export interface Platform {
   name: string;
   attester: Attester;

@@ -4,5 +4,6 @@ export * from './errors';
 export * from './marshal';
 export * from './structures';
 export * from './transport';
+export * from './command-stream';
 export * from './client';
 export * from './templates';

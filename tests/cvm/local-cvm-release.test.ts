@@ -5,21 +5,16 @@
  * the sidecar is configured with; a policy with the top-level claim names is refused (403) naming the
  * claim, its `explanation` pointing at the x-ms-isolation-tee. name; after a simulated reboot (swtpm reset) the sidecar re-attests once and releases again.
  */
-import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { providerCredential } from '../../src/akv/credentials';
-import { TokenProvider } from '../../src/akv/identity';
-import { importReleasableKey, sdkJwkFor, type ImportKty } from '../../src/akv/import-key';
-import { buildReleasePolicy } from '../../src/akv/policy';
 import { POLICY_TEMPLATES } from '../../src/akv/policy-templates';
 import type { ReleaseEnc } from '../../src/akv/wrap';
 import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
-import { createHttpsFetch } from '../../src/common/https-fetch';
 import { runCli } from '../helpers/cli';
+import { jwkOf, localStackKeys, type LocalStackKeys } from '../helpers/local-stack-keys';
 import { swtpmAvailable, SWTPM_INSTALL } from '../helpers/swtpm';
-import { postJson } from '../helpers/sidecar';
 
 // One state directory for the three stacks (one after the other): the IMDS emulator keeps its signing
 // key there, so managed-identity tokens cached in this process stay valid across them.
@@ -32,52 +27,34 @@ const CVM_CLAIMS: { claim: string; equals: string }[] = POLICY_TEMPLATES['azure-
 
 describe.each<ReleaseEnc>(['RSA_AES_KEY_WRAP_256', 'CKM_RSA_AES_KEY_WRAP', 'RSA_AES_KEY_WRAP_384'])('/key/release on skr local --platform azure-cvm, SKR_RELEASE_ENC=%s', (enc) => {
   let stack: LocalStack;
-  let fetch: ReturnType<typeof createHttpsFetch>;
-  let credential: ReturnType<typeof providerCredential>;
+  let keys: LocalStackKeys;
 
   beforeAll(async () => {
     if (!swtpmAvailable()) throw new Error(`swtpm is not installed: ${SWTPM_INSTALL}`);
     dir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'skr-local-cvm-release-'));
     stack = await startLocalStack({ stateDir: dir, port: 0, platform: 'azure-cvm', logLevel: 'error', releaseEnc: enc });
-    const ca = fs.readFileSync(stack.state.caCertPath, 'utf8');
-    fetch = createHttpsFetch({ extraCaPem: [ca], keepAlive: false });
-    credential = providerCredential(new TokenProvider({ imdsEndpoint: stack.state.imdsUrl, extraCaPem: [ca] }));
+    keys = localStackKeys(stack, [CVM_CLAIMS]);
   }, 60_000);
   afterAll(async () => {
-    fetch?.destroy();
+    keys?.destroy();
     await stack?.close();
   });
 
-  async function importKey(name: string, kty: ImportKty, material: Buffer | KeyObject, endpoint: string, claims = CVM_CLAIMS): Promise<string> {
-    const k = await importReleasableKey({
-      vaultEndpoint: endpoint,
-      name,
-      jwk: sdkJwkFor(kty, material),
-      policy: buildReleasePolicy({ authority: `https://${stack.state.maaEndpoint}`, anyOfGroups: [claims] }),
-      credential,
-      fetch,
-      relaxedChallenge: true,
-    });
-    return `${name}/${k.version}`;
-  }
-  const release = (kid: string, akv: string) => postJson(`${stack.sidecar.url}/key/release`, { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: akv, kid });
-  const jwkOf = (r: { json: Record<string, unknown> }) => JSON.parse(String(r.json.key)) as Record<string, string>;
-
   it('releases an oct key from the Managed HSM, an RSA and an EC key from the vault, as the vault holds them', async () => {
     const bytes = randomBytes(32);
-    const oct = await release(await importKey('cvm-http-oct', 'oct-HSM', bytes, stack.state.hsmEndpoint), stack.state.hsmEndpoint);
+    const oct = await keys.release(await keys.importKey('cvm-http-oct', 'oct-HSM', bytes, stack.state.hsmEndpoint), stack.state.hsmEndpoint);
     expect(oct.json.error).toBeUndefined();
     expect(oct.status).toBe(200);
     expect(Buffer.from(jwkOf(oct).k, 'base64url')).toEqual(bytes);
 
     const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
-    const r = await release(await importKey('cvm-http-rsa', 'RSA-HSM', rsa, stack.state.vaultEndpoint), stack.state.vaultEndpoint);
+    const r = await keys.release(await keys.importKey('cvm-http-rsa', 'RSA-HSM', rsa, stack.state.vaultEndpoint), stack.state.vaultEndpoint);
     expect(r.status).toBe(200);
     const want = rsa.export({ format: 'jwk' });
     expect(jwkOf(r)).toMatchObject({ kty: 'RSA', n: want.n, d: want.d, p: want.p, q: want.q });
 
     const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
-    const e = await release(await importKey('cvm-http-ec', 'EC-HSM', ec, stack.state.vaultEndpoint), stack.state.vaultEndpoint);
+    const e = await keys.release(await keys.importKey('cvm-http-ec', 'EC-HSM', ec, stack.state.vaultEndpoint), stack.state.vaultEndpoint);
     expect(e.status).toBe(200);
     const wantEc = ec.export({ format: 'jwk' });
     expect(jwkOf(e)).toMatchObject({ kty: 'EC', crv: 'P-256', x: wantEc.x, y: wantEc.y, d: wantEc.d });
@@ -86,11 +63,13 @@ describe.each<ReleaseEnc>(['RSA_AES_KEY_WRAP_256', 'CKM_RSA_AES_KEY_WRAP', 'RSA_
   if (enc !== 'RSA_AES_KEY_WRAP_256') return;
 
   it('a policy with the top-level claim names is refused (403) naming the claim; no key in the answer', async () => {
-    const kid = await importKey('cvm-http-top-level', 'oct-HSM', randomBytes(32), stack.state.hsmEndpoint, [
-      { claim: 'x-ms-attestation-type', equals: 'sevsnpvm' },
-      { claim: 'x-ms-compliance-status', equals: 'azure-compliant-cvm' },
+    const kid = await keys.importKey('cvm-http-top-level', 'oct-HSM', randomBytes(32), stack.state.hsmEndpoint, [
+      [
+        { claim: 'x-ms-attestation-type', equals: 'sevsnpvm' },
+        { claim: 'x-ms-compliance-status', equals: 'azure-compliant-cvm' },
+      ],
     ]);
-    const r = await release(kid, stack.state.hsmEndpoint);
+    const r = await keys.release(kid, stack.state.hsmEndpoint);
     expect(r.status).toBe(403);
     expect(String(r.json.error)).toMatch(/x-ms-attestation-type/);
     expect(r.json.key).toBeUndefined();
@@ -102,15 +81,15 @@ describe.each<ReleaseEnc>(['RSA_AES_KEY_WRAP_256', 'CKM_RSA_AES_KEY_WRAP', 'RSA_
 
   it('after a simulated reboot (swtpm reset) the sidecar re-attests once and releases again', async () => {
     const bytes = randomBytes(32);
-    const kid = await importKey('cvm-http-reboot', 'oct-HSM', bytes, stack.state.hsmEndpoint);
-    const first = await release(kid, stack.state.hsmEndpoint);
+    const kid = await keys.importKey('cvm-http-reboot', 'oct-HSM', bytes, stack.state.hsmEndpoint);
+    const first = await keys.release(kid, stack.state.hsmEndpoint);
     expect(first.status).toBe(200);
     const before = stack.maa.issuedTokens.length;
     // Reused within the boot: no new token.
-    expect((await release(kid, stack.state.hsmEndpoint)).status).toBe(200);
+    expect((await keys.release(kid, stack.state.hsmEndpoint)).status).toBe(200);
     expect(stack.maa.issuedTokens.length).toBe(before);
     await stack.reboot();
-    const after = await release(kid, stack.state.hsmEndpoint);
+    const after = await keys.release(kid, stack.state.hsmEndpoint);
     expect(after.json.error).toBeUndefined();
     expect(after.status).toBe(200);
     expect(Buffer.from(jwkOf(after).k, 'base64url')).toEqual(bytes);

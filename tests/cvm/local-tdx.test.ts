@@ -5,23 +5,19 @@
  * evidence with src/tdx. Driven over HTTP: /status names the TEE, /attest/raw and /attest/combined answer the
  * TD quote and the HCL report, and oct, RSA and EC keys are released through the vTPM.
  */
-import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { decodeJwt } from 'jose';
-import { providerCredential } from '../../src/akv/credentials';
-import { TokenProvider } from '../../src/akv/identity';
-import { importReleasableKey, sdkJwkFor, type ImportKty } from '../../src/akv/import-key';
-import { buildReleasePolicy } from '../../src/akv/policy';
 import { POLICY_TEMPLATES } from '../../src/akv/policy-templates';
 import { startLocalStack, type LocalStack } from '../../src/cli/local-stack';
-import { createHttpsFetch } from '../../src/common/https-fetch';
 import { checkClaimsBinding, claimsUserData, parseTdxHclReport } from '../../src/cvm/hcl';
 import { IntelTrustStore } from '../../src/tdx/roots';
 import { TEST_ONLY_INTEL_ROOT_PEM } from '../../src/tdx/simulator';
 import { checkTdReportBinding, verifyTdQuote } from '../../src/tdx/verify';
 import { runCli } from '../helpers/cli';
+import { jwkOf, localStackKeys, type LocalStackKeys } from '../helpers/local-stack-keys';
 import { postJson } from '../helpers/sidecar';
 import { swtpmAvailable, SWTPM_INSTALL } from '../helpers/swtpm';
 
@@ -31,37 +27,19 @@ const simulatedIntel = new IntelTrustStore({ extraRootsPem: [TEST_ONLY_INTEL_ROO
 describe('skr local --platform azure-cvm --tee tdx', () => {
   let dir: string;
   let stack: LocalStack;
-  let fetch: ReturnType<typeof createHttpsFetch>;
-  let credential: ReturnType<typeof providerCredential>;
+  let keys: LocalStackKeys;
 
   beforeAll(async () => {
     if (!swtpmAvailable()) throw new Error(`swtpm is not installed: ${SWTPM_INSTALL}`);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-local-tdx-'));
     stack = await startLocalStack({ stateDir: dir, port: 0, platform: 'azure-cvm', tee: 'tdx', logLevel: 'error' });
-    const ca = fs.readFileSync(stack.state.caCertPath, 'utf8');
-    fetch = createHttpsFetch({ extraCaPem: [ca], keepAlive: false });
-    credential = providerCredential(new TokenProvider({ imdsEndpoint: stack.state.imdsUrl, extraCaPem: [ca] }));
+    keys = localStackKeys(stack, TEMPLATE);
   }, 60_000);
   afterAll(async () => {
-    fetch?.destroy();
+    keys?.destroy();
     await stack?.close();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
-
-  async function importKey(name: string, kty: ImportKty, material: Buffer | KeyObject, endpoint: string, groups = TEMPLATE): Promise<string> {
-    const k = await importReleasableKey({
-      vaultEndpoint: endpoint,
-      name,
-      jwk: sdkJwkFor(kty, material),
-      policy: buildReleasePolicy({ authority: `https://${stack.state.maaEndpoint}`, anyOfGroups: groups }),
-      credential,
-      fetch,
-      relaxedChallenge: true,
-    });
-    return `${name}/${k.version}`;
-  }
-  const release = (kid: string, akv: string) => postJson(`${stack.sidecar.url}/key/release`, { maa_endpoint: stack.state.maaEndpoint, akv_endpoint: akv, kid });
-  const jwkOf = (r: { json: Record<string, unknown> }) => JSON.parse(String(r.json.key)) as Record<string, string>;
 
   it('/status names the platform and the TEE; the state file says tdx', async () => {
     expect(await (await globalThis.fetch(`${stack.sidecar.url}/status`)).json()).toEqual({ message: 'Status OK', platform: 'azure-cvm', tee: 'tdx' });
@@ -124,19 +102,19 @@ describe('skr local --platform azure-cvm --tee tdx', () => {
 
   it('releases oct (Managed HSM), RSA and EC (vault) keys with the CVM template through the vTPM', async () => {
     const bytes = randomBytes(32);
-    const oct = await release(await importKey('tdx-oct', 'oct-HSM', bytes, stack.state.hsmEndpoint), stack.state.hsmEndpoint);
+    const oct = await keys.release(await keys.importKey('tdx-oct', 'oct-HSM', bytes, stack.state.hsmEndpoint), stack.state.hsmEndpoint);
     expect(oct.json.error).toBeUndefined();
     expect(oct.status).toBe(200);
     expect(Buffer.from(jwkOf(oct).k, 'base64url')).toEqual(bytes);
 
     const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
-    const r = await release(await importKey('tdx-rsa', 'RSA-HSM', rsa, stack.state.vaultEndpoint), stack.state.vaultEndpoint);
+    const r = await keys.release(await keys.importKey('tdx-rsa', 'RSA-HSM', rsa, stack.state.vaultEndpoint), stack.state.vaultEndpoint);
     expect(r.status).toBe(200);
     const want = rsa.export({ format: 'jwk' });
     expect(jwkOf(r)).toMatchObject({ kty: 'RSA', n: want.n, d: want.d });
 
     const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
-    const e = await release(await importKey('tdx-ec', 'EC-HSM', ec, stack.state.vaultEndpoint), stack.state.vaultEndpoint);
+    const e = await keys.release(await keys.importKey('tdx-ec', 'EC-HSM', ec, stack.state.vaultEndpoint), stack.state.vaultEndpoint);
     expect(e.status).toBe(200);
     const wantEc = ec.export({ format: 'jwk' });
     expect(jwkOf(e)).toMatchObject({ kty: 'EC', crv: 'P-256', x: wantEc.x, d: wantEc.d });
@@ -146,8 +124,8 @@ describe('skr local --platform azure-cvm --tee tdx', () => {
   }, 120_000);
 
   it('a policy for SEV-SNP CVMs only is refused (403) on the TDX CVM; no key in the answer', async () => {
-    const kid = await importKey('tdx-snp-only', 'oct-HSM', randomBytes(32), stack.state.hsmEndpoint, [TEMPLATE[0]]);
-    const r = await release(kid, stack.state.hsmEndpoint);
+    const kid = await keys.importKey('tdx-snp-only', 'oct-HSM', randomBytes(32), stack.state.hsmEndpoint, [TEMPLATE[0]]);
+    const r = await keys.release(kid, stack.state.hsmEndpoint);
     expect(r.status).toBe(403);
     expect(r.json.key).toBeUndefined();
   }, 60_000);

@@ -5,7 +5,7 @@
  * command, the way a flaky link or a hostile host would. Counts what it saw per command code.
  */
 import * as net from 'node:net';
-import { HEADER_BYTES, MAX_RESPONSE_BYTES, SwtpmTcpTransport } from '../../src/tpm';
+import { readTpmCommands, SwtpmTcpTransport } from '../../src/tpm';
 
 export type HostileAction =
   /** Response lost: the client's connection is closed instead. */
@@ -75,54 +75,34 @@ export class HostileTpmProxy {
     this.sockets.add(s);
     s.on('close', () => this.sockets.delete(s));
     s.on('error', () => s.destroy());
-    let buf = Buffer.alloc(0);
-    let busy = false;
-    const pump = async (): Promise<void> => {
-      if (busy) return;
-      busy = true;
-      try {
-        while (buf.length >= HEADER_BYTES && !s.destroyed) {
-          const size = buf.readUInt32BE(2);
-          if (size < HEADER_BYTES || size > MAX_RESPONSE_BYTES) return void s.destroy();
-          if (buf.length < size) break;
-          const cmd = Buffer.from(buf.subarray(0, size));
-          buf = buf.subarray(size);
-          const cc = cmd.readUInt32BE(6);
-          this.seen.set(cc, (this.seen.get(cc) ?? 0) + 1);
-          const action = this.take(cc);
-          // The TPM always executes the command: what goes wrong is the way back.
-          const res = await this.upstream.send(cmd);
-          if (s.destroyed) return;
-          if (action === 'drop') return void s.destroy();
-          if (action === 'silent') {
-            // Swallow this and everything after it on this connection.
-            s.removeAllListeners('data');
-            return;
-          }
-          const previous = this.last;
-          this.last = res;
-          if (action === 'stray-first' && previous) {
-            s.write(previous);
-            setTimeout(() => s.destroyed || s.write(res), 20);
-            continue;
-          }
-          if (action === 'corrupt') {
-            const bad = Buffer.from(res);
-            bad.writeUInt16BE(0xdead, 0);
-            s.write(bad);
-          } else s.write(res);
-          if (action === 'inject') setTimeout(() => s.destroyed || s.write(res), 30);
-        }
-      } catch {
+    // Answers false (read no further) once the connection is gone or parked.
+    readTpmCommands(s, async (cmd) => {
+      const cc = cmd.readUInt32BE(6);
+      this.seen.set(cc, (this.seen.get(cc) ?? 0) + 1);
+      const action = this.take(cc);
+      // The TPM always executes the command: what goes wrong is the way back.
+      const res = await this.upstream.send(cmd);
+      if (s.destroyed) return false;
+      if (action === 'drop') {
         s.destroy();
-      } finally {
-        busy = false;
+        return false;
       }
-      if (buf.length >= HEADER_BYTES && !s.destroyed) void pump();
-    };
-    s.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      void pump();
+      // silent: swallow this and everything after it on this connection.
+      if (action === 'silent') return false;
+      const previous = this.last;
+      this.last = res;
+      if (action === 'stray-first' && previous) {
+        s.write(previous);
+        setTimeout(() => s.destroyed || s.write(res), 20);
+        return !s.destroyed;
+      }
+      if (action === 'corrupt') {
+        const bad = Buffer.from(res);
+        bad.writeUInt16BE(0xdead, 0);
+        s.write(bad);
+      } else s.write(res);
+      if (action === 'inject') setTimeout(() => s.destroyed || s.write(res), 30);
+      return !s.destroyed;
     });
   }
 

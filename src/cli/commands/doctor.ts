@@ -29,7 +29,7 @@ import { parseReport } from '../../snp/report';
 import { tcbToHex } from '../../snp/tcb';
 import { loadServerConfig } from '../../server/config';
 import { CliError, type Out } from '../io';
-import { DEFAULT_TPM, detectPlatform, readCaFiles, vaultParts, type Platform, type PlatformChoice } from '../release-setup';
+import { DEFAULT_TPM, detectPlatform, readCaFiles, RELEASE_OPTIONS, vaultParts, type Platform, type PlatformChoice } from '../release-setup';
 
 export const usage =
   'skr doctor --maa HOST --akv HOST [--kid NAME[/VERSION]] [--platform auto|aci|azure-cvm] [--tpm /dev/tpmrm0|tcp:127.0.0.1:PORT] [--simulate]\n' +
@@ -179,16 +179,8 @@ export async function doctorCommand(args: string[], io: Out): Promise<number> {
       args,
       allowPositionals: true,
       options: {
-        maa: { type: 'string' },
-        akv: { type: 'string' },
-        kid: { type: 'string' },
+        ...RELEASE_OPTIONS,
         platform: { type: 'string' },
-        tpm: { type: 'string' },
-        simulate: { type: 'boolean' },
-        imds: { type: 'string' },
-        'client-id': { type: 'string' },
-        ca: { type: 'string', multiple: true },
-        'managed-hsm': { type: 'boolean' },
         'state-file': { type: 'string' },
         timeout: { type: 'string' },
         json: { type: 'boolean' },

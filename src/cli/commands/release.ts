@@ -15,7 +15,7 @@ import { parseEndpoint } from '../../common/endpoint';
 import { createHttpsFetch } from '../../common/https-fetch';
 import { loadServerConfig, parseReleaseEnc } from '../../server/config';
 import { CliError, type Out } from '../io';
-import { detectPlatform, readCaFiles, vaultParts, type Platform } from '../release-setup';
+import { detectPlatform, readCaFiles, RELEASE_OPTIONS, vaultParts, type Platform } from '../release-setup';
 import { thumbprint } from './import-key';
 
 export const usage =
@@ -81,18 +81,10 @@ export async function releaseCommand(args: string[], io: Out): Promise<number> {
     args,
     allowPositionals: true,
     options: {
-      maa: { type: 'string' },
-      akv: { type: 'string' },
-      kid: { type: 'string' },
+      ...RELEASE_OPTIONS,
       out: { type: 'string' },
       format: { type: 'string' },
       enc: { type: 'string' },
-      tpm: { type: 'string' },
-      simulate: { type: 'boolean' },
-      imds: { type: 'string' },
-      'client-id': { type: 'string' },
-      ca: { type: 'string', multiple: true },
-      'managed-hsm': { type: 'boolean' },
       'tpm-timeout': { type: 'string' },
     },
   });

@@ -11,7 +11,8 @@
 import * as net from 'node:net';
 import { KeyObject } from 'node:crypto';
 import { TPM_CC, TpmClient } from '../../tpm';
-import { HEADER_BYTES, MAX_RESPONSE_BYTES, Serializer, type TpmTransport } from '../../tpm/transport';
+import { readTpmCommands } from '../../tpm/command-stream';
+import { HEADER_BYTES, Serializer, type TpmTransport } from '../../tpm/transport';
 import { SimulatedPlatform } from '../../snp/simulator';
 import { buildHclReport, buildTdxHclReport, hclReportData } from '../hcl';
 import type { SimulatedTdxPlatform } from '../../tdx/simulator';
@@ -130,33 +131,11 @@ export class ParavisorProxy {
     this.sockets.add(s);
     s.on('close', () => this.sockets.delete(s));
     s.on('error', () => s.destroy());
-    let buf = Buffer.alloc(0);
-    let busy = false;
-    const pump = async (): Promise<void> => {
-      if (busy) return;
-      busy = true;
-      try {
-        while (buf.length >= HEADER_BYTES) {
-          const size = buf.readUInt32BE(2);
-          if (size < HEADER_BYTES || size > MAX_RESPONSE_BYTES) return void s.destroy();
-          if (buf.length < size) break;
-          const cmd = buf.subarray(0, size);
-          buf = buf.subarray(size);
-          const res = await this.transport.send(Buffer.from(cmd));
-          if (!s.destroyed) s.write(res);
-        }
-      } catch {
-        // The TPM behind the proxy failed: the client sees its connection drop, as with swtpm itself.
-        s.destroy();
-      } finally {
-        busy = false;
-      }
-      if (buf.length >= HEADER_BYTES && !s.destroyed) void pump();
-    };
-    s.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf.length > MAX_RESPONSE_BYTES * 2) return void s.destroy();
-      void pump();
+    // A failing TPM behind the proxy (send throws): the client sees its connection drop, as with swtpm itself.
+    readTpmCommands(s, async (cmd) => {
+      const res = await this.transport.send(cmd);
+      if (!s.destroyed) s.write(res);
+      return true;
     });
   }
 

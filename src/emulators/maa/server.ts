@@ -117,6 +117,16 @@ function parseBody(raw: Buffer): unknown {
   }
 }
 
+/** MAA answers an api-version it does not serve (or none) with its own error code. */
+function requireApiVersion(url: URL, supported: readonly string[]): void {
+  const apiVersion = url.searchParams.get('api-version');
+  if (apiVersion === null || !supported.includes(apiVersion)) {
+    throw new MaaEmulatorRefusal('api-version', `api-version ${apiVersion === null ? 'is missing' : `"${apiVersion}" is not supported`}; supported: ${supported.join(', ')}`, {
+      maaCode: MAA_UNSUPPORTED_API_VERSION,
+    });
+  }
+}
+
 export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmulator> {
   const now = opts.now ?? (() => new Date());
   const guard = hostGuardPolicy(opts.hostGuard);
@@ -130,14 +140,7 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
   const issuedTokens: string[] = [];
 
   async function attest(req: IncomingMessage, url: URL, res: ServerResponse, fault?: Fault): Promise<void> {
-    const apiVersion = url.searchParams.get('api-version');
-    if (apiVersion === null || !SUPPORTED_API_VERSIONS.includes(apiVersion)) {
-      throw new MaaEmulatorRefusal(
-        'api-version',
-        `api-version ${apiVersion === null ? 'is missing' : `"${apiVersion}" is not supported`}; supported: ${SUPPORTED_API_VERSIONS.join(', ')}`,
-        { maaCode: MAA_UNSUPPORTED_API_VERSION },
-      );
-    }
+    requireApiVersion(url, SUPPORTED_API_VERSIONS);
     const body = parseBody(await readBody(req));
     let parsed: ParsedSevSnpVmRequest;
     try {
@@ -156,9 +159,17 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
       ...(parsed.nonce !== undefined ? { nonce: parsed.nonce } : {}),
       policyHash: hash,
     });
-    // expired-token: issued 9 h ago, so it expired an hour ago.
-    const iat = Math.floor(at.getTime() / 1000) - (fault?.kind === 'expired-token' ? TOKEN_LIFETIME_SECONDS + 3600 : 0);
-    const issuer = fault?.kind === 'wrong-authority' ? WRONG_AUTHORITY : origin;
+    await issueToken(res, claims, at, fault);
+  }
+
+  // expired-token: issued 9 h ago, so it expired an hour ago.
+  const issuedAt = (at: Date, fault?: Fault): number => Math.floor(at.getTime() / 1000) - (fault?.kind === 'expired-token' ? TOKEN_LIFETIME_SECONDS + 3600 : 0);
+  const issuerFor = (fault?: Fault): string => (fault?.kind === 'wrong-authority' ? WRONG_AUTHORITY : origin);
+
+  /** Signs `claims` as this MAA's token issued at `at` (with the token faults applied), records it and answers it. */
+  async function issueToken(res: ServerResponse, claims: Record<string, unknown>, at: Date, fault?: Fault): Promise<void> {
+    const iat = issuedAt(at, fault);
+    const issuer = issuerFor(fault);
     let token = await new SignJWT(claims)
       .setProtectedHeader({ alg: 'RS256', jku: `${issuer}/certs`, kid: key.kid, typ: 'JWT' })
       .setIssuer(issuer)
@@ -177,19 +188,13 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
 
   /** POST /attest/AzureGuest (azure-guest.ts): same api-version, faults and signing key as SevSnpVm. */
   async function attestAzureGuest(req: IncomingMessage, url: URL, res: ServerResponse, fault?: Fault): Promise<void> {
-    const apiVersion = url.searchParams.get('api-version');
-    if (apiVersion === null || !SUPPORTED_API_VERSIONS.includes(apiVersion)) {
-      throw new MaaEmulatorRefusal('api-version', `api-version ${apiVersion === null ? 'is missing' : `"${apiVersion}" is not supported`}; supported: ${SUPPORTED_API_VERSIONS.join(', ')}`, {
-        maaCode: MAA_UNSUPPORTED_API_VERSION,
-      });
-    }
+    requireApiVersion(url, SUPPORTED_API_VERSIONS);
     const body = parseBody(await readBody(req));
     const at = now();
-    const iat = Math.floor(at.getTime() / 1000) - (fault?.kind === 'expired-token' ? TOKEN_LIFETIME_SECONDS + 3600 : 0);
     const { token, jwt } = await answerAzureGuest(body, { amd: amdTrust, intel: intelTrust, vtpmCas, now: at }, {
       key,
-      issuer: fault?.kind === 'wrong-authority' ? WRONG_AUTHORITY : origin,
-      iat,
+      issuer: issuerFor(fault),
+      iat: issuedAt(at, fault),
       lifetimeSeconds: TOKEN_LIFETIME_SECONDS,
       jti: randomBytes(32).toString('hex'),
       policyHash: hash,
@@ -205,12 +210,7 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
    * at the top level with the JSON runtime data as x-ms-runtime. No vTPM, no envelope: a plain token.
    */
   async function attestTdxVm(req: IncomingMessage, url: URL, res: ServerResponse, fault?: Fault): Promise<void> {
-    const apiVersion = url.searchParams.get('api-version');
-    if (apiVersion === null || !TDX_VM_API_VERSIONS.includes(apiVersion)) {
-      throw new MaaEmulatorRefusal('api-version', `api-version ${apiVersion === null ? 'is missing' : `"${apiVersion}" is not supported`}; supported: ${TDX_VM_API_VERSIONS.join(', ')}`, {
-        maaCode: MAA_UNSUPPORTED_API_VERSION,
-      });
-    }
+    requireApiVersion(url, TDX_VM_API_VERSIONS);
     let parsed: ReturnType<typeof parseTdxVmRequest>;
     try {
       parsed = parseTdxVmRequest(parseBody(await readBody(req)));
@@ -232,19 +232,7 @@ export async function startMaaEmulator(opts: MaaEmulatorOptions): Promise<MaaEmu
     }
     const claims = tdxTeeClaims(verified, parsed.runtimeJson ?? {});
     if (!parsed.runtimeJson) delete claims['x-ms-runtime'];
-    const iat = Math.floor(at.getTime() / 1000) - (fault?.kind === 'expired-token' ? TOKEN_LIFETIME_SECONDS + 3600 : 0);
-    const issuer = fault?.kind === 'wrong-authority' ? WRONG_AUTHORITY : origin;
-    let token = await new SignJWT({ ...claims, 'x-ms-policy-hash': hash, 'x-ms-ver': '1.0', eat_profile: 'https://aka.ms/maa-eat-profile-tdxvm', intuse: 'generic' })
-      .setProtectedHeader({ alg: 'RS256', jku: `${issuer}/certs`, kid: key.kid, typ: 'JWT' })
-      .setIssuer(issuer)
-      .setIssuedAt(iat)
-      .setNotBefore(iat)
-      .setExpirationTime(iat + TOKEN_LIFETIME_SECONDS)
-      .setJti(randomBytes(32).toString('hex'))
-      .sign(key.privateKey);
-    if (fault?.kind === 'tampered-jws') token = tamperJwsSignature(token);
-    issuedTokens.push(token);
-    send(res, 200, { token });
+    await issueToken(res, { ...claims, 'x-ms-policy-hash': hash, 'x-ms-ver': '1.0', eat_profile: 'https://aka.ms/maa-eat-profile-tdxvm', intuse: 'generic' }, at, fault);
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
