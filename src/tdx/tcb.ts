@@ -11,8 +11,9 @@
  *                   tdxModule for major 0); the module's ISVSVN (TEE_TCB_SVN[0]) level status
  *   qe-identity     MRSIGNER, ISVPRODID, masked MISCSELECT and ATTRIBUTES of the QE report; ISVSVN level
  *
- * The statuses converge as Intel's does (a stale QE or module makes an up-to-date platform OutOfDate);
- * a Revoked result is returned, and callers refuse it.
+ * The statuses converge as Intel's does, module first, then QE (a stale QE or module makes an up-to-date
+ * platform OutOfDate); a Revoked result is returned, and callers refuse it. Not done: the TD report 1.5
+ * relaunch check (TEE_TCB_SVN2), so a v5 quote is never said to be TDRelaunchAdvised by this code.
  */
 import { VerificationError } from '../common/errors';
 import type { TdxModuleIdentity, TdQeIdentity, TdxTcbInfo } from './collateral';
@@ -26,9 +27,14 @@ export type TdxTcbStatus =
   | 'ConfigurationAndSWHardeningNeeded'
   | 'OutOfDate'
   | 'OutOfDateConfigurationNeeded'
+  | 'TDRelaunchAdvised'
+  | 'TDRelaunchAdvisedConfigurationNeeded'
   | 'Revoked';
 
-const KNOWN: readonly string[] = ['UpToDate', 'SWHardeningNeeded', 'ConfigurationNeeded', 'ConfigurationAndSWHardeningNeeded', 'OutOfDate', 'OutOfDateConfigurationNeeded', 'Revoked'];
+const KNOWN: readonly string[] = [
+  'UpToDate', 'SWHardeningNeeded', 'ConfigurationNeeded', 'ConfigurationAndSWHardeningNeeded', 'OutOfDate', 'OutOfDateConfigurationNeeded',
+  'TDRelaunchAdvised', 'TDRelaunchAdvisedConfigurationNeeded', 'Revoked',
+];
 
 export interface TdxTcbEvaluation {
   status: TdxTcbStatus;
@@ -117,7 +123,7 @@ export function evaluateTdxTcb(info: TdxTcbInfo, qe: TdQeIdentity, pck: PckInfo,
   const platformStatus = status('tcb-level', level.tcbStatus);
   const mod = moduleStatus(info, body);
   const q = qeStatus(qe, qeReport);
-  const result = converge(converge(platformStatus, q.status), mod.status);
+  const result = converge(converge(platformStatus, mod.status), q.status);
   return {
     status: result,
     platformStatus,

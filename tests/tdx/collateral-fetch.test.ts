@@ -109,6 +109,22 @@ describe('Intel TDX collateral over HTTP, cached', () => {
     expect(requests).toHaveLength(2);
   });
 
+  it('a cached copy damaged on disk is refused at its step, dropped, and fetched again on the next run', async () => {
+    const dir = path.join(tmp, 'cache-damaged');
+    expect((await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base, '--tdx-cache', dir)).code).toBe(0);
+    const file = path.join(dir, `tdx-${FMSPC}.json`);
+    const entry = JSON.parse(fs.readFileSync(file, 'utf8')) as { tcbInfo: { body: string } };
+    entry.tcbInfo.body = entry.tcbInfo.body.replace('"tcbEvaluationDataNumber":17', '"tcbEvaluationDataNumber":18');
+    fs.writeFileSync(file, JSON.stringify(entry));
+    const bad = await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base, '--tdx-cache', dir);
+    expect(bad.err).toMatch(/^FAILED at tcb-info-signature: /);
+    expect(requests).toHaveLength(2);
+    expect(fs.existsSync(file)).toBe(false);
+    const again = await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base, '--tdx-cache', dir);
+    expect(again.code).toBe(0);
+    expect(requests).toHaveLength(4);
+  });
+
   it('skr report verify --intel-pcs: OutOfDate with its advisories; a tampered answer is refused at its step; a dead PCS at tcb-collateral-fetch', async () => {
     collateral = mintSimulatedTdxCollateral({ platform: 'out-of-date' });
     const r = await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base);

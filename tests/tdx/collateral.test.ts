@@ -7,6 +7,8 @@ import { VerificationError } from '../../src/common/errors';
 import { rawMember, type TdxCollateral } from '../../src/tdx/collateral';
 import { IntelTrustStore } from '../../src/tdx/roots';
 import { mintSimulatedTdxCollateral, SIMULATED_PCK_PLATFORM, SimulatedTdxPlatform, TEST_ONLY_INTEL_ROOT_PEM } from '../../src/tdx/simulator';
+import { evaluateTdxTcb } from '../../src/tdx/tcb';
+import { verifyTdQeIdentity, verifyTdxTcbInfo } from '../../src/tdx/collateral';
 import { verifyTdQuote } from '../../src/tdx/verify';
 
 const trust = new IntelTrustStore({ extraRootsPem: [TEST_ONLY_INTEL_ROOT_PEM], includeIntelRoot: false });
@@ -100,6 +102,37 @@ describe('TDX collateral and TCB status', () => {
     expect(stepOf(() => verifyTdQuote(quote, { trust, collateral: mintSimulatedTdxCollateral({ qeMrSigner: Buffer.alloc(32, 0xaa) }) }))).toBe('qe-identity');
     const c = mintSimulatedTdxCollateral();
     expect(stepOf(() => verifyTdQuote(quote, { trust, collateral: { ...c, qeIdentity: c.tcbInfo } }))).toBe('qe-identity-format');
+  });
+
+  it('a stale QE makes an up-to-date platform OutOfDate; a Revoked QE is refused at tcb-status', () => {
+    const stale = verifyTdQuote(quote, { trust, collateral: mintSimulatedTdxCollateral({ qeStatus: 'OutOfDate' }) });
+    expect(stale.tcb).toMatchObject({ status: 'OutOfDate', platformStatus: 'UpToDate', qeStatus: 'OutOfDate' });
+    expect(stepOf(() => verifyTdQuote(quote, { trust, collateral: mintSimulatedTdxCollateral({ qeStatus: 'Revoked' }) }))).toBe('tcb-status');
+    expect(stepOf(() => verifyTdQuote(quote, { trust, collateral: mintSimulatedTdxCollateral({ qeStatus: 'Fine' }) }))).toBe('qe-identity');
+  });
+
+  it('TDX module major > 0: TEE_TCB_SVN[0..1] are judged by the TDX_01 identity, not the TCB level', () => {
+    const v = verifyTdQuote(quote, { trust });
+    const c = mintSimulatedTdxCollateral();
+    const now = new Date();
+    const info = verifyTdxTcbInfo(c.tcbInfo, trust, now);
+    const qe = verifyTdQeIdentity(c.qeIdentity, trust, now);
+    const svn = Buffer.from(v.quote.body.teeTcbSvn);
+    svn[0] = 2; // module ISVSVN
+    svn[1] = 1; // module major version 1
+    const body = { ...v.quote.body, teeTcbSvn: svn };
+    const level = { ...info.tcbLevels[0], tdxComponents: [3, 0, ...info.tcbLevels[0].tdxComponents.slice(2)] };
+    const identity = { id: 'TDX_01', mrSigner: Buffer.alloc(48), attributes: Buffer.alloc(8), attributesMask: Buffer.alloc(8, 0xff), tcbLevels: [{ isvSvn: 3, tcbDate: '2025-01-01T00:00:00Z', tcbStatus: 'UpToDate', advisoryIds: [] }, { isvSvn: 0, tcbDate: '2024-01-01T00:00:00Z', tcbStatus: 'OutOfDate', advisoryIds: ['INTEL-SA-MOD'] }] };
+    const withModule = { ...info, tcbLevels: [level], tdxModuleIdentities: [identity] };
+    const r = evaluateTdxTcb(withModule, qe, v.pckInfo, body, v.quote.qeReport);
+    expect(r).toMatchObject({ status: 'OutOfDate', platformStatus: 'UpToDate', moduleStatus: 'OutOfDate', advisoryIds: ['INTEL-SA-MOD'] });
+    // Major 0: component 0 (2 < 3) counts, and no level is met.
+    const major0 = Buffer.from(svn);
+    major0[1] = 0;
+    expect(stepOf(() => evaluateTdxTcb(withModule, qe, v.pckInfo, { ...body, teeTcbSvn: major0 }, v.quote.qeReport))).toBe('tcb-level');
+    // No TDX_01 identity, or another MRSIGNERSEAM: refused at tdx-module.
+    expect(stepOf(() => evaluateTdxTcb({ ...withModule, tdxModuleIdentities: [] }, qe, v.pckInfo, body, v.quote.qeReport))).toBe('tdx-module');
+    expect(stepOf(() => evaluateTdxTcb(withModule, qe, v.pckInfo, { ...body, mrSignerSeam: Buffer.alloc(48, 1) }, v.quote.qeReport))).toBe('tdx-module');
   });
 
   it('rawMember returns the exact bytes of the member value and refuses duplicates', () => {

@@ -254,7 +254,13 @@ async function verifyTdx(input: TdxInput, trust: IntelTrustStore, now: Date, val
           throw e;
         }
       }
-      v = verifyTdQuote(quote, { trust, now, collateral });
+      try {
+        v = verifyTdQuote(quote, { trust, now, collateral });
+      } catch (e) {
+        // A fetched copy that no longer verifies (expired, damaged on disk) is not kept for the next run.
+        if ('fetch' in tcbSource && e instanceof VerificationError && /^(tcb-info|qe-identity)-/.test(e.step) && v.pckInfo.fmspc) tcbSource.fetch.invalidate(v.pckInfo.fmspc);
+        throw e;
+      }
     }
     const hclLine = hcl ? `HCL runtime claims (${hcl.claimsBytes.length} bytes) bound by REPORTDATA, TDREPORT hashes consistent, TDREPORT = the quote's TD report body; ` : '';
     io.out(`OK: ${hclLine}${verifiedQuoteLine(v)}; ${v.tcb ? tcbCheckedLine(v.tcb, v.tcbStatus) : tcbNotChecked(v)}; ${validityAt}`);

@@ -44,6 +44,8 @@ export interface SimulatedCollateralOptions {
   platform?: 'up-to-date' | 'out-of-date';
   /** MRSIGNER the QE identity names; default the simulated QE's. */
   qeMrSigner?: Buffer;
+  /** Status of the QE identity's level for the simulated QE; default UpToDate. */
+  qeStatus?: string;
 }
 
 const svns = (list: readonly number[]) => list.map((svn) => ({ svn }));
@@ -97,7 +99,7 @@ export function mintSimulatedTdxCollateral(opts: SimulatedCollateralOptions = {}
     attributesMask: 'FBFFFFFFFFFFFFFF0000000000000000',
     mrsigner: (opts.qeMrSigner ?? SIMULATED_QE_MRSIGNER).toString('hex').toUpperCase(),
     isvprodid: SIMULATED_QE_ISVPRODID,
-    tcbLevels: [{ tcb: { isvsvn: 0 }, tcbDate: '2025-11-12T00:00:00Z', tcbStatus: 'UpToDate' }],
+    tcbLevels: [{ tcb: { isvsvn: 0 }, tcbDate: '2025-11-12T00:00:00Z', tcbStatus: opts.qeStatus ?? 'UpToDate' }],
   });
   return { tcbInfo, qeIdentity, source: 'simulator' };
 }
