@@ -10,7 +10,7 @@
  *   tcb-info-format / qe-identity-format        the fields this verifier reads are present and typed
  *   tcb-info-expired / qe-identity-expired      issueDate ≤ now ≤ nextUpdate
  */
-import { createPublicKey, verify as cryptoVerify, type X509Certificate } from 'node:crypto';
+import { verify as cryptoVerify, type X509Certificate } from 'node:crypto';
 import { certificateFromDer } from '../asn1/certificate';
 import { pemCertificatesToDer } from '../certs/pem';
 import { clip } from '../common/clip';
@@ -177,7 +177,7 @@ function verifiedInner(kind: Kind, doc: SignedCollateral, trust: IntelTrustStore
   const signer = verifyIssuerChain(kind, doc.issuerChainPem, trust, now);
   let ok = false;
   try {
-    ok = cryptoVerify('sha256', Buffer.from(raw, 'utf8'), { key: createPublicKey(signer.publicKey.export({ format: 'pem', type: 'spki' })), dsaEncoding: 'ieee-p1363' }, Buffer.from(sigHex, 'hex'));
+    ok = cryptoVerify('sha256', Buffer.from(raw, 'utf8'), { key: signer.publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(sigHex, 'hex'));
   } catch {
     ok = false;
   }

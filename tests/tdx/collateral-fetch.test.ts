@@ -102,10 +102,10 @@ describe('Intel TDX collateral over HTTP, cached', () => {
     const r = await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base, '--tdx-cache', dir);
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/TCB status UpToDate \(platform UpToDate, TDX module UpToDate, QE UpToDate; FMSPC 00806f050000, .*advisories: none; collateral valid until /);
+    expect(r.out).toMatch(/TCB status UpToDate \(platform UpToDate, TDX module UpToDate, QE UpToDate; FMSPC 00806f050000, .*advisories: none; collateral from http:\/\/127\.0\.0\.1:\d+\/tdx\/certification\/v4 valid until /);
     expect(requests).toHaveLength(2);
     const again = await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base, '--tdx-cache', dir);
-    expect(again.out).toMatch(/TCB status UpToDate/);
+    expect(again.out).toMatch(/TCB status UpToDate .*collateral from cache \(http:\/\/127\.0\.0\.1:\d+\/tdx\/certification\/v4\) valid until/);
     expect(requests).toHaveLength(2);
   });
 

@@ -239,6 +239,7 @@ async function verifyTdx(input: TdxInput, trust: IntelTrustStore, now: Date, val
       checkTdReportHashes(hcl.tdReport);
     }
     let v = verifyTdQuote(quote, { trust, now });
+    let collateralSource: string | undefined;
     if (hcl) checkTdReportBinding(quote, hcl.tdReport);
     if (tcbSource) {
       let collateral: TdxCollateral;
@@ -254,6 +255,7 @@ async function verifyTdx(input: TdxInput, trust: IntelTrustStore, now: Date, val
           throw e;
         }
       }
+      collateralSource = collateral.source;
       try {
         v = verifyTdQuote(quote, { trust, now, collateral });
       } catch (e) {
@@ -263,7 +265,7 @@ async function verifyTdx(input: TdxInput, trust: IntelTrustStore, now: Date, val
       }
     }
     const hclLine = hcl ? `HCL runtime claims (${hcl.claimsBytes.length} bytes) bound by REPORTDATA, TDREPORT hashes consistent, TDREPORT = the quote's TD report body; ` : '';
-    io.out(`OK: ${hclLine}${verifiedQuoteLine(v)}; ${v.tcb ? tcbCheckedLine(v.tcb, v.tcbStatus) : tcbNotChecked(v)}; ${validityAt}`);
+    io.out(`OK: ${hclLine}${verifiedQuoteLine(v)}; ${v.tcb ? tcbCheckedLine(v.tcb, v.tcbStatus, collateralSource) : tcbNotChecked(v)}; ${validityAt}`);
     return 0;
   } catch (e) {
     if (e instanceof VerificationError) {

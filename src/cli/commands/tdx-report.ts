@@ -145,12 +145,12 @@ export function verifiedQuoteLine(v: VerifiedTdQuote): string {
 export const TCB_NOT_CHECKED = 'TCB status NOT checked (needs Intel PCS collateral: TCB info for the FMSPC and QE identity; --intel-pcs URL or --tcb-info/--qe-identity files)';
 
 /** The TCB sentence when Intel's collateral was verified and evaluated. */
-export function tcbCheckedLine(t: TdxTcbEvaluation, status: string): string {
+export function tcbCheckedLine(t: TdxTcbEvaluation, status: string, source?: string): string {
   const parts = [
     `platform ${t.platformStatus}, TDX module ${t.moduleStatus}, QE ${t.qeStatus}`,
     `FMSPC ${t.fmspc}, TCB date ${t.tcbDate}, TCB evaluation data number ${t.tcbEvaluationDataNumber}`,
     `advisories: ${t.advisoryIds.length ? t.advisoryIds.join(', ') : 'none'}`,
-    `collateral valid until ${t.collateralNextUpdate.toISOString()}`,
+    `collateral${source ? ` from ${source}` : ''} valid until ${t.collateralNextUpdate.toISOString()}`,
   ];
   return `TCB status ${status} (${parts.join('; ')})`;
 }
