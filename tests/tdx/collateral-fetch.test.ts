@@ -64,13 +64,15 @@ describe('Intel TDX collateral over HTTP, cached', () => {
     const dir = path.join(tmp, 'cache-a');
     const a = new TdxCollateralSource({ baseUrl: base, cacheDir: dir });
     const got = await a.get(FMSPC);
-    expect(requests.sort()).toEqual([`/tdx/certification/v4/qe/identity`, `/tdx/certification/v4/tcb?fmspc=${FMSPC}`]);
+    // Exact counts are not asserted where a client may retry a reset kept-alive connection; "no request" is.
+    expect(new Set(requests)).toEqual(new Set([`/tdx/certification/v4/qe/identity`, `/tdx/certification/v4/tcb?fmspc=${FMSPC}`]));
+    const fetched = requests.length;
     expect(got.tcbInfo).toEqual(collateral.tcbInfo);
     expect(fs.statSync(path.join(dir, `tdx-${FMSPC}.json`)).mode & 0o777).toBe(0o600);
     await a.get(FMSPC);
     const b = new TdxCollateralSource({ baseUrl: base, cacheDir: dir });
     const again = await b.get(FMSPC);
-    expect(requests).toHaveLength(2);
+    expect(requests).toHaveLength(fetched);
     expect(b.stats()).toMatchObject({ fetches: 0, diskHits: 1 });
     const trust = new IntelTrustStore({ extraRootsPem: [TEST_ONLY_INTEL_ROOT_PEM], includeIntelRoot: false });
     expect(verifyTdQuote(fs.readFileSync(quoteFile), { trust, collateral: again }).tcbStatus).toBe('UpToDate');
@@ -82,11 +84,13 @@ describe('Intel TDX collateral over HTTP, cached', () => {
     collateral = mintSimulatedTdxCollateral({ issueDate: new Date(now - 1000), nextUpdate: new Date(now + 60_000) });
     const s = new TdxCollateralSource({ baseUrl: base, cacheDir: dir, now: () => now });
     await s.get(FMSPC);
+    const fetched = requests.length;
     await s.get(FMSPC);
-    expect(requests).toHaveLength(2);
+    expect(requests).toHaveLength(fetched);
     now += 61_000;
     await s.get(FMSPC);
-    expect(requests).toHaveLength(4);
+    expect(requests.length).toBeGreaterThanOrEqual(fetched + 2);
+    expect(s.stats().fetches).toBe(2);
   });
 
   it('an upstream error or a missing issuer-chain header is an UpstreamError, and nothing is cached', async () => {
@@ -102,27 +106,29 @@ describe('Intel TDX collateral over HTTP, cached', () => {
     const r = await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base, '--tdx-cache', dir);
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
+    const fetched = requests.length;
+    expect(fetched).toBeGreaterThanOrEqual(2);
     expect(r.out).toMatch(/TCB status UpToDate \(platform UpToDate, TDX module UpToDate, QE UpToDate; FMSPC 00806f050000, .*advisories: none; collateral from http:\/\/127\.0\.0\.1:\d+\/tdx\/certification\/v4 valid until /);
-    expect(requests).toHaveLength(2);
     const again = await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base, '--tdx-cache', dir);
     expect(again.out).toMatch(/TCB status UpToDate .*collateral from cache \(http:\/\/127\.0\.0\.1:\d+\/tdx\/certification\/v4\) valid until/);
-    expect(requests).toHaveLength(2);
+    expect(requests).toHaveLength(fetched);
   });
 
   it('a cached copy damaged on disk is refused at its step, dropped, and fetched again on the next run', async () => {
     const dir = path.join(tmp, 'cache-damaged');
     expect((await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base, '--tdx-cache', dir)).code).toBe(0);
+    const fetched = requests.length;
     const file = path.join(dir, `tdx-${FMSPC}.json`);
     const entry = JSON.parse(fs.readFileSync(file, 'utf8')) as { tcbInfo: { body: string } };
     entry.tcbInfo.body = entry.tcbInfo.body.replace('"tcbEvaluationDataNumber":17', '"tcbEvaluationDataNumber":18');
     fs.writeFileSync(file, JSON.stringify(entry));
     const bad = await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base, '--tdx-cache', dir);
     expect(bad.err).toMatch(/^FAILED at tcb-info-signature: /);
-    expect(requests).toHaveLength(2);
+    expect(requests).toHaveLength(fetched);
     expect(fs.existsSync(file)).toBe(false);
     const again = await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base, '--tdx-cache', dir);
     expect(again.code).toBe(0);
-    expect(requests).toHaveLength(4);
+    expect(requests.length).toBeGreaterThanOrEqual(fetched + 2);
   });
 
   it('skr report verify --intel-pcs: OutOfDate with its advisories; a tampered answer is refused at its step; a dead PCS at tcb-collateral-fetch', async () => {
