@@ -63,7 +63,13 @@ export function pckInfo(pck: X509Certificate): PckInfo {
       if (id === FMSPC_OID && value.tag === Tag.OCTET_STRING && value.value.length === 6) out.fmspc = value.value.toString('hex');
       if (id === PCEID_OID && value.tag === Tag.OCTET_STRING && value.value.length === 2) out.pceId = value.value.toString('hex');
       if (id === TCB_OID && value.tag === Tag.SEQUENCE) {
-        const tcb = tcbOf(value);
+        // A malformed TCB leaves the FMSPC readable; the TCB check then refuses for want of it.
+        let tcb: PckTcb | undefined;
+        try {
+          tcb = tcbOf(value);
+        } catch {
+          tcb = undefined;
+        }
         if (tcb) out.tcb = tcb;
       }
     }
