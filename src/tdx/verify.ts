@@ -10,7 +10,10 @@
  *   td-quote-signature   the attestation key signs header ‖ body (ECDSA P-256/SHA-256)
  *
  * TCB status (up to date, out of date, revoked) needs Intel's PCS collateral (TCB info for the FMSPC,
- * QE identity); it is not fetched here, and the result says so (`tcbStatus: 'not-checked'`).
+ * QE identity). Given `collateral` (fetched by ./collateral-source.ts or read from files), it is verified
+ * (./collateral.ts: tcb-info-chain, tcb-info-signature, tcb-info-format, tcb-info-expired and the same
+ * for qe-identity) and evaluated (./tcb.ts: tcb-info-fmspc, tcb-level, tdx-module, qe-identity); a
+ * Revoked result is refused at `tcb-status`. Without it the result says `tcbStatus: 'not-checked'`.
  * Bindings to an Azure HCL report are separate steps (checkTdReportBinding, tdreport-hashes).
  */
 import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject, type X509Certificate } from 'node:crypto';
@@ -18,15 +21,19 @@ import { certificateFromDer } from '../asn1/certificate';
 import { pemCertificatesToDer } from '../certs/pem';
 import { toHex } from '../common/bytes';
 import { InvalidInputError, VerificationError } from '../common/errors';
+import { verifyTdQeIdentity, verifyTdxTcbInfo, type TdxCollateral } from './collateral';
 import { pckInfo, type PckInfo } from './pck';
 import { parseTdQuote, type TdQuote } from './quote';
 import { fingerprint256, IntelTrustStore } from './roots';
+import { evaluateTdxTcb, type TdxTcbEvaluation, type TdxTcbStatus } from './tcb';
 import { tdReportHashesMatch, type TdMeasurements, type TdReport } from './tdreport';
 
 export interface TdxVerifyOptions {
   trust?: IntelTrustStore;
   /** Clock for certificate validity; default now. */
   now?: Date;
+  /** Intel's TCB info and QE identity for this platform: when given, the TCB status is evaluated. */
+  collateral?: TdxCollateral;
 }
 
 export interface VerifiedTdQuote {
@@ -36,8 +43,10 @@ export interface VerifiedTdQuote {
   root: X509Certificate;
   rootLabel: string;
   rootSha256: string;
-  /** Always 'not-checked' until Intel's collateral is fetched and evaluated. */
-  tcbStatus: 'not-checked';
+  /** The combined TCB status, or 'not-checked' when no collateral was given. */
+  tcbStatus: TdxTcbStatus | 'not-checked';
+  /** The evaluation behind tcbStatus, when collateral was given. */
+  tcb?: TdxTcbEvaluation;
   /** From the (verified) PCK certificate: the FMSPC whose TCB info would decide the status. */
   pckInfo: PckInfo;
 }
@@ -123,7 +132,18 @@ export function verifyTdQuote(input: Uint8Array | TdQuote, opts: TdxVerifyOption
   const ak = p256Key('td-quote-signature', quote.attestationKey);
   if (!ecdsaOk(ak, quote.signedBytes, quote.signature)) fail('td-quote-signature', 'the quote signature does not verify with its attestation key (header and TD report body)');
 
-  return { quote, ...chain, rootSha256: fingerprint256(chain.root), tcbStatus: 'not-checked', pckInfo: pckInfo(chain.pck) };
+  const info = pckInfo(chain.pck);
+  const out: VerifiedTdQuote = { quote, ...chain, rootSha256: fingerprint256(chain.root), tcbStatus: 'not-checked', pckInfo: info };
+  if (opts.collateral) {
+    const now = opts.now ?? new Date();
+    const tcbInfo = verifyTdxTcbInfo(opts.collateral.tcbInfo, trust, now);
+    const qeIdentity = verifyTdQeIdentity(opts.collateral.qeIdentity, trust, now);
+    const tcb = evaluateTdxTcb(tcbInfo, qeIdentity, info, quote.body, quote.qeReport);
+    if (tcb.status === 'Revoked') fail('tcb-status', `Intel's collateral says this platform's TCB is Revoked (advisories: ${tcb.advisoryIds.join(', ') || 'none'})`);
+    out.tcbStatus = tcb.status;
+    out.tcb = tcb;
+  }
+  return out;
 }
 
 const MEASUREMENT_FIELDS: [keyof Omit<TdMeasurements, 'rtmrs'>, string][] = [

@@ -74,6 +74,10 @@ describeVectorFolder('real-azure-tdx', 'real Azure TDX evidence', () => {
     // What would decide it: the FMSPC of the (verified) PCK certificate's SGX extension.
     expect(v.pckInfo.fmspc).toMatch(/^[0-9a-f]{12}$/);
     expect(v.pckInfo.pceId).toBe('0000');
+    // The platform TCB the TCB info's levels are compared with: 16 SGX components, PCESVN, CPUSVN.
+    expect(v.pckInfo.tcb?.sgxComponents).toHaveLength(16);
+    expect(v.pckInfo.tcb?.pceSvn).toBeGreaterThan(0);
+    expect(v.pckInfo.tcb?.cpuSvn).toMatch(/^[0-9a-f]{32}$/);
     const hcl = parseTdxHclReport(hclBytes);
     expect(() => checkTdReportBinding(v.quote, hcl.tdReport)).not.toThrow();
   });

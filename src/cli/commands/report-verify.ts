@@ -17,17 +17,23 @@ import { parseTdQuote, quoteKind, type TdQuote } from '../../tdx/quote';
 import { IntelTrustStore } from '../../tdx/roots';
 import { checkTdReportBinding, checkTdReportHashes, verifyTdQuote } from '../../tdx/verify';
 import { TEST_ONLY_INTEL_ROOT_PEM } from '../../tdx/simulator/chain';
-import { tcbNotChecked, tdxInputFromFile, verifiedQuoteLine, type TdxInput } from './tdx-report';
+import { tcbCheckedLine, tcbNotChecked, tdxInputFromFile, verifiedQuoteLine, type TdxInput } from './tdx-report';
+import { MAX_COLLATERAL_DOC_BYTES, type TdxCollateral } from '../../tdx/collateral';
+import { TdxCollateralSource } from '../../tdx/collateral-source';
 
 export const usage =
   'skr report verify REPORT|HCL_REPORT --certs FILE [--chain FILE] [--product P] [--trust-root PEM]... [--trust-simulator] [--kds URL] [--at TIME]\n' +
+  '      [TDX: --intel-pcs URL [--tdx-cache DIR] | --tcb-info FILE --qe-identity FILE --tcb-issuer-chain PEM]\n' +
   '      verify a report: --certs is THIM JSON, a PEM bundle (VCEK, ASK, ARK), or a lone VCEK (DER/PEM) with --chain ASK+ARK PEM\n' +
   '      (without --chain the chain is fetched from AMD KDS). The ARK must be one of AMD\'s pinned roots unless trusted explicitly.\n' +
   '      An Azure CVM HCL report ("HCLA" header) is checked first: hcl-claims-binding (REPORT_DATA = sha256 of the\n' +
   '      runtime claims, exact bytes), hcl-vmpl (VMPL 0), then its embedded report as above.\n' +
   '      Intel TDX: a TD quote (no --certs: its PCK chain is inside) is checked at pck-chain, intel-root-pinned (the pinned\n' +
   '      Intel SGX Root CA), qe-report-signature, qe-report-binding, td-quote-signature; a TDX HCL report needs its quote\n' +
-  '      (in the same JSON, or --td-quote FILE): hcl-claims-binding, tdreport-hashes, td-report-binding. TCB status is not checked.\n' +
+  '      (in the same JSON, or --td-quote FILE): hcl-claims-binding, tdreport-hashes, td-report-binding. TCB status is checked\n' +
+  '      only with Intel\'s collateral: fetched from --intel-pcs (Intel PCS v4 API root, or a cache serving it; kept in\n' +
+  '      --tdx-cache until nextUpdate) or read from files (bodies as served; the TCB signing chain PEM): tcb-info-chain,\n' +
+  '      tcb-info-signature, tcb-info-expired, tcb-info-fmspc, qe-identity-*, tcb-level, tdx-module, qe-identity, tcb-status.\n' +
   '      Certificate validity is checked at --at (RFC 3339, e.g. 2025-06-01T12:00:00Z; default now). Exit 1 names the failing step.';
 
 /**
@@ -92,6 +98,11 @@ export async function reportVerifyCommand(args: string[], io: Out): Promise<numb
       kds: { type: 'string' },
       at: { type: 'string' },
       'td-quote': { type: 'string' },
+      'intel-pcs': { type: 'string' },
+      'tdx-cache': { type: 'string' },
+      'tcb-info': { type: 'string' },
+      'qe-identity': { type: 'string' },
+      'tcb-issuer-chain': { type: 'string' },
     },
   });
   if (positionals.length !== 1) throw new CliError(`usage: ${usage}`);
@@ -113,7 +124,7 @@ export async function reportVerifyCommand(args: string[], io: Out): Promise<numb
       if (e instanceof SkrError) throw new CliError(`--trust-root: ${e.message}`);
       throw e;
     }
-    return verifyTdx({ quote: extra?.quote ?? tdx?.quote, hcl: tdx?.hcl }, trust, now, validityAt, io);
+    return verifyTdx({ quote: extra?.quote ?? tdx?.quote, hcl: tdx?.hcl }, trust, now, validityAt, io, await tcbCollateralOption(values));
   }
   if (quoteKind(first) === 'sgx') throw new CliError('this is an Intel SGX enclave quote (DCAP v4/v5, TEE type 0): not a report this tool verifies');
   if (!values.certs) throw new CliError(`usage: ${usage}`);
@@ -166,8 +177,54 @@ export async function reportVerifyCommand(args: string[], io: Out): Promise<numb
   }
 }
 
-/** TD quote alone, or TDX HCL report + its quote: every refusal names its step; TCB status is said to be unchecked. */
-async function verifyTdx(input: TdxInput, trust: IntelTrustStore, now: Date, validityAt: string, io: Out): Promise<number> {
+/** Where Intel's collateral comes from, if the operator allowed any: a PCS-shaped URL, or files. */
+type CollateralOption = { fetch: TdxCollateralSource } | { files: TdxCollateral } | undefined;
+
+async function tcbCollateralOption(v: { 'intel-pcs'?: string; 'tdx-cache'?: string; 'tcb-info'?: string; 'qe-identity'?: string; 'tcb-issuer-chain'?: string }): Promise<CollateralOption> {
+  const files = [v['tcb-info'], v['qe-identity'], v['tcb-issuer-chain']];
+  if (v['intel-pcs'] !== undefined) {
+    if (files.some((f) => f !== undefined)) throw new CliError('--intel-pcs fetches the collateral: do not also give --tcb-info/--qe-identity/--tcb-issuer-chain');
+    let base: URL;
+    try {
+      base = new URL(v['intel-pcs']);
+    } catch {
+      throw new CliError('--intel-pcs: not a URL (e.g. https://api.trustedservices.intel.com/tdx/certification/v4)');
+    }
+    if (base.protocol !== 'https:' && base.protocol !== 'http:') throw new CliError('--intel-pcs: an http(s) URL');
+    return { fetch: new TdxCollateralSource({ baseUrl: base.toString(), ...(v['tdx-cache'] !== undefined ? { cacheDir: v['tdx-cache'] } : {}), retries: 1 }) };
+  }
+  if (v['tdx-cache'] !== undefined) throw new CliError('--tdx-cache keeps what --intel-pcs fetches: give --intel-pcs too');
+  if (files.every((f) => f === undefined)) return undefined;
+  if (files.some((f) => f === undefined)) throw new CliError('offline TCB check: give all of --tcb-info FILE --qe-identity FILE --tcb-issuer-chain PEM');
+  const text = async (f: string, what: string) => {
+    const b = await readInput(f, what);
+    if (b.length > MAX_COLLATERAL_DOC_BYTES) throw new CliError(`${what} ${f}: over ${MAX_COLLATERAL_DOC_BYTES} bytes`);
+    return b.toString('utf8');
+  };
+  const chainText = (await text(v['tcb-issuer-chain'] as string, 'TCB issuer chain')).trim();
+  // As the PCS header carries it (URL-encoded; PEM itself never holds '%') or plain PEM.
+  let issuerChainPem = chainText;
+  if (chainText.includes('%')) {
+    try {
+      issuerChainPem = decodeURIComponent(chainText);
+    } catch {
+      throw new CliError('--tcb-issuer-chain: neither PEM nor URL-encoded PEM');
+    }
+  }
+  return {
+    files: {
+      tcbInfo: { body: await text(v['tcb-info'] as string, 'TCB info'), issuerChainPem },
+      qeIdentity: { body: await text(v['qe-identity'] as string, 'QE identity'), issuerChainPem },
+      source: 'files',
+    },
+  };
+}
+
+/**
+ * TD quote alone, or TDX HCL report + its quote: every refusal names its step. With collateral the TCB
+ * status is evaluated (Revoked refused); without, the verdict says plainly that it was not checked.
+ */
+async function verifyTdx(input: TdxInput, trust: IntelTrustStore, now: Date, validityAt: string, io: Out, tcbSource?: CollateralOption): Promise<number> {
   if (!input.quote) {
     throw new CliError('a TDX HCL report is verified through the TD quote of its TDREPORT: give it with --td-quote FILE (raw, hex, base64, or the IMDS /acc/tdquote answer)');
   }
@@ -181,10 +238,34 @@ async function verifyTdx(input: TdxInput, trust: IntelTrustStore, now: Date, val
       checkClaimsBinding(hcl.tdReport.reportData, hcl.claimsBytes, hcl.varData.hashType);
       checkTdReportHashes(hcl.tdReport);
     }
-    const v = verifyTdQuote(quote, { trust, now });
+    let v = verifyTdQuote(quote, { trust, now });
+    let collateralSource: string | undefined;
     if (hcl) checkTdReportBinding(quote, hcl.tdReport);
+    if (tcbSource) {
+      let collateral: TdxCollateral;
+      if ('files' in tcbSource) {
+        collateral = tcbSource.files;
+      } else {
+        const fmspc = v.pckInfo.fmspc;
+        if (!fmspc) throw new VerificationError('tcb-info-fmspc', 'tcb-info-fmspc: the PCK certificate names no FMSPC, so no TCB info can be fetched');
+        try {
+          collateral = await tcbSource.fetch.get(fmspc);
+        } catch (e) {
+          if (e instanceof UpstreamError) throw new VerificationError('tcb-collateral-fetch', `tcb-collateral-fetch: ${e.message}`, e);
+          throw e;
+        }
+      }
+      collateralSource = collateral.source;
+      try {
+        v = verifyTdQuote(quote, { trust, now, collateral });
+      } catch (e) {
+        // A fetched copy that no longer verifies (expired, damaged on disk) is not kept for the next run.
+        if ('fetch' in tcbSource && e instanceof VerificationError && /^(tcb-info|qe-identity)-/.test(e.step) && v.pckInfo.fmspc) tcbSource.fetch.invalidate(v.pckInfo.fmspc);
+        throw e;
+      }
+    }
     const hclLine = hcl ? `HCL runtime claims (${hcl.claimsBytes.length} bytes) bound by REPORTDATA, TDREPORT hashes consistent, TDREPORT = the quote's TD report body; ` : '';
-    io.out(`OK: ${hclLine}${verifiedQuoteLine(v)}; ${tcbNotChecked(v)}; ${validityAt}`);
+    io.out(`OK: ${hclLine}${verifiedQuoteLine(v)}; ${v.tcb ? tcbCheckedLine(v.tcb, v.tcbStatus, collateralSource) : tcbNotChecked(v)}; ${validityAt}`);
     return 0;
   } catch (e) {
     if (e instanceof VerificationError) {

@@ -9,6 +9,7 @@ import { hclTeeOf, tdxHclToJson, type TdxHclReport } from '../../cvm/hcl';
 import { MAX_QUOTE_BYTES, quoteKind, tdQuoteToJson, type TdQuote } from '../../tdx/quote';
 import { tdReportToJson, type TdMeasurementsJson } from '../../tdx/tdreport';
 import type { VerifiedTdQuote } from '../../tdx/verify';
+import type { TdxTcbEvaluation } from '../../tdx/tcb';
 import { pcsTcbInfoUrl } from '../../tdx/pck';
 
 export interface TdxInput {
@@ -141,7 +142,18 @@ export function verifiedQuoteLine(v: VerifiedTdQuote): string {
   );
 }
 
-export const TCB_NOT_CHECKED = 'TCB status NOT checked (needs Intel PCS collateral: TCB info for the FMSPC and QE identity)';
+export const TCB_NOT_CHECKED = 'TCB status NOT checked (needs Intel PCS collateral: TCB info for the FMSPC and QE identity; --intel-pcs URL or --tcb-info/--qe-identity files)';
+
+/** The TCB sentence when Intel's collateral was verified and evaluated. */
+export function tcbCheckedLine(t: TdxTcbEvaluation, status: string, source?: string): string {
+  const parts = [
+    `platform ${t.platformStatus}, TDX module ${t.moduleStatus}, QE ${t.qeStatus}`,
+    `FMSPC ${t.fmspc}, TCB date ${t.tcbDate}, TCB evaluation data number ${t.tcbEvaluationDataNumber}`,
+    `advisories: ${t.advisoryIds.length ? t.advisoryIds.join(', ') : 'none'}`,
+    `collateral${source ? ` from ${source}` : ''} valid until ${t.collateralNextUpdate.toISOString()}`,
+  ];
+  return `TCB status ${status} (${parts.join('; ')})`;
+}
 
 /** The TCB sentence of a verdict, naming the FMSPC and where its TCB info is when the PCK certificate says. */
 export function tcbNotChecked(v: VerifiedTdQuote): string {

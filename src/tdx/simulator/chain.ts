@@ -7,7 +7,9 @@
  * Regenerate TEST_ONLY_INTEL_ROOT_PEM only if the root key or mintIntelRoot() change (pemOf(mintIntelRoot())).
  */
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { authorityKeyIdentifier, basicConstraints, buildCertificate, keyUsage, pemOf, subjectKeyIdentifier, subjectNameOf, type DistinguishedName } from '../../asn1/x509';
+import { der } from '../../asn1/der';
+import { authorityKeyIdentifier, basicConstraints, buildCertificate, keyUsage, pemOf, rawExtension, subjectKeyIdentifier, subjectNameOf, type DistinguishedName, type Extension } from '../../asn1/x509';
+import { SGX_EXTENSIONS_OID } from '../pck';
 import { TEST_ONLY_INTEL_PCA_KEY_PEM, TEST_ONLY_INTEL_PCK_KEY_PEM, TEST_ONLY_INTEL_ROOT_KEY_PEM } from './test-only-keys';
 
 const O = 'skr-sidecar SIMULATED (test only)';
@@ -18,8 +20,34 @@ const name = (cn: string): DistinguishedName => [
   ['ST', 'CA'],
   ['C', 'US'],
 ];
-const NOT_BEFORE = new Date('2024-01-01T00:00:00Z');
-const NOT_AFTER = new Date('2049-12-31T23:59:59Z');
+export const NOT_BEFORE = new Date('2024-01-01T00:00:00Z');
+export const NOT_AFTER = new Date('2049-12-31T23:59:59Z');
+export const simulatedIntelName = name;
+
+/** The simulated platform as its PCK certificate describes it (what simulated TCB info is minted for). */
+export const SIMULATED_PCK_PLATFORM = {
+  fmspc: '00806f050000',
+  pceId: '0000',
+  sgxComponents: [7, 7, 2, 2, 3, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0],
+  pceSvn: 13,
+} as const;
+
+/** Intel's SGX extension of a PCK certificate: PPID, TCB (16 components, PCESVN, CPUSVN), PCE id, FMSPC, SGX type. */
+function sgxExtension(): Extension {
+  const p = SIMULATED_PCK_PLATFORM;
+  const o = (n: string) => der.oid(`${SGX_EXTENSIONS_OID}.${n}`);
+  const tcb = der.seq(
+    ...p.sgxComponents.map((v, i) => der.seq(o(`2.${i + 1}`), der.int(v))),
+    der.seq(o('2.17'), der.int(p.pceSvn)),
+    der.seq(o('2.18'), der.octets(Buffer.from(p.sgxComponents))),
+  );
+  return rawExtension(SGX_EXTENSIONS_OID, false, der.seq(
+    der.seq(o('1'), der.octets(Buffer.alloc(16, 0x5e))),
+    der.seq(o('2'), tcb),
+    der.seq(o('3'), der.octets(Buffer.from(p.pceId, 'hex'))),
+    der.seq(o('4'), der.octets(Buffer.from(p.fmspc, 'hex'))),
+  ));
+}
 
 export const simulatedIntelKeys = (): { root: KeyObject; pca: KeyObject; pck: KeyObject } => ({
   root: createPrivateKey(TEST_ONLY_INTEL_ROOT_KEY_PEM),
@@ -91,7 +119,7 @@ export function simulatedPckChainPem(): string {
     subjectPublicKey: pckPub,
     issuerPrivateKey: k.pca,
     signatureAlgorithm: 'ecdsa-sha256',
-    extensions: [keyUsage(['digitalSignature', 'nonRepudiation']), authorityKeyIdentifier(pcaPub)],
+    extensions: [keyUsage(['digitalSignature', 'nonRepudiation']), authorityKeyIdentifier(pcaPub), sgxExtension()],
   });
   cached = pemOf(pckDer) + pemOf(pcaDer) + TEST_ONLY_INTEL_ROOT_PEM;
   return cached;

@@ -13,6 +13,10 @@ import { simulatedIntelKeys, simulatedPckChainPem } from './chain';
 
 const SIM_TAG = (label: string, len: number) => createHash('sha384').update(`skr-sidecar simulated TDX ${label}`).digest().subarray(0, len);
 
+/** MRSIGNER and ISVPRODID of the simulated quoting enclave (what its simulated QE identity names). */
+export const SIMULATED_QE_MRSIGNER = SIM_TAG('QE MRSIGNER', 32);
+export const SIMULATED_QE_ISVPRODID = 2;
+
 /** The simulated TD's measurements (stable, recognisable in decodes and policies). */
 export const SIMULATED_TD_MEASUREMENTS: Omit<TdMeasurements, 'reportData'> = {
   teeTcbSvn: Buffer.from('03000600000000000000000000000000', 'hex'),
@@ -76,8 +80,8 @@ export class SimulatedTdxPlatform {
     const authData = Buffer.from(Array.from({ length: 32 }, (_, i) => i));
     const qeReport = Buffer.alloc(SGX_REPORT_BODY_SIZE);
     SIM_TAG('QE MRENCLAVE', 32).copy(qeReport, 64);
-    SIM_TAG('QE MRSIGNER', 32).copy(qeReport, 128);
-    qeReport.writeUInt16LE(2, 256);
+    SIMULATED_QE_MRSIGNER.copy(qeReport, 128);
+    qeReport.writeUInt16LE(SIMULATED_QE_ISVPRODID, 256);
     createHash('sha256').update(ak).update(authData).digest().copy(qeReport, 320);
     const qeSig = cryptoSign('sha256', qeReport, { key: simulatedIntelKeys().pck, dsaEncoding: 'ieee-p1363' });
     const pem = Buffer.concat([Buffer.from(simulatedPckChainPem(), 'latin1'), Buffer.from([0])]);
