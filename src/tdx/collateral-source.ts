@@ -132,8 +132,8 @@ export class TdxCollateralSource {
     return collateral;
   }
 
-  private async fetchDoc(url: string, chainHeader: string): Promise<SignedCollateral> {
-    const { body, headers } = await getOk(url, UPSTREAM, this.opts);
+  private async fetchDoc(url: string, chainHeader: string, signal: AbortSignal): Promise<SignedCollateral> {
+    const { body, headers } = await getOk(url, UPSTREAM, this.opts, {}, signal);
     const what = `GET ${new URL(url).host}${new URL(url).pathname}`;
     if (body.length > MAX_COLLATERAL_DOC_BYTES) throw new UpstreamError(UPSTREAM, `${what}: body of ${body.length} bytes exceeds ${MAX_COLLATERAL_DOC_BYTES}`, { code: 'ERR_UPSTREAM_MALFORMED' });
     const encoded = headers.get(chainHeader);
@@ -150,9 +150,15 @@ export class TdxCollateralSource {
   private async load(key: string): Promise<TdxCollateral> {
     this.counters.fetches++;
     const tcbUrl = pcsTcbInfoUrl(key, this.opts.baseUrl);
+    // Both or neither: the first failure cancels the other fetch (and its retries), so nothing runs on after the caller has its answer.
+    const both = new AbortController();
+    const fetchOrCancel = (url: string, header: string) => this.fetchDoc(url, header, both.signal).catch((e: unknown) => {
+      both.abort();
+      throw e;
+    });
     const [tcbInfo, qeIdentity] = await Promise.all([
-      this.fetchDoc(tcbUrl, 'TCB-Info-Issuer-Chain'),
-      this.fetchDoc(pcsQeIdentityUrl(this.opts.baseUrl), 'SGX-Enclave-Identity-Issuer-Chain'),
+      fetchOrCancel(tcbUrl, 'TCB-Info-Issuer-Chain'),
+      fetchOrCancel(pcsQeIdentityUrl(this.opts.baseUrl), 'SGX-Enclave-Identity-Issuer-Chain'),
     ]);
     const source = this.opts.baseUrl.replace(/\/+$/, '');
     const collateral: TdxCollateral = { tcbInfo, qeIdentity, source };

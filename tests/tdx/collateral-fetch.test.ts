@@ -144,6 +144,11 @@ describe('Intel TDX collateral over HTTP, cached', () => {
     const dead = await runCli('report', 'verify', quoteFile, '--trust-simulator', '--intel-pcs', base);
     expect(dead.code).toBe(1);
     expect(dead.err).toMatch(/^FAILED at tcb-collateral-fetch: GET 127.0.0.1:\d+\/tdx\/certification\/v4\/(tcb|qe\/identity) .*status 500/);
+    // The other document's fetch was cancelled with the first failure: no retry of it arrives after the
+    // command has answered (its backoff would have sent one within ~2 s).
+    const afterDead = requests.length;
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(requests).toHaveLength(afterDead);
   });
 
   it('offline: --tcb-info/--qe-identity/--tcb-issuer-chain files (chain URL-encoded as the header carries it); none → NOT checked', async () => {
