@@ -51,6 +51,10 @@ export interface CvmBenchResult {
 const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
+/** One IMDS identity for every run in this process (see the comment where it is used). */
+const imdsSigningKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+let imdsIdentity: { tenantId: string; principals: Awaited<ReturnType<typeof startImdsEmulator>>['principals'] } | undefined;
+
 export async function benchCvmRelease(iterations = 200, tee: 'sevsnp' | 'tdx' = 'sevsnp'): Promise<CvmBenchResult | { skipped: string }> {
   if (!swtpmAvailable()) return { skipped: 'swtpm is not installed (apt-get install -y swtpm swtpm-tools)' };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skr-bench-cvm-'));
@@ -62,7 +66,10 @@ export async function benchCvmRelease(iterations = 200, tee: 'sevsnp' | 'tdx' = 
     const ca = loadOrCreateLocalCa(path.join(dir, 'ca'));
     const maa = await startMaaEmulator({ ca, trustedArkPem: [cvm.platform.arkPem], trustedVtpmCaPem: [cvm.ca.certPem], ...(tdx ? { trustedIntelRootPem: [TEST_ONLY_INTEL_ROOT_PEM] } : {}) });
     closers.push(maa);
-    const imds = await startImdsEmulator({ thim: () => cvm.platform.thimCertificates(), ...(tdx ? { tdQuote: (r: Buffer) => tdx.quote(r) } : {}) });
+    // msal's managed-identity token cache is process-wide and not keyed by endpoint (src/akv/identity.ts): every
+    // run of this process answers as the same identity of the same tenant, so a cached token stays valid.
+    const imds = await startImdsEmulator({ thim: () => cvm.platform.thimCertificates(), ...(tdx ? { tdQuote: (r: Buffer) => tdx.quote(r) } : {}), signingKey: imdsSigningKey, ...(imdsIdentity ?? {}) });
+    imdsIdentity ??= { tenantId: imds.tenantId, principals: imds.principals };
     closers.push(imds);
     const vault = await startVaultEmulator({ flavour: 'vault', ca, stateDir: path.join(dir, 'vault'), accessTokens: { publicKey: imds.publicKey, issuer: imds.issuer } });
     closers.push(vault);
