@@ -117,13 +117,7 @@ export async function reportVerifyCommand(args: string[], io: Out): Promise<numb
     const intelRoots: string[] = [];
     for (const f of values['trust-root'] ?? []) intelRoots.push((await readInput(f, 'trust root')).toString('utf8'));
     if (values['trust-simulator']) intelRoots.push(TEST_ONLY_INTEL_ROOT_PEM);
-    let trust: IntelTrustStore;
-    try {
-      trust = new IntelTrustStore({ extraRootsPem: intelRoots });
-    } catch (e) {
-      if (e instanceof SkrError) throw new CliError(`--trust-root: ${e.message}`);
-      throw e;
-    }
+    const trust = trustRoots(() => new IntelTrustStore({ extraRootsPem: intelRoots }));
     return verifyTdx({ quote: extra?.quote ?? tdx?.quote, hcl: tdx?.hcl }, trust, now, validityAt, io, await tcbCollateralOption(values));
   }
   if (quoteKind(first) === 'sgx') throw new CliError('this is an Intel SGX enclave quote (DCAP v4/v5, TEE type 0): not a report this tool verifies');
@@ -135,17 +129,10 @@ export async function reportVerifyCommand(args: string[], io: Out): Promise<numb
   const extraRootsPem: string[] = [];
   for (const f of values['trust-root'] ?? []) extraRootsPem.push((await readInput(f, 'trust root')).toString('utf8'));
   if (values['trust-simulator']) for (const r of Object.values(TEST_ONLY_ROOTS)) extraRootsPem.push(r.arkPem);
-  let trust: TrustStore;
-  try {
-    trust = new TrustStore({ extraRootsPem });
-  } catch (e) {
-    // --trust-root is configuration, not evidence: a usage error.
-    if (e instanceof SkrError) throw new CliError(`--trust-root: ${e.message}`);
-    throw e;
-  }
+  const trust = trustRoots(() => new TrustStore({ extraRootsPem }));
 
   // From here on everything is the evidence under test: every refusal names its step.
-  try {
+  return verdict(io, validityAt, async () => {
     const hclBytes = hclBytesFromFile(reportInput);
     let hclLine = '';
     let reportBytes: Buffer;
@@ -163,10 +150,25 @@ export async function reportVerifyCommand(args: string[], io: Out): Promise<numb
     const chain = await atStep('chain-format', () =>
       chainFromFiles(certsInput, chainText, product, values.kds ?? AMD_KDS_BASE, report.reportedTcb));
     const v = verifyReport(reportBytes, chain, trust, { now });
-    io.out(
-      `OK: ${hclLine}report signed by VCEK of chip ${report.chipId.toString('hex').slice(0, 16)}… at TCB ${tcbToHex(v.vcekTcb)}, ` +
-        `chained to ${v.chain.arkLabel} (${v.product}); ${validityAt}`,
-    );
+    return `${hclLine}report signed by VCEK of chip ${report.chipId.toString('hex').slice(0, 16)}… at TCB ${tcbToHex(v.vcekTcb)}, ` +
+      `chained to ${v.chain.arkLabel} (${v.product})`;
+  });
+}
+
+/** --trust-root is configuration, not evidence: a store that cannot be built is a usage error. */
+function trustRoots<T>(make: () => T): T {
+  try {
+    return make();
+  } catch (e) {
+    if (e instanceof SkrError) throw new CliError(`--trust-root: ${e.message}`);
+    throw e;
+  }
+}
+
+/** `OK: <what verified>; <validity>` and exit 0, or `FAILED at <step>: …` and exit 1. */
+async function verdict(io: Out, validityAt: string, check: () => Promise<string>): Promise<number> {
+  try {
+    io.out(`OK: ${await check()}; ${validityAt}`);
     return 0;
   } catch (e) {
     if (e instanceof VerificationError) {
@@ -229,7 +231,7 @@ async function verifyTdx(input: TdxInput, trust: IntelTrustStore, now: Date, val
     throw new CliError('a TDX HCL report is verified through the TD quote of its TDREPORT: give it with --td-quote FILE (raw, hex, base64, or the IMDS /acc/tdquote answer)');
   }
   const quoteBytes = input.quote;
-  try {
+  return verdict(io, validityAt, async () => {
     const quote: TdQuote = await atStep('quote-format', () => parseTdQuote(quoteBytes));
     let hcl: TdxHclReport | undefined;
     if (input.hcl) {
@@ -265,13 +267,6 @@ async function verifyTdx(input: TdxInput, trust: IntelTrustStore, now: Date, val
       }
     }
     const hclLine = hcl ? `HCL runtime claims (${hcl.claimsBytes.length} bytes) bound by REPORTDATA, TDREPORT hashes consistent, TDREPORT = the quote's TD report body; ` : '';
-    io.out(`OK: ${hclLine}${verifiedQuoteLine(v)}; ${v.tcb ? tcbCheckedLine(v.tcb, v.tcbStatus, collateralSource) : tcbNotChecked(v)}; ${validityAt}`);
-    return 0;
-  } catch (e) {
-    if (e instanceof VerificationError) {
-      io.err(`FAILED at ${e.message} [${validityAt}]`);
-      return 1;
-    }
-    throw e;
-  }
+    return `${hclLine}${verifiedQuoteLine(v)}; ${v.tcb ? tcbCheckedLine(v.tcb, v.tcbStatus, collateralSource) : tcbNotChecked(v)}`;
+  });
 }
