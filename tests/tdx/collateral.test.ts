@@ -3,27 +3,18 @@
  * the TEST-ONLY TCB signing certificate under the simulated root, verified and evaluated by the real code.
  * Each tampering is refused at its named step.
  */
-import { VerificationError } from '../../src/common/errors';
 import { rawMember, type TdxCollateral } from '../../src/tdx/collateral';
 import { IntelTrustStore } from '../../src/tdx/roots';
 import { mintSimulatedTdxCollateral, SIMULATED_PCK_PLATFORM, SimulatedTdxPlatform, TEST_ONLY_INTEL_ROOT_PEM } from '../../src/tdx/simulator';
 import { evaluateTdxTcb } from '../../src/tdx/tcb';
 import { verifyTdQeIdentity, verifyTdxTcbInfo } from '../../src/tdx/collateral';
 import { verifyTdQuote } from '../../src/tdx/verify';
+import { stepOf } from '../helpers/errors';
 
 const trust = new IntelTrustStore({ extraRootsPem: [TEST_ONLY_INTEL_ROOT_PEM], includeIntelRoot: false });
 const tdx = new SimulatedTdxPlatform();
 const quote = tdx.quote(tdx.tdReport(Buffer.alloc(64, 3)));
 
-function stepOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof VerificationError) return e.step;
-    throw e;
-  }
-  return 'accepted';
-}
 
 /** The PCK platform CA of the quote's chain: a real certificate, but not a trusted root. */
 const quotePckChainCa = () => verifyTdQuote(quote, { trust }).intermediate.toString();

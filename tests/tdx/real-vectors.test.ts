@@ -5,24 +5,15 @@
  */
 import { createHash } from 'node:crypto';
 import { checkClaimsBinding, HCL_CLAIMS_OFFSET, hclTeeOf, parseAnyHclReport, parseHclReport, parseTdxHclReport } from '../../src/cvm/hcl';
-import { VerificationError } from '../../src/common/errors';
 import { isTdQuote, parseTdQuote, quoteKind, tdQuoteToJson } from '../../src/tdx/quote';
 import { IntelTrustStore, INTEL_SGX_ROOT_CA_SHA256 } from '../../src/tdx/roots';
 import { tdReportHashesMatch } from '../../src/tdx/tdreport';
 import { checkTdReportBinding, checkTdReportHashes, verifyTdQuote } from '../../src/tdx/verify';
 import { describeVectorFolder, vector } from '../helpers/vectors';
+import { stepOf } from '../helpers/errors';
 
 const AT = new Date('2025-06-01T00:00:00Z');
 
-function stepOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof VerificationError) return e.step;
-    throw e;
-  }
-  return 'passed';
-}
 
 describeVectorFolder('real-azure-tdx', 'real Azure TDX evidence', () => {
   const hclBytes = vector('real-azure-tdx/trustee-hcl-report.bin');
